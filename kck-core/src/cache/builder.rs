@@ -1,0 +1,162 @@
+//! Building a cache.
+
+use std::any::{Any, TypeId};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::flight::WaitGraph;
+use super::freshness::Backoff;
+use super::memo::Memo;
+use super::{Cache, FlightCounter, Inner};
+use crate::clock::{Clock, SystemClock};
+use crate::erased::{ErasedStub, StubFn, erase_stub};
+use crate::event::{EventListener, Events};
+use crate::primer::Primer;
+use crate::registry::{Registry, RegistryError};
+use crate::store::{MemoryStore, Store};
+
+/// Builds a [`Cache`].
+///
+/// ```
+/// use std::time::Duration;
+/// use kck_core::{Cache, MemoryStore, SystemClock};
+///
+/// # fn main() -> Result<(), kck_core::RegistryError> {
+/// let cache = Cache::builder()
+///     .store(MemoryStore::new())
+///     .clock(SystemClock)
+///     .state(String::from("shared with every primer through ctx.state()"))
+///     .on_event(|event: &kck_core::Event| println!("{event}"))
+///     .retry_backoff(Duration::from_secs(1), Duration::from_secs(60))
+///     .build()?;
+/// # Ok(()) }
+/// ```
+pub struct CacheBuilder {
+    registry: Option<Registry>,
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    listeners: Vec<Arc<dyn EventListener>>,
+    stubs: Vec<(&'static str, ErasedStub)>,
+    state: HashMap<TypeId, Arc<dyn Any + Send + Sync>>,
+    backoff: Backoff,
+    memo_shards: usize,
+}
+
+impl CacheBuilder {
+    pub(super) fn new() -> Self {
+        let cores = std::thread::available_parallelism().map_or(4, usize::from);
+        CacheBuilder {
+            registry: None,
+            store: Arc::new(MemoryStore::new()),
+            clock: Arc::new(SystemClock),
+            listeners: Vec::new(),
+            stubs: Vec::new(),
+            state: HashMap::new(),
+            backoff: Backoff::DEFAULT,
+            memo_shards: cores * 32,
+        }
+    }
+
+    /// The primers the cache knows. Default: [`Registry::from_inventory`].
+    pub fn registry(mut self, registry: Registry) -> Self {
+        self.registry = Some(registry);
+        self
+    }
+
+    /// Where entries live. Default: a new [`MemoryStore`].
+    pub fn store(self, store: impl Store) -> Self {
+        self.shared_store(Arc::new(store))
+    }
+
+    /// Like [`CacheBuilder::store`], for a store shared with others (several
+    /// caches on one store, or a test that inspects it).
+    pub fn shared_store(mut self, store: Arc<dyn Store>) -> Self {
+        self.store = store;
+        self
+    }
+
+    /// The source of "now". Default: [`SystemClock`].
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// Adds a listener that receives every [`Event`](crate::Event).
+    pub fn on_event(mut self, listener: impl EventListener) -> Self {
+        self.listeners.push(Arc::new(listener));
+        self
+    }
+
+    /// Makes `value` available to every primer through
+    /// [`Ctx::state`](crate::Ctx::state), by type.
+    pub fn state<T: Send + Sync + 'static>(mut self, value: T) -> Self {
+        self.state.insert(TypeId::of::<T>(), Arc::new(value));
+        self
+    }
+
+    /// Replaces the computation of primer `P` with `stub`: the cache calls
+    /// `stub(params)` instead of the primer, and caches what it returns like
+    /// any computed value. This is how tests cut a primer off a remote
+    /// source; `kck-testing` builds richer stubs on it.
+    pub fn stub<P: Primer>(
+        mut self,
+        stub: impl Fn(P::Params) -> Result<P::Value, P::Error> + Send + Sync + 'static,
+    ) -> Self {
+        let stub: StubFn<P> = Box::new(stub);
+        self.stubs.push((P::DEF.name, erase_stub::<P>(stub)));
+        self
+    }
+
+    /// The back-off between failed refreshes of one key: `base` after the
+    /// first failure, doubling up to `max`. Default: 1 s up to 5 min.
+    pub fn retry_backoff(mut self, base: Duration, max: Duration) -> Self {
+        self.backoff = Backoff { base, max };
+        self
+    }
+
+    /// Builds the cache.
+    ///
+    /// # Errors
+    ///
+    /// The registry's validation errors (see [`RegistryBuilder::build`](crate::RegistryBuilder::build)),
+    /// and [`RegistryError::UnknownStub`] for a stub of a primer that is not
+    /// registered.
+    pub fn build(self) -> Result<Cache, RegistryError> {
+        let registry = match self.registry {
+            Some(registry) => registry,
+            None => Registry::from_inventory()?,
+        };
+        let mut stubs = HashMap::new();
+        for (name, stub) in self.stubs {
+            if registry.get(name).is_none() {
+                return Err(RegistryError::UnknownStub { name });
+            }
+            stubs.insert(name, stub);
+        }
+        Ok(Cache {
+            inner: Arc::new(Inner {
+                registry,
+                store: self.store,
+                clock: self.clock,
+                memo: Memo::new(self.memo_shards),
+                waits: WaitGraph::default(),
+                events: Events::new(self.listeners),
+                stubs,
+                state: self.state,
+                backoff: self.backoff,
+                flights: FlightCounter::default(),
+            }),
+        })
+    }
+}
+
+impl std::fmt::Debug for CacheBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CacheBuilder")
+            .field("registry", &self.registry)
+            .field("listeners", &self.listeners.len())
+            .field("stubs", &self.stubs.iter().map(|(n, _)| n).collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,258 @@
+//! Reads: the hot path (a fresh value in the memo) and the slow path
+//! (freshness decisions, joining or starting a flight).
+
+use std::any::TypeId;
+use std::cell::RefCell;
+use std::sync::Arc;
+
+use super::Inner;
+use super::flight::{Flight, FlightMode, Outcome};
+use super::freshness::{Freshness, classify};
+use crate::ctx::{Ctx, Scope, ScopeRef};
+use crate::erased::{ErasedValue, PrimerHandle};
+use crate::error::Error;
+use crate::event::{EventKind, RefreshReason};
+use crate::key::{Key, KeyWriter};
+use crate::primer::Primer;
+
+thread_local! {
+    /// Where the hot path writes keys, so a hit allocates nothing.
+    static KEY_BUFFER: RefCell<String> = RefCell::new(String::with_capacity(64));
+}
+
+/// The read every generated getter ends in: `params` writes the key's
+/// parameters.
+pub async fn get<P: Primer>(
+    scope: &impl Scope,
+    params: impl FnOnce(&mut KeyWriter<'_>),
+) -> Result<Arc<P::Value>, Error> {
+    match scope.scope() {
+        ScopeRef::Cache(cache) => {
+            let key = match hit_or_key::<P>(&cache.inner, params) {
+                Ok(value) => return Ok(value),
+                Err(key) => key,
+            };
+            cache.inner.fetch_typed::<P>(key, None).await
+        }
+        ScopeRef::Ctx(ctx) => {
+            let mut text = String::with_capacity(P::DEF.name.len() + 16);
+            text.push_str(P::DEF.name);
+            params(&mut KeyWriter::new(&mut text));
+            let key = Key::from_written(&text);
+            read_through(ctx, &key, P::DEF.name)?;
+            ctx.cache().inner.fetch_typed::<P>(key, Some(ctx)).await
+        }
+    }
+}
+
+/// Checks that the computation of `ctx` may read `key` of primer `name`, and
+/// records the read as a dependency.
+fn read_through(ctx: &Ctx, key: &Key, name: &'static str) -> Result<(), Error> {
+    let reader = ctx.primer();
+    if !reader.depends_on.contains(&name) {
+        return Err(Error::UndeclaredDependency {
+            from: reader.name,
+            to: name,
+        });
+    }
+    if key == ctx.key() {
+        return Err(Error::Cycle {
+            path: vec![key.clone(), key.clone()],
+        });
+    }
+    ctx.record_read(key);
+    Ok(())
+}
+
+/// The hot path: writes the key into a thread-local buffer and looks it up;
+/// returns the owned key on anything but a fresh hit.
+fn hit_or_key<P: Primer>(
+    inner: &Inner,
+    params: impl FnOnce(&mut KeyWriter<'_>),
+) -> Result<Arc<P::Value>, Key> {
+    let write = |text: &mut String| {
+        text.clear();
+        text.push_str(P::DEF.name);
+        params(&mut KeyWriter::new(text));
+    };
+    let lookup = KEY_BUFFER.with(|buffer| match buffer.try_borrow_mut() {
+        Ok(mut text) => {
+            write(&mut text);
+            match inner.try_hit::<P>(&text) {
+                Some(value) => Lookup::Hit(
+                    value,
+                    inner.events.wants_hits().then(|| Key::from_written(&text)),
+                ),
+                None => Lookup::Miss(Key::from_written(&text)),
+            }
+        }
+        // Only reachable if an event listener reads the cache on a hit.
+        Err(_) => {
+            let mut text = String::new();
+            write(&mut text);
+            let key = Key::from_written(&text);
+            match inner.try_hit::<P>(&text) {
+                Some(value) => Lookup::Hit(value, Some(key)),
+                None => Lookup::Miss(key),
+            }
+        }
+    });
+    match lookup {
+        Lookup::Hit(value, key) => {
+            if let Some(key) = key {
+                inner.events.emit(&key, EventKind::Hit);
+            }
+            Ok(value)
+        }
+        Lookup::Miss(key) => Err(key),
+    }
+}
+
+enum Lookup<V> {
+    /// A fresh value, and its key if someone listens for hits.
+    Hit(V, Option<Key>),
+    Miss(Key),
+}
+
+/// What a read does after looking at the slot.
+enum Step {
+    Serve(ErasedValue, EventKind),
+    Wait(Arc<Flight>, EventKind),
+    Failed(Error),
+}
+
+impl Inner {
+    /// A fresh value of primer `P`, straight from the memo.
+    fn try_hit<P: Primer>(&self, key: &str) -> Option<Arc<P::Value>> {
+        if P::DEF.policy.on_demand {
+            return None;
+        }
+        let value = self.memo.read(key, |slot| {
+            let ready = slot.ready.as_ref()?;
+            if ready.deadline.is_some_and(|deadline| self.clock.now() >= deadline) {
+                return None;
+            }
+            Some(ready.value.clone())
+        })??;
+        value.downcast::<P::Value>().ok()
+    }
+
+    /// The registered handle of `P`; [`Error::UnknownPrimer`] if `P` is not
+    /// registered (or another primer of its name is).
+    pub(crate) fn typed_handle<P: Primer>(&self) -> Result<PrimerHandle, Error> {
+        let handle = self.registry.handle(P::DEF.name)?;
+        if (handle.primer_type)() != TypeId::of::<P>() {
+            return Err(Error::UnknownPrimer {
+                name: P::DEF.name.to_owned(),
+            });
+        }
+        Ok(*handle)
+    }
+
+    pub(crate) async fn fetch_typed<P: Primer>(
+        self: &Arc<Self>,
+        key: Key,
+        reader: Option<&Ctx>,
+    ) -> Result<Arc<P::Value>, Error> {
+        let handle = self.typed_handle::<P>()?;
+        let value = self.fetch(&key, handle, reader).await?;
+        downcast::<P>(value)
+    }
+
+    /// The slow path of a read: serve a stale value (starting one refresh),
+    /// join the running computation, or start one.
+    pub(crate) async fn fetch(
+        self: &Arc<Self>,
+        key: &Key,
+        handle: PrimerHandle,
+        reader: Option<&Ctx>,
+    ) -> Result<ErasedValue, Error> {
+        let policy = &handle.def.policy;
+        let now = self.clock.now();
+        // Under the read lock first: stale reads with a refresh running or
+        // backing off need nothing more.
+        let served = self.memo.read(key.as_str(), |slot| {
+            let ready = slot.ready.as_ref().filter(|_| !policy.on_demand)?;
+            match classify(ready, now) {
+                Freshness::Fresh => Some((ready.value.clone(), EventKind::Hit)),
+                Freshness::Stale { refresh } if !refresh || slot.flight.is_some() => {
+                    Some((ready.value.clone(), EventKind::StaleServed))
+                }
+                _ => None,
+            }
+        });
+        if let Some((value, kind)) = served.flatten() {
+            self.events.emit(key, kind);
+            return Ok(value);
+        }
+
+        let mut refresh_started = false;
+        let step = self.memo.update(key, |slot| {
+            if let Some(ready) = slot.ready.as_ref().filter(|_| !policy.on_demand) {
+                match classify(ready, now) {
+                    Freshness::Fresh => return Step::Serve(ready.value.clone(), EventKind::Hit),
+                    Freshness::Stale { refresh } => {
+                        let value = ready.value.clone();
+                        if refresh && slot.flight.is_none() {
+                            match self.start_flight(slot, key, handle, FlightMode::Refresh) {
+                                Ok(_) => refresh_started = true,
+                                Err(error) => return Step::Failed(error),
+                            }
+                        }
+                        return Step::Serve(value, EventKind::StaleServed);
+                    }
+                    Freshness::Expired => {}
+                }
+            }
+            match &slot.flight {
+                Some(flight) => Step::Wait(flight.clone(), EventKind::Coalesced),
+                None => match self.start_flight(slot, key, handle, FlightMode::Get) {
+                    Ok(flight) => Step::Wait(flight, EventKind::Miss),
+                    Err(error) => Step::Failed(error),
+                },
+            }
+        });
+        if refresh_started {
+            self.events.emit(
+                key,
+                EventKind::RefreshStarted {
+                    reason: RefreshReason::Stale,
+                },
+            );
+        }
+        match step {
+            Step::Serve(value, kind) => {
+                self.events.emit(key, kind);
+                Ok(value)
+            }
+            Step::Wait(flight, kind) => {
+                self.events.emit(key, kind);
+                self.wait(key, &flight, reader).await?.for_reader()
+            }
+            Step::Failed(error) => Err(error),
+        }
+    }
+
+    /// Waits for a flight. A computation that waits records the wait, so a
+    /// wait that would close a cycle fails instead of hanging.
+    pub(crate) async fn wait(
+        &self,
+        key: &Key,
+        flight: &Flight,
+        reader: Option<&Ctx>,
+    ) -> Result<Outcome, Error> {
+        let _edge = match reader {
+            Some(ctx) => Some(self.waits.enter(ctx.key(), key)?),
+            None => None,
+        };
+        Ok(flight.wait(key).await)
+    }
+}
+
+pub(crate) fn downcast<P: Primer>(value: ErasedValue) -> Result<Arc<P::Value>, Error> {
+    value
+        .downcast::<P::Value>()
+        .map_err(|_| Error::UnknownPrimer {
+            name: P::DEF.name.to_owned(),
+        })
+}

@@ -1,0 +1,127 @@
+//! Freshness rules, as pure functions of the policy, the entry and the time.
+
+use std::time::Duration;
+
+use super::memo::Ready;
+use crate::clock::Timestamp;
+use crate::primer::Policy;
+
+/// What a read may do with a ready value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Freshness {
+    /// Serve it.
+    Fresh,
+    /// Serve it; start a refresh if `refresh` (not while a failed refresh
+    /// backs off).
+    Stale { refresh: bool },
+    /// Never serve it: a miss.
+    Expired,
+}
+
+pub(crate) fn classify(ready: &Ready, now: Timestamp) -> Freshness {
+    if ready.expires_at.is_some_and(|at| now >= at) {
+        return Freshness::Expired;
+    }
+    if ready.stale_at.is_some_and(|at| now >= at) {
+        let refresh = ready.retry_at.is_none_or(|at| now >= at);
+        return Freshness::Stale { refresh };
+    }
+    Freshness::Fresh
+}
+
+/// The soft expiry, periodic refresh and hard expiry of a value computed at
+/// `computed_at`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Deadlines {
+    pub(crate) stale_at: Option<Timestamp>,
+    pub(crate) refresh_at: Option<Timestamp>,
+    pub(crate) expires_at: Option<Timestamp>,
+}
+
+impl Deadlines {
+    pub(crate) fn of(policy: &Policy, computed_at: Timestamp) -> Self {
+        let after = |duration: Option<Duration>| duration.map(|d| computed_at + d);
+        Deadlines {
+            stale_at: after(policy.stale_after),
+            refresh_at: after(policy.refresh),
+            expires_at: after(policy.expire_after),
+        }
+    }
+}
+
+/// Exponential back-off between failed refreshes of one key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Backoff {
+    pub(crate) base: Duration,
+    pub(crate) max: Duration,
+}
+
+impl Backoff {
+    pub(crate) const DEFAULT: Backoff = Backoff {
+        base: Duration::from_secs(1),
+        max: Duration::from_secs(300),
+    };
+
+    /// When to try again after the `attempts`-th failure in a row at
+    /// `failed_at`: `base`, doubling with each attempt, at most `max`.
+    pub(crate) fn retry_at(&self, failed_at: Timestamp, attempts: u32) -> Timestamp {
+        let exponent = attempts.saturating_sub(1).min(31);
+        let delay = self.base.saturating_mul(1 << exponent).min(self.max);
+        failed_at + delay
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::store::{ContentHash, Version};
+
+    fn ready(stale: Option<i64>, expires: Option<i64>, retry: Option<i64>) -> Ready {
+        let at = |s: Option<i64>| s.map(|s| Timestamp::from_unix_micros(s * 1_000_000));
+        Ready {
+            value: Arc::new(()),
+            version: Version(1),
+            content_hash: ContentHash::of(b""),
+            changed_at: Timestamp::UNIX_EPOCH,
+            stale_at: at(stale),
+            expires_at: at(expires),
+            retry_at: at(retry),
+            attempts: 0,
+            deadline: None,
+        }
+    }
+
+    fn at(seconds: i64) -> Timestamp {
+        Timestamp::from_unix_micros(seconds * 1_000_000)
+    }
+
+    #[test]
+    fn soft_then_hard_expiry() {
+        let r = ready(Some(10), Some(20), None);
+        assert_eq!(classify(&r, at(9)), Freshness::Fresh);
+        assert_eq!(classify(&r, at(10)), Freshness::Stale { refresh: true });
+        assert_eq!(classify(&r, at(20)), Freshness::Expired);
+        assert_eq!(classify(&ready(None, None, None), at(1 << 40)), Freshness::Fresh);
+    }
+
+    #[test]
+    fn no_refresh_while_backing_off() {
+        let r = ready(Some(10), None, Some(15));
+        assert_eq!(classify(&r, at(12)), Freshness::Stale { refresh: false });
+        assert_eq!(classify(&r, at(15)), Freshness::Stale { refresh: true });
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap() {
+        let backoff = Backoff {
+            base: Duration::from_secs(1),
+            max: Duration::from_secs(10),
+        };
+        let delays: Vec<_> = (1..=6)
+            .map(|n| backoff.retry_at(at(0), n).saturating_duration_since(at(0)).as_secs())
+            .collect();
+        assert_eq!(delays, [1, 2, 4, 8, 10, 10]);
+    }
+}

@@ -1,0 +1,267 @@
+//! The public operations of [`Cache`] besides reads through getters.
+
+use std::sync::Arc;
+
+use super::fetch::downcast;
+use super::flight::{Flight, FlightMode};
+use super::freshness::{Deadlines, Freshness, classify};
+use super::memo::Ready;
+use super::{Cache, Inner};
+use crate::erased::{ErasedValue, PrimerHandle};
+use crate::error::Error;
+use crate::event::{EventKind, RefreshReason};
+use crate::key::{Key, TypedKey};
+use crate::primer::Primer;
+use crate::store::{ContentHash, Entry, EntryMeta, Expect, Saved, StoredEntry, Version};
+
+impl Cache {
+    /// Reads the product of `key`, computing it if it is missing, like the
+    /// generated getter does.
+    ///
+    /// # Errors
+    ///
+    /// The primer's error ([`Error::Compute`]), [`Error::Panicked`],
+    /// [`Error::UnknownPrimer`] if the primer is not registered,
+    /// [`Error::NotPrimed`], [`Error::Store`].
+    pub async fn get<P: Primer>(&self, key: &TypedKey<P>) -> Result<Arc<P::Value>, Error> {
+        self.inner.fetch_typed::<P>(key.key().clone(), None).await
+    }
+
+    /// The cached value of `key`, if there is one that may be served (stale
+    /// or not). Never computes and never starts a refresh.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnknownPrimer`], [`Error::Store`].
+    pub async fn peek<P: Primer>(&self, key: &TypedKey<P>) -> Result<Option<Arc<P::Value>>, Error> {
+        let handle = self.inner.typed_handle::<P>()?;
+        match self.inner.peek(key, handle).await? {
+            Some(value) => downcast::<P>(value).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Writes `value` as the product of `key`, as if it had been computed now;
+    /// returns the entry's new version. Dependents are told if the value
+    /// changed.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnknownPrimer`], [`Error::Encode`], [`Error::Store`].
+    pub async fn set<P: Primer>(&self, key: &TypedKey<P>, value: P::Value) -> Result<Version, Error> {
+        let handle = self.inner.typed_handle::<P>()?;
+        self.inner.set(key, handle, Arc::new(value)).await
+    }
+
+    /// Recomputes the product of `key` now and returns the new value. Joins
+    /// a refresh that started after this call; waits for an older
+    /// computation to end first.
+    ///
+    /// # Errors
+    ///
+    /// As [`Cache::get`]; a failed refresh is returned even when the primer
+    /// keeps serving its last good value (`stale_if_error`).
+    pub async fn refresh<P: Primer>(&self, key: &TypedKey<P>) -> Result<Arc<P::Value>, Error> {
+        let handle = self.inner.typed_handle::<P>()?;
+        downcast::<P>(self.inner.refresh(key, handle).await?)
+    }
+
+    /// Marks the entry of `key`, and everything that read it, transitively,
+    /// stale: each is served once more and refreshed. Returns how many
+    /// entries were marked.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Store`].
+    pub async fn invalidate(&self, key: &Key) -> Result<usize, Error> {
+        self.inner.invalidate_cascade(key).await
+    }
+
+    /// Removes the entry of `key`: the next read computes it. Its dependents
+    /// are untouched. Returns whether there was an entry.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Store`].
+    pub async fn remove(&self, key: &Key) -> Result<bool, Error> {
+        let existed = self.inner.store.remove(key).await?;
+        self.inner.memo.invalidate(key);
+        if existed {
+            self.inner.events.emit(key, EventKind::Removed);
+        }
+        Ok(existed)
+    }
+
+    /// Parses a key string and checks it against the registry; see
+    /// [`Registry::parse_key`](crate::Registry::parse_key).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidKey`], [`Error::UnknownPrimer`].
+    pub fn parse_key(&self, text: &str) -> Result<Key, Error> {
+        self.inner.registry.parse_key(text)
+    }
+
+    /// Reads the product of a key given as a string (see
+    /// [`Cache::parse_key`]), computing it if needed, as JSON.
+    ///
+    /// # Errors
+    ///
+    /// As [`Cache::get`], and [`Error::InvalidKey`] if the key does not fit
+    /// its primer.
+    pub async fn get_json(&self, key: &Key) -> Result<serde_json::Value, Error> {
+        let handle = self.inner.checked_handle(key)?;
+        let value = self.inner.fetch(key, handle, None).await?;
+        (handle.to_json)(&value).map_err(|error| Error::Encode {
+            key: key.clone(),
+            source: Arc::new(error),
+        })
+    }
+
+    /// Recomputes the product of an untyped key now; see [`Cache::refresh`].
+    /// This is what workers call.
+    ///
+    /// # Errors
+    ///
+    /// As [`Cache::refresh`], and [`Error::InvalidKey`] or
+    /// [`Error::UnknownPrimer`] if the key does not fit a registered primer.
+    pub async fn refresh_key(&self, key: &Key) -> Result<(), Error> {
+        let handle = self.inner.checked_handle(key)?;
+        self.inner.refresh(key, handle).await.map(drop)
+    }
+
+    /// The stored entry of `key` (value bytes, version, timestamps, last
+    /// error, dependencies), for inspection.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Store`].
+    pub async fn entry(&self, key: &Key) -> Result<Option<StoredEntry>, Error> {
+        Ok(self.inner.store.load(key).await?)
+    }
+
+    /// The keys whose last computation read `key`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Store`].
+    pub async fn dependents(&self, key: &Key) -> Result<Vec<Key>, Error> {
+        Ok(self.inner.store.dependents(key).await?)
+    }
+}
+
+impl Inner {
+    /// The handle of the primer of `key`, after checking the key fits it.
+    fn checked_handle(&self, key: &Key) -> Result<PrimerHandle, Error> {
+        let handle = *self.registry.handle(key.primer())?;
+        (handle.check_key)(key)?;
+        Ok(handle)
+    }
+
+    async fn peek(&self, key: &Key, handle: PrimerHandle) -> Result<Option<ErasedValue>, Error> {
+        let now = self.clock.now();
+        let in_memo = self.memo.read(key.as_str(), |slot| {
+            let ready = slot.ready.as_ref()?;
+            (classify(ready, now) != Freshness::Expired).then(|| ready.value.clone())
+        });
+        if let Some(value) = in_memo.flatten() {
+            return Ok(Some(value));
+        }
+        let Some(stored) = self.store.load(key).await? else {
+            return Ok(None);
+        };
+        let meta = &stored.entry.meta;
+        let expired = meta.expires_at.is_some_and(|at| now >= at);
+        if expired || meta.code_version != handle.def.code_version {
+            return Ok(None);
+        }
+        match (handle.decode)(&stored.entry.value) {
+            Ok(value) => Ok(Some(value)),
+            Err(error) => {
+                let reason = error.to_string();
+                self.events.emit(key, EventKind::DecodeFailed { reason });
+                Ok(None)
+            }
+        }
+    }
+
+    async fn set(
+        self: &Arc<Self>,
+        key: &Key,
+        handle: PrimerHandle,
+        value: ErasedValue,
+    ) -> Result<Version, Error> {
+        let def = handle.def;
+        let bytes = (handle.encode)(&value).map_err(|error| Error::Encode {
+            key: key.clone(),
+            source: Arc::new(error),
+        })?;
+        let content_hash = ContentHash::of(&bytes);
+        let pin = self.memo.pin(key);
+        loop {
+            let previous = self.store.load(key).await?;
+            let now = self.clock.now();
+            let previous_meta = previous
+                .as_ref()
+                .map(|stored| &stored.entry.meta)
+                .filter(|meta| meta.code_version == def.code_version);
+            let changed = previous_meta.is_none_or(|meta| meta.content_hash != content_hash);
+            let deadlines = Deadlines::of(&def.policy, now);
+            let meta = EntryMeta {
+                computed_at: now,
+                changed_at: match previous_meta {
+                    Some(meta) if !changed => meta.changed_at,
+                    _ => now,
+                },
+                stale_at: deadlines.stale_at,
+                refresh_at: deadlines.refresh_at,
+                expires_at: deadlines.expires_at,
+                content_hash,
+                code_version: def.code_version.to_owned(),
+                compute_duration: std::time::Duration::ZERO,
+                last_error: None,
+            };
+            let entry = Entry {
+                key: key.clone(),
+                value: bytes.clone(),
+                meta: meta.clone(),
+                dependencies: Vec::new(),
+            };
+            let expect = previous.map_or(Expect::Absent, |stored| Expect::Version(stored.version));
+            if let Saved::Written(version) = self.store.save(entry, expect).await? {
+                pin.install(Ready::new(value, version, &meta, None));
+                drop(pin);
+                self.events.emit(key, EventKind::Set { version });
+                if changed {
+                    self.value_changed(key).await;
+                }
+                return Ok(version);
+            }
+        }
+    }
+
+    async fn refresh(self: &Arc<Self>, key: &Key, handle: PrimerHandle) -> Result<ErasedValue, Error> {
+        let watermark = self.flights.watermark();
+        loop {
+            let mut started = false;
+            let flight: Result<Arc<Flight>, Error> = self.memo.update(key, |slot| match &slot.flight {
+                Some(flight) => Ok(flight.clone()),
+                None => {
+                    started = true;
+                    self.start_flight(slot, key, handle, FlightMode::Refresh)
+                }
+            });
+            let flight = flight?;
+            if started {
+                let reason = RefreshReason::Requested;
+                self.events.emit(key, EventKind::RefreshStarted { reason });
+            }
+            if flight.mode == FlightMode::Refresh && flight.id > watermark {
+                return flight.wait(key).await.for_refresher();
+            }
+            // A computation that started before this call may have read
+            // older inputs: let it end, then refresh.
+            flight.ended().await;
+        }
+    }
+}

@@ -1,0 +1,125 @@
+//! The context of a computation, and the scopes getters are called in.
+
+use std::any::{Any, TypeId};
+use std::sync::{Mutex, PoisonError};
+
+use crate::cache::Cache;
+use crate::clock::Timestamp;
+use crate::erased::ErasedStub;
+use crate::key::Key;
+use crate::primer::PrimerDef;
+
+/// The context a primer computes in.
+///
+/// Pass it to the getters of other primers: `register_sales(ctx, register,
+/// day)` reads through the cache *and* records that this product depends on
+/// that one, so a change there refreshes this product. A primer may only read
+/// the primers its `depends_on` lists.
+pub struct Ctx {
+    cache: Cache,
+    key: Key,
+    def: &'static PrimerDef,
+    reads: Mutex<Vec<Key>>,
+}
+
+impl Ctx {
+    pub(crate) fn new(cache: Cache, key: Key, def: &'static PrimerDef) -> Self {
+        Ctx {
+            cache,
+            key,
+            def,
+            reads: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The key of the product being computed.
+    pub fn key(&self) -> &Key {
+        &self.key
+    }
+
+    /// The primer being run.
+    pub fn primer(&self) -> &'static PrimerDef {
+        self.def
+    }
+
+    /// The cache's clock: use it instead of the system clock, so tests that
+    /// control time control your primers too.
+    pub fn now(&self) -> Timestamp {
+        self.cache.now()
+    }
+
+    /// Application state given to [`CacheBuilder::state`](crate::CacheBuilder::state):
+    /// a database pool, an HTTP client, settings.
+    pub fn state<T: Send + Sync + 'static>(&self) -> Option<&T> {
+        self.cache
+            .inner
+            .state
+            .get(&TypeId::of::<T>())
+            .and_then(|state| (**state).downcast_ref::<T>())
+    }
+
+    /// The cache itself. Reads through it are *not* recorded as dependencies.
+    pub fn cache(&self) -> &Cache {
+        &self.cache
+    }
+
+    pub(crate) fn record_read(&self, key: &Key) {
+        let mut reads = self.reads.lock().unwrap_or_else(PoisonError::into_inner);
+        if !reads.contains(key) {
+            reads.push(key.clone());
+        }
+    }
+
+    pub(crate) fn take_reads(&self) -> Vec<Key> {
+        std::mem::take(&mut *self.reads.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    pub(crate) fn stub(&self) -> Option<&(dyn Any + Send + Sync)> {
+        self.cache
+            .inner
+            .stubs
+            .get(self.def.name)
+            .map(|stub: &ErasedStub| &**stub)
+    }
+}
+
+impl std::fmt::Debug for Ctx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ctx").field("key", &self.key).finish_non_exhaustive()
+    }
+}
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for crate::Cache {}
+    impl Sealed for crate::Ctx {}
+}
+
+/// Where a getter is called: on the [`Cache`] (from a handler) or on a
+/// [`Ctx`] (from another primer, recording the dependency).
+///
+/// Generated getters take `&impl Scope`, so both `store_report(&cache, ..)`
+/// and `store_report(ctx, ..)` work.
+pub trait Scope: sealed::Sealed + Sync {
+    #[doc(hidden)]
+    fn scope(&self) -> ScopeRef<'_>;
+}
+
+#[doc(hidden)]
+#[derive(Clone, Copy)]
+pub enum ScopeRef<'a> {
+    Cache(&'a Cache),
+    Ctx(&'a Ctx),
+}
+
+impl Scope for Cache {
+    fn scope(&self) -> ScopeRef<'_> {
+        ScopeRef::Cache(self)
+    }
+}
+
+impl Scope for Ctx {
+    fn scope(&self) -> ScopeRef<'_> {
+        ScopeRef::Ctx(self)
+    }
+}

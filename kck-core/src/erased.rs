@@ -1,0 +1,117 @@
+//! Type erasure, in one place: a primer's typed functions behind plain
+//! function pointers, so the cache can hold primers of every type in one
+//! registry and work on them by key.
+
+use std::any::{Any, TypeId};
+use std::sync::Arc;
+
+use futures_util::future::BoxFuture;
+use serde::Serialize;
+
+use crate::ctx::Ctx;
+use crate::error::Error;
+use crate::key::{self, Key, KeyError};
+use crate::primer::{Primer, PrimerDef};
+
+/// A product value of any primer's type.
+pub(crate) type ErasedValue = Arc<dyn Any + Send + Sync>;
+
+/// A primer's typed functions, erased.
+#[doc(hidden)]
+#[derive(Clone, Copy)]
+pub struct PrimerHandle {
+    pub(crate) def: &'static PrimerDef,
+    pub(crate) primer_type: fn() -> TypeId,
+    pub(crate) compute: fn(Arc<Ctx>) -> BoxFuture<'static, Result<ErasedValue, Error>>,
+    pub(crate) encode: fn(&ErasedValue) -> Result<Vec<u8>, serde_json::Error>,
+    pub(crate) decode: fn(&[u8]) -> Result<ErasedValue, serde_json::Error>,
+    pub(crate) check_key: fn(&Key) -> Result<(), KeyError>,
+    pub(crate) to_json: fn(&ErasedValue) -> Result<serde_json::Value, serde_json::Error>,
+}
+
+impl PrimerHandle {
+    /// The handle of `P`.
+    pub const fn of<P: Primer>() -> Self {
+        PrimerHandle {
+            def: P::DEF,
+            primer_type: TypeId::of::<P>,
+            compute: compute::<P>,
+            encode: encode::<P>,
+            decode: decode::<P>,
+            check_key: check_key::<P>,
+            to_json: to_json::<P>,
+        }
+    }
+
+    pub(crate) fn def(&self) -> &'static PrimerDef {
+        self.def
+    }
+}
+
+impl std::fmt::Debug for PrimerHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("PrimerHandle").field(&self.def.name).finish()
+    }
+}
+
+/// A replacement for a primer's computation, installed with
+/// [`CacheBuilder::stub`](crate::CacheBuilder::stub).
+pub(crate) type StubFn<P> = Box<
+    dyn Fn(<P as Primer>::Params) -> Result<<P as Primer>::Value, <P as Primer>::Error>
+        + Send
+        + Sync,
+>;
+
+/// A [`StubFn`] of some primer, erased.
+pub(crate) type ErasedStub = Arc<dyn Any + Send + Sync>;
+
+pub(crate) fn erase_stub<P: Primer>(stub: StubFn<P>) -> ErasedStub {
+    Arc::new(stub)
+}
+
+fn compute<P: Primer>(ctx: Arc<Ctx>) -> BoxFuture<'static, Result<ErasedValue, Error>> {
+    Box::pin(async move {
+        let params = key::parse_params::<P::Params>(ctx.key(), P::DEF)?;
+        let stub = ctx.stub().and_then(|stub| stub.downcast_ref::<StubFn<P>>());
+        let result = match stub {
+            Some(stub) => stub(params),
+            None => P::compute(&ctx, params).await,
+        };
+        match result {
+            Ok(value) => Ok(Arc::new(value) as ErasedValue),
+            Err(error) => Err(Error::compute(ctx.key().clone(), error.into())),
+        }
+    })
+}
+
+fn typed<P: Primer>(value: &ErasedValue) -> Result<&P::Value, serde_json::Error> {
+    value.downcast_ref::<P::Value>().ok_or_else(|| {
+        <serde_json::Error as serde::ser::Error>::custom(format!(
+            "a value of another type was stored under primer `{}`",
+            P::DEF.name
+        ))
+    })
+}
+
+/// Serializes canonically: through `serde_json::Value`, whose maps are
+/// sorted, so equal values give equal bytes (and equal content hashes) even
+/// when they hold `HashMap`s.
+pub(crate) fn to_canonical_json<V: Serialize>(value: &V) -> Result<Vec<u8>, serde_json::Error> {
+    serde_json::to_vec(&serde_json::to_value(value)?)
+}
+
+fn encode<P: Primer>(value: &ErasedValue) -> Result<Vec<u8>, serde_json::Error> {
+    to_canonical_json(typed::<P>(value)?)
+}
+
+fn decode<P: Primer>(bytes: &[u8]) -> Result<ErasedValue, serde_json::Error> {
+    Ok(Arc::new(serde_json::from_slice::<P::Value>(bytes)?))
+}
+
+fn check_key<P: Primer>(key: &Key) -> Result<(), KeyError> {
+    key::parse_params::<P::Params>(key, P::DEF).map(drop)
+}
+
+fn to_json<P: Primer>(value: &ErasedValue) -> Result<serde_json::Value, serde_json::Error> {
+    serde_json::to_value(typed::<P>(value)?)
+}

@@ -1,0 +1,220 @@
+//! Events: every decision the cache makes, as data.
+//!
+//! Each event goes to `tracing` (target `kck`: hits and coalesced waits at
+//! `TRACE`, failures at `WARN`, the rest at `DEBUG`) and to the listeners
+//! given to [`CacheBuilder::on_event`](crate::CacheBuilder::on_event), which is
+//! how `kck-testing` asserts what was computed.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::error::Error;
+use crate::key::Key;
+use crate::store::Version;
+
+/// Something the cache decided or did about one key.
+#[derive(Debug, Clone)]
+pub struct Event {
+    /// The product concerned.
+    pub key: Key,
+    /// What happened.
+    pub kind: EventKind,
+}
+
+/// What happened; see [`Event`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum EventKind {
+    /// A read was served a fresh value from memory.
+    Hit,
+    /// A read was served a stale value (a refresh is running or due).
+    StaleServed,
+    /// A read found no usable value and started a computation.
+    Miss,
+    /// A read joined a computation that was already running.
+    Coalesced,
+    /// An entry was loaded from the store into memory.
+    Loaded {
+        /// Its version.
+        version: Version,
+    },
+    /// A stored value no longer decodes as the primer's type; it is treated
+    /// as missing.
+    DecodeFailed {
+        /// The decoder's message.
+        reason: String,
+    },
+    /// A stored value was computed by another version of the primer's code;
+    /// it is treated as missing.
+    Outdated {
+        /// The code version of the stored entry.
+        stored: String,
+    },
+    /// A background refresh started.
+    RefreshStarted {
+        /// Why.
+        reason: RefreshReason,
+    },
+    /// The primer ran and its value was stored.
+    Computed {
+        /// The new version of the entry.
+        version: Version,
+        /// Whether the value differs from the previous one. An unchanged value
+        /// does not touch dependents.
+        changed: bool,
+        /// How long the computation took, by the cache's clock.
+        duration: Duration,
+    },
+    /// A computation finished, but the entry changed meanwhile (another
+    /// write or an invalidation won), so its value was not stored.
+    Conflict,
+    /// A computation or a store operation failed.
+    Failed {
+        /// The error.
+        error: Error,
+    },
+    /// A refresh failed and the primer serves its last good value
+    /// (`stale_if_error`).
+    ServedAfterError,
+    /// The entry was marked stale.
+    Invalidated {
+        /// Why.
+        cause: InvalidationCause,
+    },
+    /// A value was written with [`Cache::set`](crate::Cache::set).
+    Set {
+        /// The new version.
+        version: Version,
+    },
+    /// The entry was removed.
+    Removed,
+}
+
+impl EventKind {
+    /// A short lower-case name: `hit`, `stale-served`, `computed`…
+    pub fn name(&self) -> &'static str {
+        match self {
+            EventKind::Hit => "hit",
+            EventKind::StaleServed => "stale-served",
+            EventKind::Miss => "miss",
+            EventKind::Coalesced => "coalesced",
+            EventKind::Loaded { .. } => "loaded",
+            EventKind::DecodeFailed { .. } => "decode-failed",
+            EventKind::Outdated { .. } => "outdated",
+            EventKind::RefreshStarted { .. } => "refresh-started",
+            EventKind::Computed { .. } => "computed",
+            EventKind::Conflict => "conflict",
+            EventKind::Failed { .. } => "failed",
+            EventKind::ServedAfterError => "served-after-error",
+            EventKind::Invalidated { .. } => "invalidated",
+            EventKind::Set { .. } => "set",
+            EventKind::Removed => "removed",
+        }
+    }
+}
+
+/// Why a refresh started.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RefreshReason {
+    /// A read found the value stale or due for its periodic refresh.
+    Stale,
+    /// A product it read changed value.
+    DependencyChanged {
+        /// The product that changed.
+        from: Key,
+    },
+    /// [`Cache::refresh`](crate::Cache::refresh) or
+    /// [`Cache::refresh_key`](crate::Cache::refresh_key) asked for it.
+    Requested,
+}
+
+/// Why an entry was marked stale.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum InvalidationCause {
+    /// [`Cache::invalidate`](crate::Cache::invalidate) named it.
+    Requested,
+    /// It read a product that was invalidated.
+    Cascade {
+        /// The invalidated product it read.
+        from: Key,
+    },
+    /// A product it read changed and its primer has `on_change = invalidate`.
+    DependencyChanged {
+        /// The product that changed.
+        from: Key,
+    },
+}
+
+impl fmt::Display for Event {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.kind.name(), self.key)?;
+        match &self.kind {
+            EventKind::Failed { error } => write!(f, ": {error}"),
+            EventKind::RefreshStarted {
+                reason: RefreshReason::DependencyChanged { from },
+            }
+            | EventKind::Invalidated {
+                cause:
+                    InvalidationCause::DependencyChanged { from } | InvalidationCause::Cascade { from },
+            } => write!(f, " (from {from})"),
+            EventKind::DecodeFailed { reason } => write!(f, ": {reason}"),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Receives every [`Event`] of a cache. Called synchronously on the thread
+/// that made the decision, so keep it quick and never block.
+///
+/// Closures `Fn(&Event)` are listeners.
+pub trait EventListener: Send + Sync + 'static {
+    /// Called once per event.
+    fn on_event(&self, event: &Event);
+}
+
+impl<F: Fn(&Event) + Send + Sync + 'static> EventListener for F {
+    fn on_event(&self, event: &Event) {
+        self(event)
+    }
+}
+
+/// The listeners of one cache, and the tracing bridge.
+#[derive(Clone, Default)]
+pub(crate) struct Events {
+    listeners: Arc<[Arc<dyn EventListener>]>,
+}
+
+impl Events {
+    pub(crate) fn new(listeners: Vec<Arc<dyn EventListener>>) -> Self {
+        Events {
+            listeners: listeners.into(),
+        }
+    }
+
+    /// Whether anyone would see a hit: the hot path builds no event otherwise.
+    pub(crate) fn wants_hits(&self) -> bool {
+        !self.listeners.is_empty() || tracing::enabled!(target: "kck", tracing::Level::TRACE)
+    }
+
+    pub(crate) fn emit(&self, key: &Key, kind: EventKind) {
+        let event = Event {
+            key: key.clone(),
+            kind,
+        };
+        match &event.kind {
+            EventKind::Hit | EventKind::Coalesced => {
+                tracing::trace!(target: "kck", key = %event.key, event = event.kind.name());
+            }
+            EventKind::Failed { error } => {
+                tracing::warn!(target: "kck", key = %event.key, event = "failed", %error);
+            }
+            _ => tracing::debug!(target: "kck", key = %event.key, event = event.kind.name(), "{event}"),
+        }
+        for listener in self.listeners.iter() {
+            listener.on_event(&event);
+        }
+    }
+}

@@ -1,0 +1,432 @@
+//! Keys: the address of one data product.
+//!
+//! A key is the primer's name followed by its parameters, separated by `/`:
+//! `store_report/7/2026-11-26`. Each parameter is percent-escaped (`%` becomes
+//! `%25`, `/` becomes `%2F`), so no parameter value can reach into another key.
+//! Keys are *canonical*: a string key is accepted only in the exact form that
+//! formatting its typed parameters produces, so every key round-trips between
+//! its string and its typed parameters.
+
+use std::borrow::{Borrow, Cow};
+use std::fmt;
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use crate::key_param::{KeyParam, KeyParams, ParamError};
+use crate::primer::Primer;
+
+/// The address of one data product: `primer_name/param/param…`.
+///
+/// A `Key` is cheap to clone (it shares its text) and is always well formed:
+/// a valid primer name and correctly escaped parameters. Whether the
+/// parameters suit the primer is checked by
+/// [`Registry::parse_key`](crate::Registry::parse_key).
+///
+/// ```
+/// use kck_core::Key;
+///
+/// let key = Key::parse("store_report/7/2026-11-26")?;
+/// assert_eq!(key.primer(), "store_report");
+/// assert_eq!(key.params().collect::<Vec<_>>(), ["7", "2026-11-26"]);
+///
+/// // A `/` inside a parameter is escaped and cannot address another key.
+/// let key = Key::parse("file/a%2Fb")?;
+/// assert_eq!(key.params().collect::<Vec<_>>(), ["a/b"]);
+/// # Ok::<(), kck_core::KeyError>(())
+/// ```
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Key(Arc<str>);
+
+impl Key {
+    /// Parses and validates the syntax of a key: a valid primer name, then
+    /// parameters whose only escapes are `%25` and `%2F`.
+    ///
+    /// # Errors
+    ///
+    /// [`KeyError::Empty`], [`KeyError::InvalidName`] or
+    /// [`KeyError::InvalidEscape`].
+    pub fn parse(text: &str) -> Result<Key, KeyError> {
+        if text.is_empty() {
+            return Err(KeyError::Empty);
+        }
+        let (name, rest) = text.split_once('/').unwrap_or((text, ""));
+        if !is_valid_primer_name(name) {
+            return Err(KeyError::InvalidName {
+                key: text.to_owned(),
+                name: name.to_owned(),
+            });
+        }
+        if text.len() > name.len() && rest.split('/').any(|segment| unescape(segment).is_none()) {
+            return Err(KeyError::InvalidEscape {
+                key: text.to_owned(),
+            });
+        }
+        Ok(Key(Arc::from(text)))
+    }
+
+    /// Builds the key of primer `P` for `params` (in key-template order).
+    pub fn of<P: Primer>(params: &P::Params) -> Key {
+        let mut text = String::with_capacity(P::DEF.name.len() + 16);
+        text.push_str(P::DEF.name);
+        params.write_params(&mut KeyWriter::new(&mut text));
+        Key(Arc::from(text))
+    }
+
+    /// Wraps text that was written by a [`KeyWriter`] after a primer name, so
+    /// it is well formed by construction.
+    pub(crate) fn from_written(text: &str) -> Key {
+        Key(Arc::from(text))
+    }
+
+    /// The whole key as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The name of the primer this key belongs to: the first segment.
+    pub fn primer(&self) -> &str {
+        self.0.split_once('/').map_or(&*self.0, |(name, _)| name)
+    }
+
+    /// The parameters, unescaped, in key order.
+    pub fn params(&self) -> impl Iterator<Item = Cow<'_, str>> + '_ {
+        self.raw_params()
+            .map(|segment| unescape(segment).unwrap_or(Cow::Borrowed(segment)))
+    }
+
+    /// The parameters as they appear in the key, still escaped.
+    pub(crate) fn raw_params(&self) -> impl Iterator<Item = &str> + '_ {
+        let rest = self.0.split_once('/').map(|(_, rest)| rest);
+        rest.into_iter().flat_map(|rest| rest.split('/'))
+    }
+
+    /// The number of parameters.
+    pub fn param_count(&self) -> usize {
+        self.raw_params().count()
+    }
+}
+
+impl Borrow<str> for Key {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl AsRef<Key> for Key {
+    fn as_ref(&self) -> &Key {
+        self
+    }
+}
+
+impl fmt::Display for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Key({:?})", &*self.0)
+    }
+}
+
+/// Whether `name` can name a primer: non-empty ASCII letters, digits, `_`,
+/// `-` and `.`.
+pub fn is_valid_primer_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+}
+
+/// The key of one product of primer `P`, with its typed parameters.
+///
+/// The `#[primer]` macro generates a constructor for it on the primer's marker
+/// type: `store_report::key(7, day)`. It dereferences to [`Key`], so every
+/// untyped operation accepts it too.
+pub struct TypedKey<P: Primer> {
+    key: Key,
+    params: P::Params,
+    primer: PhantomData<fn() -> P>,
+}
+
+impl<P: Primer> TypedKey<P> {
+    /// The key of `P` for `params`, given in key-template order.
+    pub fn new(params: P::Params) -> Self {
+        TypedKey {
+            key: Key::of::<P>(&params),
+            params,
+            primer: PhantomData,
+        }
+    }
+
+    /// The untyped key.
+    pub fn key(&self) -> &Key {
+        &self.key
+    }
+
+    /// The typed parameters, in key-template order.
+    pub fn params(&self) -> &P::Params {
+        &self.params
+    }
+}
+
+impl<P: Primer> std::ops::Deref for TypedKey<P> {
+    type Target = Key;
+    fn deref(&self) -> &Key {
+        &self.key
+    }
+}
+
+impl<P: Primer> AsRef<Key> for TypedKey<P> {
+    fn as_ref(&self) -> &Key {
+        &self.key
+    }
+}
+
+impl<P: Primer> From<TypedKey<P>> for Key {
+    fn from(typed: TypedKey<P>) -> Key {
+        typed.key
+    }
+}
+
+impl<P: Primer> Clone for TypedKey<P>
+where
+    P::Params: Clone,
+{
+    fn clone(&self) -> Self {
+        TypedKey {
+            key: self.key.clone(),
+            params: self.params.clone(),
+            primer: PhantomData,
+        }
+    }
+}
+
+impl<P: Primer> fmt::Debug for TypedKey<P> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.key, f)
+    }
+}
+
+impl<P: Primer> fmt::Display for TypedKey<P> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.key, f)
+    }
+}
+
+/// Appends parameters to a key under construction, escaping them.
+///
+/// [`KeyParam::write_key`] receives one; implementations write the
+/// parameter's text with [`KeyWriter::write_str`] (or `write!`, as it
+/// implements [`fmt::Write`]) and never see the escaping.
+pub struct KeyWriter<'a> {
+    out: &'a mut String,
+}
+
+impl<'a> KeyWriter<'a> {
+    pub(crate) fn new(out: &'a mut String) -> Self {
+        KeyWriter { out }
+    }
+
+    /// Appends `text` to the current parameter, escaping `%` and `/`.
+    pub fn write_str(&mut self, text: &str) {
+        escape_into(text, self.out);
+    }
+
+    /// Starts a new parameter segment and writes `value` into it.
+    #[doc(hidden)]
+    pub fn param<T: KeyParam>(&mut self, value: &T) {
+        self.out.push('/');
+        value.write_key(self);
+    }
+
+    /// Starts a new parameter segment holding `text`.
+    #[doc(hidden)]
+    pub fn str_param(&mut self, text: &str) {
+        self.out.push('/');
+        self.write_str(text);
+    }
+}
+
+impl fmt::Write for KeyWriter<'_> {
+    fn write_str(&mut self, text: &str) -> fmt::Result {
+        escape_into(text, self.out);
+        Ok(())
+    }
+}
+
+fn escape_into(text: &str, out: &mut String) {
+    if !text.bytes().any(|b| b == b'%' || b == b'/') {
+        out.push_str(text);
+        return;
+    }
+    for c in text.chars() {
+        match c {
+            '%' => out.push_str("%25"),
+            '/' => out.push_str("%2F"),
+            c => out.push(c),
+        }
+    }
+}
+
+/// Undoes [`escape_into`]; `None` for any escape other than `%25` and `%2F`.
+fn unescape(segment: &str) -> Option<Cow<'_, str>> {
+    if !segment.contains('%') {
+        return Some(Cow::Borrowed(segment));
+    }
+    let mut out = String::with_capacity(segment.len());
+    let mut rest = segment;
+    while let Some(at) = rest.find('%') {
+        out.push_str(&rest[..at]);
+        let escape = rest.get(at..at + 3)?;
+        out.push(match escape {
+            "%25" => '%',
+            "%2F" => '/',
+            _ => return None,
+        });
+        rest = &rest[at + 3..];
+    }
+    out.push_str(rest);
+    Some(Cow::Owned(out))
+}
+
+/// Parses the parameters of `key` as `P`'s typed parameters, checking their
+/// number, their values and that the key is in canonical form.
+pub(crate) fn parse_params<Params: KeyParams>(
+    key: &Key,
+    primer: &'static crate::PrimerDef,
+) -> Result<Params, KeyError> {
+    let segments: Vec<Cow<'_, str>> = key.params().collect();
+    if segments.len() != Params::ARITY {
+        return Err(KeyError::WrongParamCount {
+            key: key.to_string(),
+            primer: primer.name,
+            expected: Params::ARITY,
+            found: segments.len(),
+        });
+    }
+    let params = Params::parse_params(&segments).map_err(|(index, reason)| {
+        KeyError::InvalidParam {
+            key: key.to_string(),
+            param: primer.params.get(index).copied().unwrap_or("?"),
+            reason,
+        }
+    })?;
+    let mut canonical = String::with_capacity(key.as_str().len());
+    canonical.push_str(primer.name);
+    params.write_params(&mut KeyWriter::new(&mut canonical));
+    if canonical != key.as_str() {
+        return Err(KeyError::NotCanonical {
+            key: key.to_string(),
+            canonical,
+        });
+    }
+    Ok(params)
+}
+
+/// Why a key string was rejected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyError {
+    /// The key is the empty string.
+    #[error("empty key")]
+    Empty,
+    /// The first segment is not a valid primer name.
+    #[error(
+        "invalid primer name `{name}` in key `{key}`: use ASCII letters, digits, `_`, `-` and `.`"
+    )]
+    InvalidName {
+        /// The rejected key.
+        key: String,
+        /// Its first segment.
+        name: String,
+    },
+    /// A `%` that does not start `%25` or `%2F`.
+    #[error("invalid escape in key `{key}`: only `%25` (for `%`) and `%2F` (for `/`) are allowed")]
+    InvalidEscape {
+        /// The rejected key.
+        key: String,
+    },
+    /// The key has more or fewer parameters than its primer takes.
+    #[error("key `{key}` has {found} parameter(s) but primer `{primer}` takes {expected}")]
+    WrongParamCount {
+        /// The rejected key.
+        key: String,
+        /// The primer it names.
+        primer: &'static str,
+        /// How many parameters the primer takes.
+        expected: usize,
+        /// How many the key has.
+        found: usize,
+    },
+    /// A parameter does not parse as the primer's parameter type.
+    #[error("parameter `{param}` of key `{key}` is invalid: {reason}")]
+    InvalidParam {
+        /// The rejected key.
+        key: String,
+        /// The name of the parameter, as in the key template.
+        param: &'static str,
+        /// What the parameter type said.
+        #[source]
+        reason: ParamError,
+    },
+    /// The parameters parse, but format differently (`007` for `7`); only the
+    /// canonical form addresses the product.
+    #[error("key `{key}` is not in canonical form; the same parameters are written `{canonical}`")]
+    NotCanonical {
+        /// The rejected key.
+        key: String,
+        /// The canonical form of the same parameters.
+        canonical: String,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escaping_round_trips_and_hides_separators() {
+        for raw in ["", "plain", "a/b", "100%", "%2F", "/%/%25/", "ünï/cödé"] {
+            let mut escaped = String::new();
+            escape_into(raw, &mut escaped);
+            assert!(!escaped.contains('/'), "{escaped}");
+            assert_eq!(unescape(&escaped).as_deref(), Some(raw));
+        }
+    }
+
+    #[test]
+    fn only_the_two_escapes_are_accepted() {
+        for bad in ["%", "%2", "%2f", "%41", "a%zz", "%%"] {
+            assert_eq!(unescape(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn parse_rejects_malformed_keys() {
+        assert_eq!(Key::parse(""), Err(KeyError::Empty));
+        assert!(matches!(
+            Key::parse("bad name/1"),
+            Err(KeyError::InvalidName { .. })
+        ));
+        assert!(matches!(
+            Key::parse("/1"),
+            Err(KeyError::InvalidName { .. })
+        ));
+        assert!(matches!(
+            Key::parse("name/a%2fb"),
+            Err(KeyError::InvalidEscape { .. })
+        ));
+    }
+
+    #[test]
+    fn segments() {
+        let key = Key::parse("p").unwrap();
+        assert_eq!((key.primer(), key.param_count()), ("p", 0));
+        let key = Key::parse("p/").unwrap();
+        assert_eq!(key.params().collect::<Vec<_>>(), [""]);
+        let key = Key::parse("p/a%25/b%2Fc").unwrap();
+        assert_eq!(key.params().collect::<Vec<_>>(), ["a%", "b/c"]);
+    }
+}

@@ -1,0 +1,175 @@
+//! # kck: data products that keep themselves fresh
+//!
+//! Dashboards, reports and API answers are often built from slow or remote
+//! sources. kck turns the async functions that build them into *primers*
+//! and serves their results from a cache that computes lazily, shares
+//! concurrent computations, tracks dependencies and keeps products fresh.
+//!
+//! ```
+//! use std::convert::Infallible;
+//! use std::sync::Arc;
+//! use kck_core::{primer, Cache, Ctx};
+//!
+//! /// Raw sales of one register: the slow, remote source.
+//! #[primer(key = "register_sales/{register}")]
+//! async fn register_sales(_ctx: &Ctx, register: u32) -> Result<Vec<u64>, Infallible> {
+//!     Ok(vec![u64::from(register) * 100, 250])
+//! }
+//!
+//! /// A store's total, derived from its registers.
+//! #[primer(key = "store_total/{store}", depends_on = [register_sales])]
+//! async fn store_total(ctx: &Ctx, store: u32) -> Result<u64, kck_core::Error> {
+//!     let mut total = 0;
+//!     for register in [store * 10, store * 10 + 1] {
+//!         // Read through `ctx`: the edge store_total/1 -> register_sales/10
+//!         // is recorded, so a change of those sales refreshes this total.
+//!         total += register_sales(ctx, register).await?.iter().sum::<u64>();
+//!     }
+//!     Ok(total)
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let cache = Cache::builder().build()?;
+//! let total: Arc<u64> = store_total(&cache, 1).await?;
+//! assert_eq!(*total, 1000 + 250 + 1100 + 250);
+//! # Ok(()) }
+//! ```
+//!
+//! ## Primers and getters
+//!
+//! [`#[primer]`](macro@primer) goes on an `async fn(ctx: &Ctx, params…) ->
+//! Result<V, E>`. It keeps the function's name for a *getter*,
+//! `fn(scope: &impl Scope, params…) -> Result<Arc<V>, kck_core::Error>`,
+//! that reads through the cache, and defines a marker type of the same name
+//! that implements [`Primer`]: `depends_on = [register_sales]` names it, and
+//! `register_sales::key(7)` builds a [`TypedKey`] for [`Cache::peek`],
+//! [`Cache::set`], [`Cache::refresh`], [`Cache::invalidate`] and
+//! [`Cache::remove`].
+//!
+//! Options: `key` (required: the name, then one `{placeholder}` per
+//! parameter), `refresh`, `stale_after`, `expire_after` (durations such as
+//! `"5m"`, checked at compile time), `on_demand`, `stale_if_error`,
+//! `on_change = "refresh" | "invalidate"`, `depends_on = [primer, …]`,
+//! `prime_on_miss = false`, `version = "…"`, `crate = path`.
+//!
+//! ## The contract
+//!
+//! - **Miss**: a read of a missing product computes it, stores it and
+//!   returns it. Concurrent reads of one key share one computation and its
+//!   result, value or error. Computations run on their own Tokio task: a
+//!   caller that is cancelled leaves the others waiting for a computation
+//!   that carries on, and a computation that panics becomes
+//!   [`Error::Panicked`] for every waiter, and poisons nothing.
+//! - **Soft expiry** (`stale_after`, and `refresh` until a scheduler runs
+//!   it): a stale value is served at once and one refresh starts in the
+//!   background. **Hard expiry** (`expire_after`): the value is never served;
+//!   the read is a miss.
+//! - **`on_demand`**: every read computes; reads that arrive while a
+//!   computation runs share it.
+//! - **Failed refreshes**: with `stale_if_error`, the last good value keeps
+//!   being served until its hard expiry, the error is recorded on the entry
+//!   and refreshes back off exponentially. Without it, a failed refresh
+//!   expires the value, so the next read recomputes and reports the error.
+//!   A failed first computation stores nothing.
+//! - **Dependencies**: a primer reads others through its `ctx`, only those
+//!   its `depends_on` lists ([`Error::UndeclaredDependency`]). When a value
+//!   changes, its dependents are refreshed in the background
+//!   (`on_change = "refresh"`) or marked stale (`"invalidate"`). A recompute
+//!   that yields an equal value (same content hash) touches nothing
+//!   downstream. A cycle between products is [`Error::Cycle`], naming the
+//!   path; it never hangs.
+//! - **Versions**: every write bumps the entry's [`Version`]; computations
+//!   write with compare-and-set on the version they started from, so one
+//!   that lost a race to a newer write or an invalidation is discarded.
+//! - **Code versions**: an entry computed by another version of the primer's
+//!   code (by default, a hash of the function's tokens), or one whose value
+//!   no longer decodes, is a miss, never an error.
+//!
+//! ## Keys
+//!
+//! A [`Key`] is `name/param/param`; parameters are typed ([`KeyParam`]),
+//! escaped so a `/` in a value cannot address another key, and canonical, so
+//! each key round-trips between its string and its typed parameters.
+//! Workers and tools address products by string through
+//! [`Cache::parse_key`], [`Cache::get_json`] and [`Cache::refresh_key`].
+//!
+//! ## Registration
+//!
+//! Primers register themselves through `inventory`; [`Registry::builder`]
+//! registers them explicitly. Either way the registry is validated when the
+//! cache is built: unique names, known dependencies, no cycles between
+//! primers. A crate of primers that the binary never references is not
+//! linked, and its primers are missing: call one of its getters, write
+//! `use my_primers as _;`, or register them explicitly.
+//!
+//! ## Events and testing
+//!
+//! Every decision is an [`Event`], sent to `tracing` and to listeners given
+//! to [`CacheBuilder::on_event`]. The `kck-testing` crate builds on them: a
+//! mock clock, stubbed dependencies and assertions such as "this key was
+//! computed exactly once".
+
+mod cache;
+mod clock;
+mod ctx;
+mod erased;
+mod error;
+mod event;
+mod key;
+mod key_param;
+mod primer;
+mod registry;
+pub mod store;
+
+pub use cache::{Cache, CacheBuilder};
+pub use clock::{Clock, MockClock, SystemClock, Timestamp};
+pub use ctx::{Ctx, Scope};
+pub use error::{BoxError, Error, ErrorKind};
+pub use event::{Event, EventKind, EventListener, InvalidationCause, RefreshReason};
+pub use key::{Key, KeyError, KeyWriter, TypedKey, is_valid_primer_name};
+pub use key_param::{KeyParam, KeyParams, ParamError};
+pub use primer::{OnChange, Policy, Primer, PrimerDef};
+pub use registry::{Registry, RegistryBuilder, RegistryError};
+pub use store::{MemoryStore, Store, Version};
+
+/// Turns an `async fn` into a primer; see the [crate documentation](crate).
+///
+/// ```
+/// use kck_core::{primer, Ctx};
+///
+/// #[derive(Debug, serde::Serialize, serde::Deserialize)]
+/// struct Rates { eur_usd: f64 }
+///
+/// #[derive(Debug, thiserror::Error)]
+/// #[error("the rates service is down")]
+/// struct RatesDown;
+///
+/// /// Exchange rates, refreshed every five minutes and served stale if the
+/// /// service is down.
+/// #[primer(key = "rates", refresh = "5m", expire_after = "1h", stale_if_error)]
+/// async fn rates(_ctx: &Ctx) -> Result<Rates, RatesDown> {
+///     Ok(Rates { eur_usd: 1.08 })
+/// }
+/// ```
+pub use kck_macros::primer;
+
+/// The code `#[primer]` generates names only this module. Not public API.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::cache::get;
+    pub use crate::ctx::Scope;
+    pub use crate::erased::PrimerHandle;
+    pub use crate::error::Error;
+    pub use crate::key::{KeyWriter, TypedKey};
+    pub use crate::key_param::KeyParam;
+    pub use crate::primer::{OnChange, Policy, Primer, PrimerDef, PrimerOutput};
+    pub use crate::registry::Registration;
+    pub use crate::ctx::Ctx;
+    pub use futures_util::future::BoxFuture;
+    pub use inventory;
+
+    /// Fails to compile, at the parameter's type, unless it is a
+    /// [`KeyParam`].
+    pub const fn assert_key_param<T: KeyParam>() {}
+}

@@ -1,0 +1,311 @@
+//! Where products live: the [`Store`] trait and its in-memory implementation.
+//!
+//! A store keeps serialized entries (JSON bytes and metadata) and the
+//! dependency edges between them. It knows nothing of primers or types; the
+//! [`Cache`](crate::Cache) decodes values and keeps the hot ones, typed, in an
+//! in-process memo in front of the store.
+//!
+//! Every write bumps the entry's [`Version`]; versions come from one sequence
+//! per store, so a key that is removed and written again never reuses an old
+//! version. Writes can be conditional ([`Expect`]): that is how a computation
+//! that lost a race is fenced out.
+
+mod memory;
+
+use std::error::Error as StdError;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+
+use crate::clock::Timestamp;
+use crate::error::BoxError;
+use crate::key::Key;
+
+pub use memory::MemoryStore;
+
+/// A store of entries and dependency edges.
+///
+/// The trait is object safe; the cache holds an `Arc<dyn Store>`. Implementors
+/// must make each method atomic: an entry and its edges are saved together or
+/// not at all, and a conditional write checks and writes in one step.
+pub trait Store: Send + Sync + 'static {
+    /// Loads the entry of `key`, with its dependencies.
+    fn load<'a>(&'a self, key: &'a Key) -> BoxFuture<'a, Result<Option<StoredEntry>, StoreError>>;
+
+    /// Writes `entry` (value, metadata and the keys it read) if `expect`
+    /// holds, replacing the entry's previous dependencies; returns the new
+    /// version.
+    fn save(&self, entry: Entry, expect: Expect) -> BoxFuture<'_, Result<Saved, StoreError>>;
+
+    /// Updates the metadata of `key` if `expect` holds and the entry exists;
+    /// bumps its version.
+    fn patch<'a>(
+        &'a self,
+        key: &'a Key,
+        patch: EntryPatch,
+        expect: Expect,
+    ) -> BoxFuture<'a, Result<Saved, StoreError>>;
+
+    /// Removes the entry of `key` and the edges to its dependencies. Edges
+    /// from its dependents stay: they still read it. Returns whether there
+    /// was an entry.
+    fn remove<'a>(&'a self, key: &'a Key) -> BoxFuture<'a, Result<bool, StoreError>>;
+
+    /// The keys whose last computation read `key`.
+    fn dependents<'a>(&'a self, key: &'a Key) -> BoxFuture<'a, Result<Vec<Key>, StoreError>>;
+}
+
+impl<S: Store + ?Sized> Store for Arc<S> {
+    fn load<'a>(&'a self, key: &'a Key) -> BoxFuture<'a, Result<Option<StoredEntry>, StoreError>> {
+        (**self).load(key)
+    }
+    fn save(&self, entry: Entry, expect: Expect) -> BoxFuture<'_, Result<Saved, StoreError>> {
+        (**self).save(entry, expect)
+    }
+    fn patch<'a>(
+        &'a self,
+        key: &'a Key,
+        patch: EntryPatch,
+        expect: Expect,
+    ) -> BoxFuture<'a, Result<Saved, StoreError>> {
+        (**self).patch(key, patch, expect)
+    }
+    fn remove<'a>(&'a self, key: &'a Key) -> BoxFuture<'a, Result<bool, StoreError>> {
+        (**self).remove(key)
+    }
+    fn dependents<'a>(&'a self, key: &'a Key) -> BoxFuture<'a, Result<Vec<Key>, StoreError>> {
+        (**self).dependents(key)
+    }
+}
+
+/// The version of an entry: it grows with every write, across all keys of a
+/// store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Version(pub i64);
+
+impl fmt::Display for Version {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "v{}", self.0)
+    }
+}
+
+/// The condition of a conditional write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expect {
+    /// Write whatever is there.
+    Any,
+    /// Write only if there is no entry.
+    Absent,
+    /// Write only if the entry is at exactly this version.
+    Version(Version),
+}
+
+impl Expect {
+    /// Whether an entry at `current` (or none) satisfies the condition.
+    pub fn admits(self, current: Option<Version>) -> bool {
+        match self {
+            Expect::Any => true,
+            Expect::Absent => current.is_none(),
+            Expect::Version(version) => current == Some(version),
+        }
+    }
+}
+
+/// The result of a conditional write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use]
+pub enum Saved {
+    /// The write happened; the entry is now at this version.
+    Written(Version),
+    /// The condition did not hold; nothing was written. `current` is the
+    /// entry's version, or `None` if there is no entry.
+    Conflict {
+        /// The version found instead.
+        current: Option<Version>,
+    },
+}
+
+/// A 128-bit hash of a value's canonical serialization: equal hashes mean
+/// equal values, which is how an unchanged recompute stops propagating.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ContentHash(pub [u8; 16]);
+
+impl ContentHash {
+    /// The hash of `bytes`.
+    pub fn of(bytes: &[u8]) -> Self {
+        ContentHash(xxhash_rust::xxh3::xxh3_128(bytes).to_be_bytes())
+    }
+}
+
+impl fmt::Display for ContentHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.iter().try_for_each(|b| write!(f, "{b:02x}"))
+    }
+}
+
+impl fmt::Debug for ContentHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ContentHash({self})")
+    }
+}
+
+/// What a store keeps about a product besides its value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntryMeta {
+    /// When the value was last computed (or set).
+    pub computed_at: Timestamp,
+    /// When the value last changed (a recompute to an equal value does not
+    /// count).
+    pub changed_at: Timestamp,
+    /// Soft expiry: from then on, reads serve the value and trigger a refresh.
+    pub stale_at: Option<Timestamp>,
+    /// When the value is due for its periodic refresh.
+    pub refresh_at: Option<Timestamp>,
+    /// Hard expiry: from then on, the value is never served.
+    pub expires_at: Option<Timestamp>,
+    /// The hash of the serialized value.
+    pub content_hash: ContentHash,
+    /// The version of the primer's code that computed the value; entries of
+    /// another code version are treated as missing.
+    pub code_version: String,
+    /// How long the computation took.
+    pub compute_duration: Duration,
+    /// The last failed refresh, cleared by the next success.
+    pub last_error: Option<EntryError>,
+}
+
+/// A failed refresh, recorded on the entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntryError {
+    /// The error, as displayed.
+    pub message: String,
+    /// When the last attempt failed.
+    pub at: Timestamp,
+    /// How many attempts in a row failed.
+    pub attempts: u32,
+}
+
+/// An entry to write: a product's value (JSON bytes), metadata, and the keys
+/// its computation read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// The product's key.
+    pub key: Key,
+    /// The serialized value (JSON).
+    pub value: Vec<u8>,
+    /// Timestamps, hashes and errors.
+    pub meta: EntryMeta,
+    /// The keys the computation read, in first-read order.
+    pub dependencies: Vec<Key>,
+}
+
+/// An entry as stored, with its version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredEntry {
+    /// The version of the last write.
+    pub version: Version,
+    /// The entry.
+    pub entry: Entry,
+}
+
+/// A metadata update; fields left `None` are kept.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct EntryPatch {
+    /// Moves the soft expiry to this instant if it is earlier than the
+    /// current one.
+    pub stale_at: Option<Timestamp>,
+    /// Moves the hard expiry to this instant if it is earlier than the
+    /// current one.
+    pub expires_at: Option<Timestamp>,
+    /// Replaces the recorded error (`Some(None)` clears it).
+    pub last_error: Option<Option<EntryError>>,
+}
+
+impl EntryPatch {
+    /// Marks the entry stale from `at` on.
+    pub fn stale_at(at: Timestamp) -> Self {
+        EntryPatch {
+            stale_at: Some(at),
+            ..EntryPatch::default()
+        }
+    }
+
+    /// Records a failed refresh; with `expire`, the entry also stops being
+    /// served from `error.at` on.
+    pub fn failed(error: EntryError, expire: bool) -> Self {
+        EntryPatch {
+            expires_at: expire.then_some(error.at),
+            last_error: Some(Some(error)),
+            ..EntryPatch::default()
+        }
+    }
+
+    /// Applies the patch to `meta`.
+    pub fn apply(&self, meta: &mut EntryMeta) {
+        fn earlier(current: Option<Timestamp>, new: Option<Timestamp>) -> Option<Timestamp> {
+            match (current, new) {
+                (Some(current), Some(new)) => Some(current.min(new)),
+                (current, new) => current.or(new),
+            }
+        }
+        meta.stale_at = earlier(meta.stale_at, self.stale_at);
+        meta.expires_at = earlier(meta.expires_at, self.expires_at);
+        if let Some(error) = &self.last_error {
+            meta.last_error.clone_from(error);
+        }
+    }
+}
+
+/// An error of a [`Store`].
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The store cannot be reached now (connection refused or lost, pool
+    /// exhausted, timeout). Trying again later may succeed.
+    #[error("store unavailable: {source}")]
+    Unavailable {
+        /// The underlying error.
+        #[source]
+        source: Arc<dyn StdError + Send + Sync + 'static>,
+    },
+    /// The store refused the operation for a reason retrying will not fix.
+    #[error("store error: {source}")]
+    Backend {
+        /// The underlying error.
+        #[source]
+        source: Arc<dyn StdError + Send + Sync + 'static>,
+    },
+    /// A stored entry is unreadable (not a decode error of its value, which
+    /// is a miss, but broken metadata).
+    #[error("corrupt entry `{key}`: {reason}")]
+    Corrupt {
+        /// The entry.
+        key: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+impl StoreError {
+    /// A transient error: the store cannot be reached now.
+    pub fn unavailable(source: impl Into<BoxError>) -> Self {
+        StoreError::Unavailable {
+            source: Arc::from(source.into()),
+        }
+    }
+
+    /// A permanent error of the backend.
+    pub fn backend(source: impl Into<BoxError>) -> Self {
+        StoreError::Backend {
+            source: Arc::from(source.into()),
+        }
+    }
+
+    /// Whether trying again later may succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, StoreError::Unavailable { .. })
+    }
+}

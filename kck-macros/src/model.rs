@@ -1,0 +1,261 @@
+//! From the parsed function and arguments to a checked model of the primer.
+//! Every problem is collected, so the user sees them all at once.
+
+use proc_macro2::Span;
+use syn::spanned::Spanned;
+use syn::{FnArg, Ident, ItemFn, LitStr, Pat, Path, ReturnType, Type};
+
+use crate::args::{OnChangeArg, PrimerArgs};
+
+/// A checked primer.
+pub(crate) struct Model {
+    pub(crate) item: ItemFn,
+    /// The primer's name: the key template's first segment.
+    pub(crate) name: String,
+    pub(crate) template: LitStr,
+    /// The name the getter gives its scope parameter.
+    pub(crate) scope_ident: Ident,
+    /// The parameters after the context, in function order.
+    pub(crate) params: Vec<Param>,
+    /// For each placeholder of the template, in order, the index of its
+    /// parameter in `params`.
+    pub(crate) key_order: Vec<usize>,
+    pub(crate) output: Type,
+    pub(crate) policy: PolicyModel,
+    pub(crate) depends_on: Vec<Path>,
+    pub(crate) code_version: String,
+    pub(crate) krate: Path,
+}
+
+pub(crate) struct Param {
+    pub(crate) ident: Ident,
+    /// The type as written.
+    pub(crate) ty: Type,
+    /// `&str`: the getter borrows, the key and the computation own a `String`.
+    pub(crate) is_str: bool,
+}
+
+#[derive(Default)]
+pub(crate) struct PolicyModel {
+    pub(crate) refresh: Option<std::time::Duration>,
+    pub(crate) stale_after: Option<std::time::Duration>,
+    pub(crate) expire_after: Option<std::time::Duration>,
+    pub(crate) on_demand: bool,
+    pub(crate) stale_if_error: bool,
+    pub(crate) invalidate_on_change: bool,
+    pub(crate) prime_on_miss: bool,
+}
+
+/// Collects errors; `into_result` combines them.
+#[derive(Default)]
+pub(crate) struct Errors(Option<syn::Error>);
+
+impl Errors {
+    pub(crate) fn push(&mut self, span: Span, message: impl std::fmt::Display) {
+        let error = syn::Error::new(span, message);
+        match &mut self.0 {
+            Some(errors) => errors.combine(error),
+            None => self.0 = Some(error),
+        }
+    }
+
+    pub(crate) fn into_result(self) -> Result<(), syn::Error> {
+        self.0.map_or(Ok(()), Err)
+    }
+}
+
+impl Model {
+    pub(crate) fn new(args: PrimerArgs, item: ItemFn) -> Result<Model, syn::Error> {
+        let mut errors = Errors::default();
+        let sig = &item.sig;
+        if sig.asyncness.is_none() {
+            errors.push(sig.fn_token.span, "a primer must be an `async fn`");
+        }
+        if !sig.generics.params.is_empty() || sig.generics.where_clause.is_some() {
+            errors.push(sig.generics.span(), "a primer cannot be generic");
+        }
+        let output = match &sig.output {
+            ReturnType::Type(_, ty) => Some((**ty).clone()),
+            ReturnType::Default => {
+                errors.push(
+                    sig.ident.span(),
+                    "a primer must return `Result<Value, Error>`",
+                );
+                None
+            }
+        };
+
+        let mut inputs = sig.inputs.iter();
+        let ctx = inputs.next().cloned();
+        let scope_ident = match &ctx {
+            Some(FnArg::Typed(arg)) => match (&*arg.pat, &*arg.ty) {
+                (Pat::Ident(pat), Type::Reference(_)) => Some(pat.ident.clone()),
+                (Pat::Wild(_), Type::Reference(_)) => {
+                    Some(Ident::new("__kck_scope", Span::call_site()))
+                }
+                _ => None,
+            },
+            _ => None,
+        };
+        if scope_ident.is_none() {
+            let span = ctx.as_ref().map_or(sig.paren_token.span.join(), Spanned::span);
+            errors.push(span, "a primer takes `ctx: &Ctx` as its first parameter");
+        }
+
+        let params: Vec<Param> = inputs
+            .filter_map(|input| check_param(input, &mut errors))
+            .collect();
+
+        let template = args.key.clone();
+        let (name, key_order) = check_template(&template, &params, &mut errors);
+
+        let policy = PolicyModel {
+            refresh: args.refresh.map(|d| d.value),
+            stale_after: args.stale_after.map(|d| d.value),
+            expire_after: args.expire_after.map(|d| d.value),
+            on_demand: args.on_demand,
+            stale_if_error: args.stale_if_error,
+            invalidate_on_change: matches!(args.on_change, Some(OnChangeArg::Invalidate)),
+            prime_on_miss: args.prime_on_miss.unwrap_or(true),
+        };
+        if let (Some(stale), Some(expire)) = (policy.stale_after, policy.expire_after) {
+            if expire < stale {
+                errors.push(
+                    template.span(),
+                    "`expire_after` is shorter than `stale_after`: the value would expire before it is ever served stale",
+                );
+            }
+        }
+
+        errors.into_result()?;
+        let (Some(scope_ident), Some(output)) = (scope_ident, output) else {
+            // Each missing part pushed an error above.
+            return Err(syn::Error::new(sig.ident.span(), "invalid primer"));
+        };
+        let code_version = match &args.version {
+            Some(version) => version.value(),
+            None => code_hash(&item),
+        };
+        let krate = args
+            .krate
+            .unwrap_or_else(|| syn::parse_quote!(::kck_core));
+        Ok(Model {
+            item,
+            name,
+            template,
+            scope_ident,
+            params,
+            key_order,
+            output,
+            policy,
+            depends_on: args.depends_on.0,
+            code_version,
+            krate,
+        })
+    }
+}
+
+fn check_param(input: &FnArg, errors: &mut Errors) -> Option<Param> {
+    let FnArg::Typed(arg) = input else {
+        errors.push(input.span(), "a primer is a free function, not a method");
+        return None;
+    };
+    let ident = match &*arg.pat {
+        Pat::Ident(pat) if pat.by_ref.is_none() && pat.subpat.is_none() => pat.ident.clone(),
+        other => {
+            errors.push(other.span(), "primer parameters must be plain names");
+            return None;
+        }
+    };
+    let is_str = match &*arg.ty {
+        Type::Reference(reference) => {
+            let is_str = reference.mutability.is_none()
+                && matches!(&*reference.elem, Type::Path(path) if path.qself.is_none() && path.path.is_ident("str"));
+            if !is_str {
+                errors.push(
+                    arg.ty.span(),
+                    "primer parameters are owned values (or `&str`): they become parts of the key",
+                );
+                return None;
+            }
+            true
+        }
+        _ => false,
+    };
+    Some(Param {
+        ident,
+        ty: (*arg.ty).clone(),
+        is_str,
+    })
+}
+
+/// Checks `name/{a}/{b}` against the parameters; returns the name and, for
+/// each placeholder, the index of its parameter.
+fn check_template(template: &LitStr, params: &[Param], errors: &mut Errors) -> (String, Vec<usize>) {
+    let text = template.value();
+    let span = template.span();
+    let mut segments = text.split('/');
+    let name = segments.next().unwrap_or_default().to_owned();
+    if !is_valid_name(&name) {
+        errors.push(
+            span,
+            format!("the key must start with the primer's name (ASCII letters, digits, `_`, `-`, `.`), found `{name}`"),
+        );
+    }
+    let mut key_order = Vec::new();
+    let mut seen = Vec::new();
+    for segment in segments {
+        let Some(placeholder) = segment
+            .strip_prefix('{')
+            .and_then(|rest| rest.strip_suffix('}'))
+        else {
+            errors.push(
+                span,
+                format!("each part of the key after the name must be a `{{placeholder}}`, found `{segment}`"),
+            );
+            continue;
+        };
+        if seen.contains(&placeholder) {
+            errors.push(span, format!("placeholder `{{{placeholder}}}` appears twice"));
+            continue;
+        }
+        seen.push(placeholder);
+        match params.iter().position(|param| param.ident == placeholder) {
+            Some(index) => key_order.push(index),
+            None => errors.push(
+                span,
+                format!("placeholder `{{{placeholder}}}` has no parameter of that name"),
+            ),
+        }
+    }
+    for param in params {
+        if !seen.iter().any(|placeholder| param.ident == placeholder) {
+            errors.push(
+                param.ident.span(),
+                format!(
+                    "parameter `{}` is not in the key: add `/{{{}}}` to the key template",
+                    param.ident, param.ident
+                ),
+            );
+        }
+    }
+    (name, key_order)
+}
+
+/// Keep in sync with `kck_core::is_valid_primer_name`.
+fn is_valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+}
+
+/// A stable hash of the function's tokens: its code version when none is
+/// given. FNV-1a, so it is the same across compilers and platforms.
+fn code_hash(item: &ItemFn) -> String {
+    let text = quote::ToTokens::to_token_stream(item).to_string();
+    let hash = text.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    format!("{hash:016x}")
+}
