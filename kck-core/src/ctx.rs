@@ -89,37 +89,71 @@ impl std::fmt::Debug for Ctx {
     }
 }
 
-mod sealed {
-    pub trait Sealed {}
-    impl Sealed for crate::Cache {}
-    impl Sealed for crate::Ctx {}
-}
-
 /// Where a getter is called: on the [`Cache`] (from a handler) or on a
 /// [`Ctx`] (from another primer, recording the dependency).
 ///
 /// Generated getters take `&impl Scope`, so both `store_report(&cache, ..)`
-/// and `store_report(ctx, ..)` work.
-pub trait Scope: sealed::Sealed + Sync {
-    #[doc(hidden)]
+/// and `store_report(ctx, ..)` work. A type that holds a cache, such as an
+/// application's state, can be a scope too, by delegating:
+///
+/// ```
+/// use kck_core::{Cache, Scope};
+///
+/// struct AppState {
+///     cache: Cache,
+/// }
+///
+/// impl Scope for AppState {
+///     fn scope(&self) -> kck_core::ScopeRef<'_> {
+///         self.cache.scope()
+///     }
+/// }
+/// ```
+pub trait Scope: Sync {
+    /// The cache or context to read through.
     fn scope(&self) -> ScopeRef<'_>;
 }
 
-#[doc(hidden)]
+impl<S: Scope + ?Sized> Scope for &S {
+    fn scope(&self) -> ScopeRef<'_> {
+        (**self).scope()
+    }
+}
+
+impl<S: Scope + Send + ?Sized> Scope for std::sync::Arc<S> {
+    fn scope(&self) -> ScopeRef<'_> {
+        (**self).scope()
+    }
+}
+
+/// What a [`Scope`] reads through. Opaque: get one from a [`Cache`] or a
+/// [`Ctx`].
 #[derive(Clone, Copy)]
-pub enum ScopeRef<'a> {
+pub struct ScopeRef<'a>(pub(crate) ScopeKind<'a>);
+
+#[derive(Clone, Copy)]
+pub(crate) enum ScopeKind<'a> {
     Cache(&'a Cache),
     Ctx(&'a Ctx),
 }
 
+impl std::fmt::Debug for ScopeRef<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            ScopeKind::Cache(_) => f.write_str("ScopeRef(Cache)"),
+            ScopeKind::Ctx(ctx) => write!(f, "ScopeRef(Ctx of {})", ctx.key()),
+        }
+    }
+}
+
 impl Scope for Cache {
     fn scope(&self) -> ScopeRef<'_> {
-        ScopeRef::Cache(self)
+        ScopeRef(ScopeKind::Cache(self))
     }
 }
 
 impl Scope for Ctx {
     fn scope(&self) -> ScopeRef<'_> {
-        ScopeRef::Ctx(self)
+        ScopeRef(ScopeKind::Ctx(self))
     }
 }

@@ -160,6 +160,41 @@ impl<P: Primer> TypedKey<P> {
         }
     }
 
+    /// Reads the typed parameters back from `key`, which must be a key of
+    /// `P` in canonical form.
+    ///
+    /// ```
+    /// # use kck_core::{primer, Ctx, Key, TypedKey};
+    /// #[primer(key = "report/{store}/{day}")]
+    /// async fn report(_ctx: &Ctx, store: u32, day: String) -> Result<u64, std::convert::Infallible> {
+    ///     Ok(0)
+    /// }
+    ///
+    /// let key = TypedKey::<report>::from_key(Key::parse("report/7/monday")?)?;
+    /// assert_eq!(key.params(), &(7, "monday".to_owned()));
+    /// # Ok::<(), kck_core::KeyError>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`KeyError::WrongPrimer`] for a key of another primer, and the errors
+    /// of [`Registry::parse_key`](crate::Registry::parse_key) about its
+    /// parameters.
+    pub fn from_key(key: Key) -> Result<Self, KeyError> {
+        if key.primer() != P::DEF.name {
+            return Err(KeyError::WrongPrimer {
+                key: key.to_string(),
+                expected: P::DEF.name,
+            });
+        }
+        let params = parse_params::<P::Params>(&key, P::DEF)?;
+        Ok(TypedKey {
+            key,
+            params,
+            primer: PhantomData,
+        })
+    }
+
     /// The untyped key.
     pub fn key(&self) -> &Key {
         &self.key
@@ -347,6 +382,14 @@ pub enum KeyError {
     InvalidEscape {
         /// The rejected key.
         key: String,
+    },
+    /// The key belongs to another primer than the one expected.
+    #[error("key `{key}` is not a key of primer `{expected}`")]
+    WrongPrimer {
+        /// The rejected key.
+        key: String,
+        /// The primer expected.
+        expected: &'static str,
     },
     /// The key has more or fewer parameters than its primer takes.
     #[error("key `{key}` has {found} parameter(s) but primer `{primer}` takes {expected}")]

@@ -124,7 +124,7 @@ pub mod store;
 
 pub use cache::{Cache, CacheBuilder};
 pub use clock::{Clock, MockClock, SystemClock, Timestamp};
-pub use ctx::{Ctx, Scope};
+pub use ctx::{Ctx, Scope, ScopeRef};
 pub use error::{BoxError, Error, ErrorKind};
 pub use event::{Event, EventKind, EventListener, InvalidationCause, RefreshReason};
 pub use key::{Key, KeyError, KeyWriter, TypedKey, is_valid_primer_name};

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use super::Inner;
 use super::flight::{Flight, FlightMode, Outcome};
 use super::freshness::{Freshness, classify};
-use crate::ctx::{Ctx, Scope, ScopeRef};
+use crate::ctx::{Ctx, Scope, ScopeKind};
 use crate::erased::{ErasedValue, PrimerHandle};
 use crate::error::Error;
 use crate::event::{EventKind, RefreshReason};
@@ -26,15 +26,15 @@ pub async fn get<P: Primer>(
     scope: &impl Scope,
     params: impl FnOnce(&mut KeyWriter<'_>),
 ) -> Result<Arc<P::Value>, Error> {
-    match scope.scope() {
-        ScopeRef::Cache(cache) => {
+    match scope.scope().0 {
+        ScopeKind::Cache(cache) => {
             let key = match hit_or_key::<P>(&cache.inner, params) {
                 Ok(value) => return Ok(value),
                 Err(key) => key,
             };
             cache.inner.fetch_typed::<P>(key, None).await
         }
-        ScopeRef::Ctx(ctx) => {
+        ScopeKind::Ctx(ctx) => {
             let mut text = String::with_capacity(P::DEF.name.len() + 16);
             text.push_str(P::DEF.name);
             params(&mut KeyWriter::new(&mut text));
