@@ -8,6 +8,7 @@ use crate::clock::Timestamp;
 use crate::erased::ErasedStub;
 use crate::key::Key;
 use crate::primer::PrimerDef;
+use crate::store::ContentHash;
 
 /// The context a primer computes in.
 ///
@@ -19,7 +20,16 @@ pub struct Ctx {
     cache: Cache,
     key: Key,
     def: &'static PrimerDef,
-    reads: Mutex<Vec<Key>>,
+    reads: Mutex<Vec<Read>>,
+}
+
+/// A read of another product during a computation.
+#[derive(Debug, Clone)]
+pub(crate) struct Read {
+    pub(crate) key: Key,
+    /// The hash of the value the computation got; `None` if the read
+    /// failed or has not returned yet.
+    pub(crate) seen: Option<ContentHash>,
 }
 
 impl Ctx {
@@ -63,15 +73,32 @@ impl Ctx {
         &self.cache
     }
 
+    /// Records that the computation reads `key`: a dependency, even if the
+    /// read fails.
     pub(crate) fn record_read(&self, key: &Key) {
-        let mut reads = self.reads.lock().unwrap_or_else(PoisonError::into_inner);
-        if !reads.contains(key) {
-            reads.push(key.clone());
+        let mut reads = self.lock_reads();
+        if !reads.iter().any(|read| &read.key == key) {
+            reads.push(Read {
+                key: key.clone(),
+                seen: None,
+            });
         }
     }
 
-    pub(crate) fn take_reads(&self) -> Vec<Key> {
-        std::mem::take(&mut *self.reads.lock().unwrap_or_else(PoisonError::into_inner))
+    /// Records what the read of `key` returned.
+    pub(crate) fn record_seen(&self, key: &Key, seen: Option<ContentHash>) {
+        if let Some(read) = self.lock_reads().iter_mut().find(|read| &read.key == key) {
+            read.seen = seen;
+        }
+    }
+
+    /// The reads so far, in first-read order.
+    pub(crate) fn reads(&self) -> Vec<Read> {
+        self.lock_reads().clone()
+    }
+
+    fn lock_reads(&self) -> std::sync::MutexGuard<'_, Vec<Read>> {
+        self.reads.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     pub(crate) fn stub(&self) -> Option<&(dyn Any + Send + Sync)> {

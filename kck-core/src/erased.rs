@@ -79,7 +79,7 @@ fn compute<P: Primer>(ctx: Arc<Ctx>) -> BoxFuture<'static, Result<ErasedValue, E
         };
         match result {
             Ok(value) => Ok(Arc::new(value) as ErasedValue),
-            Err(error) => Err(Error::compute(ctx.key().clone(), error.into())),
+            Err(error) => Err(Error::from_primer(ctx.key(), error.into())),
         }
     })
 }

@@ -195,10 +195,16 @@ impl Error {
         }
     }
 
-    pub(crate) fn compute(key: Key, error: BoxError) -> Self {
-        Error::Compute {
-            key,
-            source: Arc::from(error),
+    /// The error of the primer computing `key`. A kck error that the primer
+    /// passed on (a failed read of a dependency, a cycle, a store outage)
+    /// stays as it is, so the root cause and its kind reach the caller.
+    pub(crate) fn from_primer(key: &Key, error: BoxError) -> Self {
+        match error.downcast::<Error>() {
+            Ok(error) => *error,
+            Err(error) => Error::Compute {
+                key: key.clone(),
+                source: Arc::from(error),
+            },
         }
     }
 }

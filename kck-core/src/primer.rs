@@ -30,6 +30,10 @@ pub trait Primer: Sized + Send + Sync + 'static {
     /// The error the computation may return.
     type Error: Into<BoxError> + Send + 'static;
 
+    /// The name: the first segment of every key. Equal to `DEF.name`; apart,
+    /// so primers can name each other (and themselves) in `depends_on`.
+    const NAME: &'static str;
+
     /// Name, key template, policy and dependencies.
     const DEF: &'static PrimerDef;
 

@@ -81,7 +81,7 @@ pub(crate) fn expand(model: &Model) -> TokenStream {
     let placeholders: Vec<String> = key_idents.iter().map(ToString::to_string).collect();
     let policy = policy_tokens(model);
     let dependencies = depends_on.iter().map(|path| {
-        quote_spanned!(path.span()=> <#path as #private::Primer>::DEF.name)
+        quote_spanned!(path.span()=> <#path as #private::Primer>::NAME)
     });
 
     // The user's function, renamed, becomes the body of `compute`.
@@ -126,6 +126,8 @@ pub(crate) fn expand(model: &Model) -> TokenStream {
             type Params = (#(#owned_types,)*);
             type Value = <#output as #private::PrimerOutput>::Value;
             type Error = <#output as #private::PrimerOutput>::Error;
+
+            const NAME: &'static ::core::primitive::str = #name;
 
             const DEF: &'static #private::PrimerDef = {
                 const DEPENDS_ON: &[&::core::primitive::str] = &[#(#dependencies),*];

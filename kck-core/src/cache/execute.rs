@@ -7,12 +7,12 @@ use std::sync::atomic::Ordering;
 
 use futures_util::FutureExt;
 
-use super::flight::{Flight, FlightMode, Outcome};
+use super::flight::{Flight, FlightMode, Outcome, Served};
 use super::freshness::{Deadlines, Freshness, classify};
 use super::memo::{Ready, Slot};
 use super::{Cache, Inner};
 use crate::clock::Timestamp;
-use crate::ctx::Ctx;
+use crate::ctx::{Ctx, Read};
 use crate::erased::{ErasedValue, PrimerHandle};
 use crate::error::{Error, panic_message};
 use crate::event::{EventKind, RefreshReason};
@@ -121,7 +121,7 @@ impl FlightGuard {
                 .filter(|(_, freshness)| *freshness != Freshness::Expired);
             match usable {
                 Some((ready, freshness)) if !def.policy.on_demand => {
-                    self.deliver(Outcome::Value(ready.value.clone()));
+                    self.deliver(Outcome::Value(ready.served()));
                     match freshness {
                         Freshness::Stale { refresh: true } => self.emit(EventKind::RefreshStarted {
                             reason: RefreshReason::Stale,
@@ -225,7 +225,7 @@ impl FlightGuard {
             Ok(value) => {
                 let computed = Computed {
                     value,
-                    dependencies: ctx.take_reads(),
+                    reads: ctx.reads(),
                     started_at,
                     finished_at,
                 };
@@ -268,11 +268,15 @@ impl FlightGuard {
             compute_duration: computed.finished_at.saturating_duration_since(computed_at),
             last_error: None,
         };
+        let served = Served {
+            value: computed.value.clone(),
+            hash: content_hash,
+        };
         let entry = Entry {
             key: self.key.clone(),
             value: bytes,
             meta: meta.clone(),
-            dependencies: computed.dependencies,
+            dependencies: computed.reads.iter().map(|read| read.key.clone()).collect(),
         };
         let expect = current.version.map_or(Expect::Absent, Expect::Version);
         match self.inner.store.save(entry, expect).await {
@@ -283,22 +287,26 @@ impl FlightGuard {
                     changed,
                     duration: meta.compute_duration,
                 });
-                self.deliver(Outcome::Value(computed.value));
+                self.deliver(Outcome::Value(served));
                 if changed {
                     self.inner.value_changed(&self.key).await;
+                }
+                if let Some(from) = self.changed_dependency(&computed.reads).await {
+                    self.flight
+                        .request_rerun(RefreshReason::DependencyChanged { from });
                 }
             }
             Ok(Saved::Conflict { .. }) => {
                 // Another write or an invalidation won the race; the value is
                 // still a correct answer for those who asked before it.
                 self.emit(EventKind::Conflict);
-                self.deliver(Outcome::Value(computed.value));
+                self.deliver(Outcome::Value(served));
             }
             Err(error) => {
                 self.emit(EventKind::Failed {
                     error: Error::Store(error),
                 });
-                self.deliver(Outcome::Value(computed.value));
+                self.deliver(Outcome::Value(served));
             }
         }
     }
@@ -345,11 +353,40 @@ impl FlightGuard {
             self.emit(EventKind::ServedAfterError);
             self.deliver(Outcome::Failed {
                 error,
-                fallback: Some(ready.value),
+                fallback: Some(ready.served()),
             });
         } else {
             self.deliver(Outcome::failed(error));
         }
+    }
+}
+
+impl FlightGuard {
+    /// A dependency whose value is no longer the one the computation read.
+    ///
+    /// Checked after the entry and its edges are saved: a change saved
+    /// before this check is seen here, a change saved after it finds the
+    /// stored edge and refreshes this key. Either way, nothing is missed.
+    async fn changed_dependency(&self, reads: &[Read]) -> Option<Key> {
+        for read in reads {
+            let in_memo = self
+                .inner
+                .memo
+                .read(read.key.as_str(), |slot| slot.ready.as_ref().map(|r| r.content_hash))
+                .flatten();
+            let current = match in_memo {
+                Some(hash) => Some(hash),
+                None => match self.inner.store.load(&read.key).await {
+                    Ok(stored) => stored.map(|s| s.entry.meta.content_hash),
+                    // Cannot tell: assume it changed.
+                    Err(_) => return Some(read.key.clone()),
+                },
+            };
+            if current != read.seen {
+                return Some(read.key.clone());
+            }
+        }
+        None
     }
 }
 
@@ -374,7 +411,7 @@ struct Current {
 /// A successful computation.
 struct Computed {
     value: ErasedValue,
-    dependencies: Vec<Key>,
+    reads: Vec<Read>,
     started_at: Timestamp,
     finished_at: Timestamp,
 }

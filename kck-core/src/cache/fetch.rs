@@ -6,7 +6,7 @@ use std::cell::RefCell;
 use std::sync::Arc;
 
 use super::Inner;
-use super::flight::{Flight, FlightMode, Outcome};
+use super::flight::{Flight, FlightMode, Outcome, Served};
 use super::freshness::{Freshness, classify};
 use crate::ctx::{Ctx, Scope, ScopeKind};
 use crate::erased::{ErasedValue, PrimerHandle};
@@ -116,7 +116,7 @@ enum Lookup<V> {
 
 /// What a read does after looking at the slot.
 enum Step {
-    Serve(ErasedValue, EventKind),
+    Serve(Served, EventKind),
     Wait(Arc<Flight>, EventKind),
     Failed(Error),
 }
@@ -155,8 +155,11 @@ impl Inner {
         reader: Option<&Ctx>,
     ) -> Result<Arc<P::Value>, Error> {
         let handle = self.typed_handle::<P>()?;
-        let value = self.fetch(&key, handle, reader).await?;
-        downcast::<P>(value)
+        let served = self.fetch(&key, handle, reader).await;
+        if let Some(ctx) = reader {
+            ctx.record_seen(&key, served.as_ref().ok().map(|served| served.hash));
+        }
+        downcast::<P>(served?.value)
     }
 
     /// The slow path of a read: serve a stale value (starting one refresh),
@@ -166,7 +169,7 @@ impl Inner {
         key: &Key,
         handle: PrimerHandle,
         reader: Option<&Ctx>,
-    ) -> Result<ErasedValue, Error> {
+    ) -> Result<Served, Error> {
         let policy = &handle.def.policy;
         let now = self.clock.now();
         // Under the read lock first: stale reads with a refresh running or
@@ -174,9 +177,9 @@ impl Inner {
         let served = self.memo.read(key.as_str(), |slot| {
             let ready = slot.ready.as_ref().filter(|_| !policy.on_demand)?;
             match classify(ready, now) {
-                Freshness::Fresh => Some((ready.value.clone(), EventKind::Hit)),
+                Freshness::Fresh => Some((ready.served(), EventKind::Hit)),
                 Freshness::Stale { refresh } if !refresh || slot.flight.is_some() => {
-                    Some((ready.value.clone(), EventKind::StaleServed))
+                    Some((ready.served(), EventKind::StaleServed))
                 }
                 _ => None,
             }
@@ -190,9 +193,9 @@ impl Inner {
         let step = self.memo.update(key, |slot| {
             if let Some(ready) = slot.ready.as_ref().filter(|_| !policy.on_demand) {
                 match classify(ready, now) {
-                    Freshness::Fresh => return Step::Serve(ready.value.clone(), EventKind::Hit),
+                    Freshness::Fresh => return Step::Serve(ready.served(), EventKind::Hit),
                     Freshness::Stale { refresh } => {
-                        let value = ready.value.clone();
+                        let value = ready.served();
                         if refresh && slot.flight.is_none() {
                             match self.start_flight(slot, key, handle, FlightMode::Refresh) {
                                 Ok(_) => refresh_started = true,

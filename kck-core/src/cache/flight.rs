@@ -12,6 +12,7 @@ use crate::erased::ErasedValue;
 use crate::error::Error;
 use crate::event::RefreshReason;
 use crate::key::Key;
+use crate::store::ContentHash;
 
 /// What a flight was started for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,16 +23,24 @@ pub(crate) enum FlightMode {
     Refresh,
 }
 
+/// A value as a read receives it, with the hash of its content, so a
+/// computation can later tell whether what it read has changed.
+#[derive(Clone)]
+pub(crate) struct Served {
+    pub(crate) value: ErasedValue,
+    pub(crate) hash: ContentHash,
+}
+
 /// The result of a flight, shared by all its waiters.
 #[derive(Clone)]
 pub(crate) enum Outcome {
     /// A value: loaded, or computed.
-    Value(ErasedValue),
+    Value(Served),
     /// The computation failed. `fallback` is the last good value when the
     /// primer serves it after errors (`stale_if_error`).
     Failed {
         error: Error,
-        fallback: Option<ErasedValue>,
+        fallback: Option<Served>,
     },
 }
 
@@ -44,21 +53,21 @@ impl Outcome {
     }
 
     /// What a read gets: the value, or the fallback after an error.
-    pub(crate) fn for_reader(self) -> Result<ErasedValue, Error> {
+    pub(crate) fn for_reader(self) -> Result<Served, Error> {
         match self {
-            Outcome::Value(value)
+            Outcome::Value(served)
             | Outcome::Failed {
-                fallback: Some(value),
+                fallback: Some(served),
                 ..
-            } => Ok(value),
+            } => Ok(served),
             Outcome::Failed { error, .. } => Err(error),
         }
     }
 
     /// What an explicit refresh gets: the new value, or the error.
-    pub(crate) fn for_refresher(self) -> Result<ErasedValue, Error> {
+    pub(crate) fn for_refresher(self) -> Result<Served, Error> {
         match self {
-            Outcome::Value(value) => Ok(value),
+            Outcome::Value(served) => Ok(served),
             Outcome::Failed { error, .. } => Err(error),
         }
     }

@@ -15,7 +15,7 @@ use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use hashbrown::HashTable;
 
-use super::flight::Flight;
+use super::flight::{Flight, Served};
 use crate::clock::Timestamp;
 use crate::erased::ErasedValue;
 use crate::key::Key;
@@ -106,6 +106,14 @@ pub(crate) struct Ready {
 }
 
 impl Ready {
+    /// The value, as a read receives it.
+    pub(crate) fn served(&self) -> Served {
+        Served {
+            value: self.value.clone(),
+            hash: self.content_hash,
+        }
+    }
+
     pub(crate) fn new(
         value: ErasedValue,
         version: Version,

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use super::fetch::downcast;
-use super::flight::{Flight, FlightMode};
+use super::flight::{Flight, FlightMode, Served};
 use super::freshness::{Deadlines, Freshness, classify};
 use super::memo::Ready;
 use super::{Cache, Inner};
@@ -63,7 +63,7 @@ impl Cache {
     /// keeps serving its last good value (`stale_if_error`).
     pub async fn refresh<P: Primer>(&self, key: &TypedKey<P>) -> Result<Arc<P::Value>, Error> {
         let handle = self.inner.typed_handle::<P>()?;
-        downcast::<P>(self.inner.refresh(key, handle).await?)
+        downcast::<P>(self.inner.refresh(key, handle).await?.value)
     }
 
     /// Marks the entry of `key`, and everything that read it, transitively,
@@ -111,8 +111,8 @@ impl Cache {
     /// its primer.
     pub async fn get_json(&self, key: &Key) -> Result<serde_json::Value, Error> {
         let handle = self.inner.checked_handle(key)?;
-        let value = self.inner.fetch(key, handle, None).await?;
-        (handle.to_json)(&value).map_err(|error| Error::Encode {
+        let served = self.inner.fetch(key, handle, None).await?;
+        (handle.to_json)(&served.value).map_err(|error| Error::Encode {
             key: key.clone(),
             source: Arc::new(error),
         })
@@ -240,7 +240,7 @@ impl Inner {
         }
     }
 
-    async fn refresh(self: &Arc<Self>, key: &Key, handle: PrimerHandle) -> Result<ErasedValue, Error> {
+    async fn refresh(self: &Arc<Self>, key: &Key, handle: PrimerHandle) -> Result<Served, Error> {
         let watermark = self.flights.watermark();
         loop {
             let mut started = false;
