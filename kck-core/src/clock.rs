@@ -39,9 +39,9 @@ impl Timestamp {
     pub fn from_system_time(time: SystemTime) -> Self {
         match time.duration_since(UNIX_EPOCH) {
             Ok(after) => Timestamp(i64::try_from(after.as_micros()).unwrap_or(i64::MAX)),
-            Err(before) => Timestamp(
-                i64::try_from(before.duration().as_micros()).map_or(i64::MIN, |m| -m),
-            ),
+            Err(before) => {
+                Timestamp(i64::try_from(before.duration().as_micros()).map_or(i64::MIN, |m| -m))
+            }
         }
     }
 
@@ -196,7 +196,10 @@ mod tests {
 
     #[test]
     fn displays_rfc3339() {
-        assert_eq!(Timestamp::UNIX_EPOCH.to_string(), "1970-01-01T00:00:00.000000Z");
+        assert_eq!(
+            Timestamp::UNIX_EPOCH.to_string(),
+            "1970-01-01T00:00:00.000000Z"
+        );
         assert_eq!(
             Timestamp::from_unix_micros(1_767_225_600_000_000).to_string(),
             "2026-01-01T00:00:00.000000Z"
@@ -214,7 +217,10 @@ mod tests {
     #[test]
     fn arithmetic_saturates() {
         let t = Timestamp::from_unix_micros(i64::MAX - 1);
-        assert_eq!(t + Duration::from_secs(1), Timestamp::from_unix_micros(i64::MAX));
+        assert_eq!(
+            t + Duration::from_secs(1),
+            Timestamp::from_unix_micros(i64::MAX)
+        );
         assert_eq!(
             Timestamp::UNIX_EPOCH.saturating_duration_since(t),
             Duration::ZERO

@@ -112,7 +112,9 @@ impl Ctx {
 
 impl std::fmt::Debug for Ctx {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Ctx").field("key", &self.key).finish_non_exhaustive()
+        f.debug_struct("Ctx")
+            .field("key", &self.key)
+            .finish_non_exhaustive()
     }
 }
 

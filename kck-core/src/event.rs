@@ -211,7 +211,9 @@ impl Events {
             EventKind::Failed { error } => {
                 tracing::warn!(target: "kck", key = %event.key, event = "failed", %error);
             }
-            _ => tracing::debug!(target: "kck", key = %event.key, event = event.kind.name(), "{event}"),
+            _ => {
+                tracing::debug!(target: "kck", key = %event.key, event = event.kind.name(), "{event}")
+            }
         }
         for listener in self.listeners.iter() {
             listener.on_event(&event);

@@ -341,13 +341,12 @@ pub(crate) fn parse_params<Params: KeyParams>(
             found: segments.len(),
         });
     }
-    let params = Params::parse_params(&segments).map_err(|(index, reason)| {
-        KeyError::InvalidParam {
+    let params =
+        Params::parse_params(&segments).map_err(|(index, reason)| KeyError::InvalidParam {
             key: key.to_string(),
             param: primer.params.get(index).copied().unwrap_or("?"),
             reason,
-        }
-    })?;
+        })?;
     let mut canonical = String::with_capacity(key.as_str().len());
     canonical.push_str(primer.name);
     params.write_params(&mut KeyWriter::new(&mut canonical));

@@ -74,6 +74,7 @@ impl ParamError {
 
 macro_rules! int_params {
     ($($ty:ty => $what:literal),* $(,)?) => {$(
+        #[diagnostic::do_not_recommend]
         impl KeyParam for $ty {
             fn write_key(&self, out: &mut KeyWriter<'_>) {
                 out.write_str(itoa::Buffer::new().format(*self));
@@ -100,6 +101,7 @@ int_params! {
     isize => "an integer",
 }
 
+#[diagnostic::do_not_recommend]
 impl KeyParam for bool {
     fn write_key(&self, out: &mut KeyWriter<'_>) {
         out.write_str(if *self { "true" } else { "false" });
@@ -113,6 +115,7 @@ impl KeyParam for bool {
     }
 }
 
+#[diagnostic::do_not_recommend]
 impl KeyParam for char {
     fn write_key(&self, out: &mut KeyWriter<'_>) {
         out.write_str(self.encode_utf8(&mut [0; 4]));
@@ -126,6 +129,7 @@ impl KeyParam for char {
     }
 }
 
+#[diagnostic::do_not_recommend]
 impl KeyParam for String {
     fn write_key(&self, out: &mut KeyWriter<'_>) {
         out.write_str(self);
@@ -135,6 +139,7 @@ impl KeyParam for String {
     }
 }
 
+#[diagnostic::do_not_recommend]
 impl KeyParam for Box<str> {
     fn write_key(&self, out: &mut KeyWriter<'_>) {
         out.write_str(self);
@@ -144,6 +149,7 @@ impl KeyParam for Box<str> {
     }
 }
 
+#[diagnostic::do_not_recommend]
 impl KeyParam for Arc<str> {
     fn write_key(&self, out: &mut KeyWriter<'_>) {
         out.write_str(self);
@@ -155,6 +161,7 @@ impl KeyParam for Arc<str> {
 
 /// `YYYY-MM-DD`, as `NaiveDate` displays it.
 #[cfg(feature = "chrono")]
+#[diagnostic::do_not_recommend]
 impl KeyParam for chrono::NaiveDate {
     fn write_key(&self, out: &mut KeyWriter<'_>) {
         use std::fmt::Write as _;
@@ -169,9 +176,13 @@ impl KeyParam for chrono::NaiveDate {
 
 /// The hyphenated lower-case form.
 #[cfg(feature = "uuid")]
+#[diagnostic::do_not_recommend]
 impl KeyParam for uuid::Uuid {
     fn write_key(&self, out: &mut KeyWriter<'_>) {
-        out.write_str(self.hyphenated().encode_lower(&mut uuid::Uuid::encode_buffer()));
+        out.write_str(
+            self.hyphenated()
+                .encode_lower(&mut uuid::Uuid::encode_buffer()),
+        );
     }
     fn parse_key(text: &str) -> Result<Self, ParamError> {
         uuid::Uuid::try_parse(text).map_err(|_| ParamError::new("expected a hyphenated UUID"))
@@ -182,6 +193,11 @@ impl KeyParam for uuid::Uuid {
 ///
 /// Implemented for tuples of up to eight [`KeyParam`]s; the `#[primer]` macro
 /// picks the tuple.
+#[diagnostic::on_unimplemented(
+    message = "a parameter of this primer cannot be part of its key",
+    label = "each parameter must implement `kck_core::KeyParam` (see the other error)",
+    note = "primers take at most eight parameters"
+)]
 pub trait KeyParams: Sized + Send + Sync + 'static {
     /// The number of parameters.
     const ARITY: usize;
@@ -199,6 +215,7 @@ pub trait KeyParams: Sized + Send + Sync + 'static {
 
 macro_rules! tuple_params {
     ($arity:literal; $($name:ident $index:tt),*) => {
+        #[diagnostic::do_not_recommend]
         impl<$($name: KeyParam),*> KeyParams for ($($name,)*) {
             const ARITY: usize = $arity;
 

@@ -158,6 +158,7 @@ pub use kck_macros::primer;
 #[doc(hidden)]
 pub mod __private {
     pub use crate::cache::get;
+    pub use crate::ctx::Ctx;
     pub use crate::ctx::Scope;
     pub use crate::erased::PrimerHandle;
     pub use crate::error::Error;
@@ -165,7 +166,6 @@ pub mod __private {
     pub use crate::key_param::KeyParam;
     pub use crate::primer::{OnChange, Policy, Primer, PrimerDef, PrimerOutput};
     pub use crate::registry::Registration;
-    pub use crate::ctx::Ctx;
     pub use futures_util::future::BoxFuture;
     pub use inventory;
 

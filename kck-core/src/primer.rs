@@ -38,10 +38,7 @@ pub trait Primer: Sized + Send + Sync + 'static {
     const DEF: &'static PrimerDef;
 
     /// Computes the product for `params`. `ctx` records what it reads.
-    fn compute(
-        ctx: &Ctx,
-        params: Self::Params,
-    ) -> BoxFuture<'_, Result<Self::Value, Self::Error>>;
+    fn compute(ctx: &Ctx, params: Self::Params) -> BoxFuture<'_, Result<Self::Value, Self::Error>>;
 }
 
 /// The static description of a primer.
@@ -184,6 +181,10 @@ pub enum OnChange {
 
 /// The `Result<Value, Error>` a primer function returns; lets `#[primer]`
 /// accept aliases such as `anyhow::Result<T>`.
+#[diagnostic::on_unimplemented(
+    message = "a primer must return `Result<Value, Error>`, not `{Self}`",
+    label = "not a `Result`"
+)]
 pub trait PrimerOutput {
     /// The product.
     type Value;

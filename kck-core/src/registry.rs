@@ -241,10 +241,10 @@ fn find_cycle(
     }
     let mut marks = HashMap::new();
     for &name in names {
-        if marks.get(name).copied().unwrap_or(Mark::New) == Mark::New {
-            if let Some(cycle) = visit(name, primers, &mut marks, &mut Vec::new()) {
-                return Some(cycle);
-            }
+        if marks.get(name).copied().unwrap_or(Mark::New) == Mark::New
+            && let Some(cycle) = visit(name, primers, &mut marks, &mut Vec::new())
+        {
+            return Some(cycle);
         }
     }
     None

@@ -75,7 +75,7 @@ async fn slow_summary(ctx: &Ctx, item: String) -> Result<i64, Error> {
 }
 
 fn key(text: &str) -> Key {
-    Key::parse(text).unwrap()
+    Key::parse(text).expect("a valid key")
 }
 
 #[tokio::test]
@@ -85,7 +85,10 @@ async fn reads_through_ctx_are_recorded_as_edges() {
     basket(&test, "x".into(), "y".into()).await.unwrap();
     let entry = test.entry(&key("basket/x/y")).await.unwrap().unwrap();
     assert_eq!(entry.entry.dependencies, [key("price/x"), key("price/y")]);
-    assert_eq!(test.dependents(&key("price/x")).await.unwrap(), [key("basket/x/y")]);
+    assert_eq!(
+        test.dependents(&key("price/x")).await.unwrap(),
+        [key("basket/x/y")]
+    );
     // A read through the cache (not a ctx) records nothing.
     price(&test, "z".into()).await.unwrap();
     assert!(test.dependents(&key("price/z")).await.unwrap().is_empty());
@@ -134,7 +137,11 @@ async fn on_change_invalidate_marks_dependents_stale_until_they_are_read() {
     test.assert_computed_once(&lazy);
     assert_eq!(test.recorder().count(&lazy, "invalidated"), 1);
 
-    assert_eq!(*basket_lazy(&test, "x".into()).await.unwrap(), 10, "served stale once");
+    assert_eq!(
+        *basket_lazy(&test, "x".into()).await.unwrap(),
+        10,
+        "served stale once"
+    );
     test.settle().await;
     assert_eq!(*basket_lazy(&test, "x".into()).await.unwrap(), 20);
 }
@@ -175,21 +182,28 @@ async fn invalidate_cascades_to_everything_that_read_the_key() {
     let marked = test.invalidate(&price::key("x".into())).await.unwrap();
     assert_eq!(marked, 4);
     let cause = |key: &Key| {
-        test.events().into_iter().find_map(|event| match event.kind {
-            EventKind::Invalidated { cause } if &event.key == key => Some(cause),
-            _ => None,
-        })
+        test.events()
+            .into_iter()
+            .find_map(|event| match event.kind {
+                EventKind::Invalidated { cause } if &event.key == key => Some(cause),
+                _ => None,
+            })
     };
     assert_eq!(cause(&key("price/x")), Some(InvalidationCause::Requested));
     assert_eq!(
         cause(&key("parity_label/x")),
-        Some(InvalidationCause::Cascade { from: key("parity/x") })
+        Some(InvalidationCause::Cascade {
+            from: key("parity/x")
+        })
     );
     assert_eq!(test.recorder().count(&key("price/y"), "invalidated"), 0);
 
     test.clear_events();
     parity_label(&test, "x".into()).await.unwrap();
-    assert_eq!(test.recorder().kinds_of(&key("parity_label/x"))[..2], ["miss", "loaded"]);
+    assert_eq!(
+        test.recorder().kinds_of(&key("parity_label/x"))[..2],
+        ["miss", "loaded"]
+    );
     test.settle().await;
     test.assert_computed_once(&key("parity_label/x"));
 }
@@ -203,7 +217,10 @@ async fn a_primer_may_read_its_own_products_of_other_parameters() {
     let test = test_cache(&source);
     assert_eq!(*total_to(&test, 3).await.unwrap(), 6);
     let entry = test.entry(&key("total_to/3")).await.unwrap().unwrap();
-    assert_eq!(entry.entry.dependencies, [key("total_to/2"), key("price/3")]);
+    assert_eq!(
+        entry.entry.dependencies,
+        [key("total_to/2"), key("price/3")]
+    );
 
     // A change on day 1 travels through every later total.
     source.set("price:1", 11);
@@ -224,13 +241,22 @@ async fn a_cycle_between_products_fails_and_names_its_path() {
     let Error::Cycle { path } = &error else {
         panic!("expected a cycle, got {error}");
     };
-    assert_eq!(path, &[key("ring/2"), key("ring/0"), key("ring/1"), key("ring/2")]);
-    assert_eq!(error.to_string(), "dependency cycle: ring/2 -> ring/0 -> ring/1 -> ring/2");
+    assert_eq!(
+        path,
+        &[key("ring/2"), key("ring/0"), key("ring/1"), key("ring/2")]
+    );
+    assert_eq!(
+        error.to_string(),
+        "dependency cycle: ring/2 -> ring/0 -> ring/1 -> ring/2"
+    );
     test.settle().await;
 
     let error = narcissus(&test, 1).await.unwrap_err();
     assert_eq!(error.kind(), ErrorKind::Cycle);
-    assert_eq!(error.to_string(), "dependency cycle: narcissus/1 -> narcissus/1");
+    assert_eq!(
+        error.to_string(),
+        "dependency cycle: narcissus/1 -> narcissus/1"
+    );
 }
 
 #[tokio::test]
@@ -239,7 +265,10 @@ async fn reading_a_primer_that_depends_on_does_not_list_is_an_error() {
     let error = sneaky(&test, "x".into()).await.unwrap_err();
     assert!(matches!(
         error,
-        Error::UndeclaredDependency { from: "sneaky", to: "price" }
+        Error::UndeclaredDependency {
+            from: "sneaky",
+            to: "price"
+        }
     ));
     assert_eq!(
         error.to_string(),
@@ -265,7 +294,11 @@ async fn a_change_during_a_dependent_computation_refreshes_it_again() {
     until(|| source.reads("slow_summary") == 1).await;
     test.set(&price::key("x".into()), 2).await.unwrap();
     source.open();
-    assert_eq!(reader.await.unwrap().unwrap(), 1, "the read that started first gets the value it computed");
+    assert_eq!(
+        reader.await.unwrap().unwrap(),
+        1,
+        "the read that started first gets the value it computed"
+    );
     test.settle().await;
     assert_eq!(*slow_summary(&*test, "x".into()).await.unwrap(), 2);
     test.assert_computed(&key("slow_summary/x"), 2);

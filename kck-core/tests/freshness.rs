@@ -22,7 +22,11 @@ async fn hard(ctx: &Ctx, name: String) -> Result<i64, SourceDown> {
     source(ctx).read(&name).await
 }
 
-#[primer(key = "soft_then_hard/{name}", stale_after = "1m", expire_after = "10m")]
+#[primer(
+    key = "soft_then_hard/{name}",
+    stale_after = "1m",
+    expire_after = "10m"
+)]
 async fn soft_then_hard(ctx: &Ctx, name: String) -> Result<i64, SourceDown> {
     source(ctx).read(&name).await
 }
@@ -63,7 +67,11 @@ async fn a_stale_value_is_served_at_once_and_refreshed_once() {
     source.set("a", 2);
     test.advance(2 * MINUTE);
     for _ in 0..5 {
-        assert_eq!(*soft(&test, "a".into()).await.unwrap(), 1, "stale, served at once");
+        assert_eq!(
+            *soft(&test, "a".into()).await.unwrap(),
+            1,
+            "stale, served at once"
+        );
     }
     assert_eq!(test.recorder().count(&key, "stale-served"), 5);
     assert_eq!(test.recorder().count(&key, "refresh-started"), 1);
@@ -154,7 +162,11 @@ async fn stale_if_error_serves_the_last_good_value_records_the_error_and_backs_o
     let entry = test.entry(&key).await.unwrap().unwrap();
     let error = entry.entry.meta.last_error.expect("the error is recorded");
     assert_eq!(error.attempts, 1);
-    assert!(error.message.contains("source `a` is down"), "{}", error.message);
+    assert!(
+        error.message.contains("source `a` is down"),
+        "{}",
+        error.message
+    );
     assert_eq!(test.recorder().count(&key, "served-after-error"), 1);
 
     // Backing off: reads serve the value without trying again for 1 s.
@@ -194,7 +206,10 @@ async fn without_stale_if_error_a_failed_refresh_expires_the_value() {
     // ...which fails: the value is no longer served, and the read reports
     // the error.
     let error = soft(&test, "a".into()).await.unwrap_err();
-    assert_eq!(error.compute_error::<SourceDown>(), Some(&SourceDown("a".into())));
+    assert_eq!(
+        error.compute_error::<SourceDown>(),
+        Some(&SourceDown("a".into()))
+    );
     source.fail("a", false);
     source.set("a", 6);
     assert_eq!(*soft(&test, "a".into()).await.unwrap(), 6);

@@ -69,7 +69,10 @@ async fn concurrent_readers_share_one_error() {
     assert_eq!(source.reads("b"), 1);
     for error in &errors {
         assert_eq!(error.kind(), ErrorKind::Compute);
-        assert_eq!(error.compute_error::<SourceDown>(), Some(&SourceDown("b".into())));
+        assert_eq!(
+            error.compute_error::<SourceDown>(),
+            Some(&SourceDown("b".into()))
+        );
     }
     // A failed first computation stores nothing: the next read tries again.
     source.fail("b", false);

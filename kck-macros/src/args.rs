@@ -97,10 +97,10 @@ impl FromMeta for DependsOn {
             .filter_map(|element| {
                 errors.handle(match element {
                     Expr::Path(path) if path.qself.is_none() => Ok(path.path.clone()),
-                    other => Err(darling::Error::custom(
-                        "expected the path of a primer function",
-                    )
-                    .with_span(other)),
+                    other => Err(
+                        darling::Error::custom("expected the path of a primer function")
+                            .with_span(other),
+                    ),
                 })
             })
             .collect();

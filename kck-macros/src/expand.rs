@@ -4,8 +4,8 @@
 
 use proc_macro2::TokenStream;
 use quote::{format_ident, quote, quote_spanned};
-use syn::spanned::Spanned;
 use syn::Attribute;
+use syn::spanned::Spanned;
 
 use crate::model::Model;
 
@@ -66,7 +66,7 @@ pub(crate) fn expand(model: &Model) -> TokenStream {
             if p.is_str {
                 quote!(__kck_writer.str_param(#ident);)
             } else {
-                quote!(__kck_writer.param(&#ident);)
+                quote_spanned!(p.ty.span()=> __kck_writer.param(&#ident);)
             }
         })
         .collect();
@@ -74,15 +74,21 @@ pub(crate) fn expand(model: &Model) -> TokenStream {
         .iter()
         .map(|p| {
             let ident = &p.ident;
-            if p.is_str { quote!(&#ident) } else { quote!(#ident) }
+            if p.is_str {
+                quote!(&#ident)
+            } else {
+                quote!(#ident)
+            }
         })
         .collect();
 
+    let params_span = item.sig.paren_token.span.join();
+    let params_item = quote_spanned!(params_span=> type Params = (#(#owned_types,)*););
     let placeholders: Vec<String> = key_idents.iter().map(ToString::to_string).collect();
     let policy = policy_tokens(model);
-    let dependencies = depends_on.iter().map(|path| {
-        quote_spanned!(path.span()=> <#path as #private::Primer>::NAME)
-    });
+    let dependencies = depends_on
+        .iter()
+        .map(|path| quote_spanned!(path.span()=> <#path as #private::Primer>::NAME));
 
     // The user's function, renamed, becomes the body of `compute`.
     let mut compute_fn = item.clone();
@@ -91,6 +97,14 @@ pub(crate) fn expand(model: &Model) -> TokenStream {
     compute_fn
         .attrs
         .retain(|attr| !attr.path().is_ident("doc") && !attr.path().is_ident("cfg"));
+    // Parameters are part of the key, so they count as used even when the
+    // body ignores them.
+    for ident in &arg_idents {
+        compute_fn
+            .block
+            .stmts
+            .insert(0, syn::parse_quote!(let _ = &#ident;));
+    }
 
     let getter_params = params.iter().map(|p| {
         let ident = &p.ident;
@@ -123,7 +137,7 @@ pub(crate) fn expand(model: &Model) -> TokenStream {
 
         #(#cfgs)*
         impl #private::Primer for #ident {
-            type Params = (#(#owned_types,)*);
+            #params_item
             type Value = <#output as #private::PrimerOutput>::Value;
             type Error = <#output as #private::PrimerOutput>::Error;
 

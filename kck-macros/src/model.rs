@@ -74,8 +74,14 @@ impl Model {
         if !sig.generics.params.is_empty() || sig.generics.where_clause.is_some() {
             errors.push(sig.generics.span(), "a primer cannot be generic");
         }
+        // Any path ending in `Result` (`std::io::Result<T>`,
+        // `anyhow::Result<T>`...) is accepted; the type checker does the rest.
         let output = match &sig.output {
-            ReturnType::Type(_, ty) => Some((**ty).clone()),
+            ReturnType::Type(_, ty) if is_result(ty) => Some((**ty).clone()),
+            ReturnType::Type(_, ty) => {
+                errors.push(ty.span(), "a primer must return `Result<Value, Error>`");
+                None
+            }
             ReturnType::Default => {
                 errors.push(
                     sig.ident.span(),
@@ -98,13 +104,21 @@ impl Model {
             _ => None,
         };
         if scope_ident.is_none() {
-            let span = ctx.as_ref().map_or(sig.paren_token.span.join(), Spanned::span);
+            let span = ctx
+                .as_ref()
+                .map_or(sig.paren_token.span.join(), Spanned::span);
             errors.push(span, "a primer takes `ctx: &Ctx` as its first parameter");
         }
 
         let params: Vec<Param> = inputs
             .filter_map(|input| check_param(input, &mut errors))
             .collect();
+        if params.len() > 8 {
+            errors.push(
+                params[8].ident.span(),
+                "a primer takes at most eight parameters besides `ctx`",
+            );
+        }
 
         let template = args.key.clone();
         let (name, key_order) = check_template(&template, &params, &mut errors);
@@ -118,13 +132,13 @@ impl Model {
             invalidate_on_change: matches!(args.on_change, Some(OnChangeArg::Invalidate)),
             prime_on_miss: args.prime_on_miss.unwrap_or(true),
         };
-        if let (Some(stale), Some(expire)) = (policy.stale_after, policy.expire_after) {
-            if expire < stale {
-                errors.push(
-                    template.span(),
-                    "`expire_after` is shorter than `stale_after`: the value would expire before it is ever served stale",
-                );
-            }
+        if let (Some(stale), Some(expire)) = (policy.stale_after, policy.expire_after)
+            && expire < stale
+        {
+            errors.push(
+                template.span(),
+                "`expire_after` is shorter than `stale_after`: the value would expire before it is ever served stale",
+            );
         }
 
         errors.into_result()?;
@@ -136,9 +150,7 @@ impl Model {
             Some(version) => version.value(),
             None => code_hash(&item),
         };
-        let krate = args
-            .krate
-            .unwrap_or_else(|| syn::parse_quote!(::kck_core));
+        let krate = args.krate.unwrap_or_else(|| syn::parse_quote!(::kck_core));
         Ok(Model {
             item,
             name,
@@ -176,7 +188,6 @@ fn check_param(input: &FnArg, errors: &mut Errors) -> Option<Param> {
                     arg.ty.span(),
                     "primer parameters are owned values (or `&str`): they become parts of the key",
                 );
-                return None;
             }
             true
         }
@@ -191,7 +202,11 @@ fn check_param(input: &FnArg, errors: &mut Errors) -> Option<Param> {
 
 /// Checks `name/{a}/{b}` against the parameters; returns the name and, for
 /// each placeholder, the index of its parameter.
-fn check_template(template: &LitStr, params: &[Param], errors: &mut Errors) -> (String, Vec<usize>) {
+fn check_template(
+    template: &LitStr,
+    params: &[Param],
+    errors: &mut Errors,
+) -> (String, Vec<usize>) {
     let text = template.value();
     let span = template.span();
     let mut segments = text.split('/');
@@ -216,7 +231,10 @@ fn check_template(template: &LitStr, params: &[Param], errors: &mut Errors) -> (
             continue;
         };
         if seen.contains(&placeholder) {
-            errors.push(span, format!("placeholder `{{{placeholder}}}` appears twice"));
+            errors.push(
+                span,
+                format!("placeholder `{{{placeholder}}}` appears twice"),
+            );
             continue;
         }
         seen.push(placeholder);
@@ -240,6 +258,19 @@ fn check_template(template: &LitStr, params: &[Param], errors: &mut Errors) -> (
         }
     }
     (name, key_order)
+}
+
+fn is_result(ty: &Type) -> bool {
+    match ty {
+        Type::Path(path) => path
+            .path
+            .segments
+            .last()
+            .is_some_and(|segment| segment.ident == "Result"),
+        Type::Group(group) => is_result(&group.elem),
+        Type::Paren(paren) => is_result(&paren.elem),
+        _ => false,
+    }
 }
 
 /// Keep in sync with `kck_core::is_valid_primer_name`.

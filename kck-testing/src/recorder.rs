@@ -92,6 +92,8 @@ impl EventRecorder {
 
 impl std::fmt::Debug for EventRecorder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_list().entries(self.lock().iter().map(ToString::to_string)).finish()
+        f.debug_list()
+            .entries(self.lock().iter().map(ToString::to_string))
+            .finish()
     }
 }

@@ -6,9 +6,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use kck_core::{CacheBuilder, Key, Primer, TypedKey};
 
-type Produce<P> = Box<
-    dyn Fn() -> Result<<P as Primer>::Value, <P as Primer>::Error> + Send + Sync,
->;
+type Produce<P> = Box<dyn Fn() -> Result<<P as Primer>::Value, <P as Primer>::Error> + Send + Sync>;
 type Fallback<P> = Arc<
     dyn Fn(<P as Primer>::Params) -> Result<<P as Primer>::Value, <P as Primer>::Error>
         + Send
@@ -45,10 +43,10 @@ impl Stubs {
     /// The stub set of `P`, created (with its installer) on first use.
     fn set<P: Primer>(&self) -> Arc<Mutex<StubSet<P>>> {
         let mut inner = lock(&self.inner);
-        if let Some(set) = inner.sets.get(P::DEF.name) {
-            if let Ok(set) = set.clone().downcast::<Mutex<StubSet<P>>>() {
-                return set;
-            }
+        if let Some(set) = inner.sets.get(P::DEF.name)
+            && let Ok(set) = set.clone().downcast::<Mutex<StubSet<P>>>()
+        {
+            return set;
         }
         let set = Arc::new(Mutex::new(StubSet::<P> {
             values: HashMap::new(),
@@ -57,9 +55,11 @@ impl Stubs {
         inner.sets.insert(P::DEF.name, set.clone());
         let stubs = self.clone();
         let installed = set.clone();
-        inner.installers.push(Box::new(move |builder: CacheBuilder| {
-            builder.stub::<P>(move |params| stubs.call::<P>(&installed, params))
-        }));
+        inner
+            .installers
+            .push(Box::new(move |builder: CacheBuilder| {
+                builder.stub::<P>(move |params| stubs.call::<P>(&installed, params))
+            }));
         set
     }
 

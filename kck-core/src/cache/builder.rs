@@ -156,7 +156,10 @@ impl std::fmt::Debug for CacheBuilder {
         f.debug_struct("CacheBuilder")
             .field("registry", &self.registry)
             .field("listeners", &self.listeners.len())
-            .field("stubs", &self.stubs.iter().map(|(n, _)| n).collect::<Vec<_>>())
+            .field(
+                "stubs",
+                &self.stubs.iter().map(|(n, _)| n).collect::<Vec<_>>(),
+            )
             .finish_non_exhaustive()
     }
 }

@@ -123,9 +123,11 @@ impl FlightGuard {
                 Some((ready, freshness)) if !def.policy.on_demand => {
                     self.deliver(Outcome::Value(ready.served()));
                     match freshness {
-                        Freshness::Stale { refresh: true } => self.emit(EventKind::RefreshStarted {
-                            reason: RefreshReason::Stale,
-                        }),
+                        Freshness::Stale { refresh: true } => {
+                            self.emit(EventKind::RefreshStarted {
+                                reason: RefreshReason::Stale,
+                            })
+                        }
                         _ => return,
                     }
                 }
@@ -334,7 +336,11 @@ impl FlightGuard {
         let patched = self
             .inner
             .store
-            .patch(&self.key, EntryPatch::failed(record, !keep), Expect::Version(version))
+            .patch(
+                &self.key,
+                EntryPatch::failed(record, !keep),
+                Expect::Version(version),
+            )
             .await;
         match patched {
             Ok(Saved::Written(version)) if keep => self.install(Ready {
@@ -372,7 +378,9 @@ impl FlightGuard {
             let in_memo = self
                 .inner
                 .memo
-                .read(read.key.as_str(), |slot| slot.ready.as_ref().map(|r| r.content_hash))
+                .read(read.key.as_str(), |slot| {
+                    slot.ready.as_ref().map(|r| r.content_hash)
+                })
                 .flatten();
             let current = match in_memo {
                 Some(hash) => Some(hash),

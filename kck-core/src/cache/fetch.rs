@@ -129,7 +129,10 @@ impl Inner {
         }
         let value = self.memo.read(key, |slot| {
             let ready = slot.ready.as_ref()?;
-            if ready.deadline.is_some_and(|deadline| self.clock.now() >= deadline) {
+            if ready
+                .deadline
+                .is_some_and(|deadline| self.clock.now() >= deadline)
+            {
                 return None;
             }
             Some(ready.value.clone())

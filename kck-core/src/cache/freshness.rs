@@ -103,7 +103,10 @@ mod tests {
         assert_eq!(classify(&r, at(9)), Freshness::Fresh);
         assert_eq!(classify(&r, at(10)), Freshness::Stale { refresh: true });
         assert_eq!(classify(&r, at(20)), Freshness::Expired);
-        assert_eq!(classify(&ready(None, None, None), at(1 << 40)), Freshness::Fresh);
+        assert_eq!(
+            classify(&ready(None, None, None), at(1 << 40)),
+            Freshness::Fresh
+        );
     }
 
     #[test]
@@ -120,7 +123,12 @@ mod tests {
             max: Duration::from_secs(10),
         };
         let delays: Vec<_> = (1..=6)
-            .map(|n| backoff.retry_at(at(0), n).saturating_duration_since(at(0)).as_secs())
+            .map(|n| {
+                backoff
+                    .retry_at(at(0), n)
+                    .saturating_duration_since(at(0))
+                    .as_secs()
+            })
             .collect();
         assert_eq!(delays, [1, 2, 4, 8, 10, 10]);
     }

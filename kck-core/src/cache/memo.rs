@@ -197,7 +197,11 @@ impl Memo {
     }
 
     /// Like [`Memo::update`], but does nothing if there is no slot.
-    pub(crate) fn update_existing<R>(&self, key: &Key, f: impl FnOnce(&mut Slot) -> R) -> Option<R> {
+    pub(crate) fn update_existing<R>(
+        &self,
+        key: &Key,
+        f: impl FnOnce(&mut Slot) -> R,
+    ) -> Option<R> {
         let (hash, lock) = self.locate(key.as_str());
         let mut shard = Self::write_shard(lock);
         let mut occupied = shard.find_entry(hash, |(_, k, _)| k == key).ok()?;

@@ -48,7 +48,11 @@ impl Cache {
     /// # Errors
     ///
     /// [`Error::UnknownPrimer`], [`Error::Encode`], [`Error::Store`].
-    pub async fn set<P: Primer>(&self, key: &TypedKey<P>, value: P::Value) -> Result<Version, Error> {
+    pub async fn set<P: Primer>(
+        &self,
+        key: &TypedKey<P>,
+        value: P::Value,
+    ) -> Result<Version, Error> {
         let handle = self.inner.typed_handle::<P>()?;
         self.inner.set(key, handle, Arc::new(value)).await
     }
@@ -244,13 +248,14 @@ impl Inner {
         let watermark = self.flights.watermark();
         loop {
             let mut started = false;
-            let flight: Result<Arc<Flight>, Error> = self.memo.update(key, |slot| match &slot.flight {
-                Some(flight) => Ok(flight.clone()),
-                None => {
-                    started = true;
-                    self.start_flight(slot, key, handle, FlightMode::Refresh)
-                }
-            });
+            let flight: Result<Arc<Flight>, Error> =
+                self.memo.update(key, |slot| match &slot.flight {
+                    Some(flight) => Ok(flight.clone()),
+                    None => {
+                        started = true;
+                        self.start_flight(slot, key, handle, FlightMode::Refresh)
+                    }
+                });
             let flight = flight?;
             if started {
                 let reason = RefreshReason::Requested;

@@ -1,0 +1,8 @@
+use kck_core::{primer, Ctx};
+
+#[primer(key = "report/{store}/{day}")]
+async fn report(_ctx: &Ctx, store: u32) -> Result<u64, std::io::Error> {
+    Ok(u64::from(store))
+}
+
+fn main() {}
