@@ -221,7 +221,11 @@ async fn store_raw(store: &dyn Store, key: &Key, value: &[u8], code_version: &st
         },
         dependencies: Vec::new(),
     };
-    match store.save(entry, Expect::Any).await.expect("the memory store never fails") {
+    match store
+        .save(entry, Expect::Any)
+        .await
+        .expect("the memory store never fails")
+    {
         Saved::Written(version) => version,
         Saved::Conflict { .. } => unreachable!("Expect::Any always writes"),
     }
