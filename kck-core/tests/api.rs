@@ -321,3 +321,36 @@ async fn typed_keys_read_their_parameters_back() {
         "key `sales/12` is not a key of primer `report`"
     );
 }
+
+mod renamed {
+    //! `crate = path` for a renamed or re-exported kck, and an explicit code
+    //! version.
+    pub(crate) use ::kck_core as kck;
+
+    #[kck::primer(key = "versioned/{n}", version = "2026-11", crate = kck)]
+    pub(crate) async fn versioned(
+        _ctx: &kck::Ctx,
+        n: u32,
+    ) -> Result<u32, std::convert::Infallible> {
+        Ok(n)
+    }
+}
+
+#[tokio::test]
+async fn the_code_version_and_the_crate_path_can_be_given() {
+    use kck_core::Primer;
+    assert_eq!(renamed::versioned::DEF.code_version, "2026-11");
+    let test = test_cache(&Source::new());
+    assert_eq!(*renamed::versioned(&test, 4).await.unwrap(), 4);
+    let stored = test.entry(&key("versioned/4")).await.unwrap().unwrap();
+    assert_eq!(stored.entry.meta.code_version, "2026-11");
+}
+
+#[test]
+fn the_code_version_is_derived_from_the_function() {
+    use kck_core::Primer;
+    let version = sales::DEF.code_version;
+    assert_eq!(version.len(), 16);
+    assert!(version.chars().all(|c| c.is_ascii_hexdigit()));
+    assert_ne!(version, report::DEF.code_version);
+}
