@@ -40,7 +40,7 @@ impl Subscriber for Collect {
         event.record(&mut name);
         self.0
             .lock()
-            .unwrap()
+            .expect("not poisoned")
             .push((*event.metadata().level(), name.0));
     }
     fn enter(&self, _: &Id) {}
