@@ -165,3 +165,46 @@ fn outside_a_tokio_runtime_reads_fail_with_a_clear_error() {
     };
     assert_eq!(result.unwrap_err().kind(), ErrorKind::NoRuntime);
 }
+
+#[test]
+fn a_computation_dropped_with_its_runtime_fails_its_waiters_instead_of_hanging() {
+    let source = Source::new();
+    source.set("d", 1);
+    source.hold();
+    let leader_runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let test = Arc::new(leader_runtime.block_on(async { test_cache(&source) }));
+    let waiter_runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+
+    // The computation starts on the leader's runtime and waits on the source.
+    let leader = {
+        let test = test.clone();
+        leader_runtime.spawn(async move { slow_number(&*test, "d".into()).await })
+    };
+    leader_runtime.block_on(until(|| source.reads("d") == 1));
+    // Another runtime's read joins it.
+    let waiter = {
+        let test = test.clone();
+        waiter_runtime.spawn(async move { slow_number(&*test, "d".into()).await })
+    };
+    waiter_runtime.block_on(until_waiting(&test, &slow_number::key("d".into()), 2));
+
+    // The leader's runtime goes away with the computation on it.
+    drop(leader);
+    drop(leader_runtime);
+    let error = waiter_runtime.block_on(waiter).unwrap().unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Aborted);
+    assert!(error.is_transient());
+
+    // The key is not blocked: the next read computes.
+    source.open();
+    assert_eq!(
+        *waiter_runtime
+            .block_on(slow_number(&*test, "d".into()))
+            .unwrap(),
+        1
+    );
+}
