@@ -57,45 +57,36 @@ fn visiting_order() -> Arc<Vec<u32>> {
     Arc::new(order)
 }
 
-async fn kck_hits(cache: &Cache, order: &Arc<Vec<u32>>, tasks: usize) -> f64 {
-    let started = Instant::now();
-    let readers: Vec<_> = (0..tasks)
-        .map(|task| {
-            let cache = cache.clone();
-            let order = order.clone();
-            tokio::spawn(async move {
-                let mut sum = 0u64;
-                for i in 0..OPS_PER_TASK {
-                    let id = order[(i + task * 7919) % order.len()];
-                    let value = bench_value(&cache, id).await.expect("a hit");
-                    sum = sum.wrapping_add(*value);
-                }
-                sum
-            })
-        })
-        .collect();
-    for reader in readers {
-        black_box(reader.await.expect("the reader finishes"));
-    }
-    (tasks * OPS_PER_TASK) as f64 / started.elapsed().as_secs_f64()
+/// A cache under test, read by id.
+trait Reader: Clone + Send + Sync + 'static {
+    fn read(&self, id: u32) -> impl Future<Output = u64> + Send;
 }
 
-async fn moka_hits(
-    cache: &moka::future::Cache<u32, Arc<u64>>,
-    order: &Arc<Vec<u32>>,
-    tasks: usize,
-) -> f64 {
+impl Reader for Cache {
+    async fn read(&self, id: u32) -> u64 {
+        *bench_value(self, id).await.expect("a hit")
+    }
+}
+
+impl Reader for moka::future::Cache<u32, Arc<u64>> {
+    async fn read(&self, id: u32) -> u64 {
+        *self.get(&id).await.expect("a hit")
+    }
+}
+
+/// Reads per second of `tasks` tasks, each reading `OPS_PER_TASK` keys in
+/// the visiting order (each from its own offset).
+async fn hits_per_second(reader: &impl Reader, order: &Arc<Vec<u32>>, tasks: usize) -> f64 {
     let started = Instant::now();
     let readers: Vec<_> = (0..tasks)
         .map(|task| {
-            let cache = cache.clone();
+            let reader = reader.clone();
             let order = order.clone();
             tokio::spawn(async move {
                 let mut sum = 0u64;
                 for i in 0..OPS_PER_TASK {
                     let id = order[(i + task * 7919) % order.len()];
-                    let value = cache.get(&id).await.expect("a hit");
-                    sum = sum.wrapping_add(*value);
+                    sum = sum.wrapping_add(reader.read(id).await);
                 }
                 sum
             })
@@ -134,11 +125,11 @@ async fn hit_throughput() -> Vec<HitResult> {
             // Alternate which goes first, so neither always runs on a
             // warmer machine.
             if round % 2 == 0 {
-                kck.push(kck_hits(&cache, &order, tasks).await);
-                baseline.push(moka_hits(&moka, &order, tasks).await);
+                kck.push(hits_per_second(&cache, &order, tasks).await);
+                baseline.push(hits_per_second(&moka, &order, tasks).await);
             } else {
-                baseline.push(moka_hits(&moka, &order, tasks).await);
-                kck.push(kck_hits(&cache, &order, tasks).await);
+                baseline.push(hits_per_second(&moka, &order, tasks).await);
+                kck.push(hits_per_second(&cache, &order, tasks).await);
             }
         }
         results.push(HitResult {
