@@ -51,6 +51,9 @@ pub enum EventKind {
         /// The code version of the stored entry.
         stored: String,
     },
+    /// Another cache sharing the store is computing this product: this one
+    /// waits for its value instead of computing it too.
+    PeerComputing,
     /// A background refresh started.
     RefreshStarted {
         /// Why.
@@ -102,6 +105,7 @@ impl EventKind {
             EventKind::Loaded { .. } => "loaded",
             EventKind::DecodeFailed { .. } => "decode-failed",
             EventKind::Outdated { .. } => "outdated",
+            EventKind::PeerComputing => "peer-computing",
             EventKind::RefreshStarted { .. } => "refresh-started",
             EventKind::Computed { .. } => "computed",
             EventKind::Conflict => "conflict",

@@ -117,7 +117,7 @@ async fn entries_carry_versions_timestamps_hashes_and_code_versions() {
     let start = test.now();
     report(&test, 4).await.unwrap();
     let stored = test.entry(&key("report/4")).await.unwrap().unwrap();
-    let meta = &stored.entry.meta;
+    let meta = &stored.meta;
     assert_eq!(meta.computed_at, start);
     assert_eq!(meta.changed_at, start);
     assert_eq!(meta.stale_at, Some(start + Duration::from_secs(60)));
@@ -130,8 +130,11 @@ async fn entries_carry_versions_timestamps_hashes_and_code_versions() {
         meta.content_hash,
         ContentHash::of(br#"{"store":4,"total":7}"#)
     );
-    assert_eq!(stored.entry.value, br#"{"store":4,"total":7}"#);
-    assert_eq!(stored.entry.dependencies, [key("sales/4")]);
+    assert_eq!(stored.value, br#"{"store":4,"total":7}"#);
+    assert_eq!(
+        test.dependencies(&key("report/4")).await.unwrap(),
+        [key("sales/4")]
+    );
     let sales_version = test.entry(&key("sales/4")).await.unwrap().unwrap().version;
     assert!(stored.version > sales_version, "versions grow across keys");
 }
@@ -343,7 +346,7 @@ async fn the_code_version_and_the_crate_path_can_be_given() {
     let test = test_cache(&Source::new());
     assert_eq!(*renamed::versioned(&test, 4).await.unwrap(), 4);
     let stored = test.entry(&key("versioned/4")).await.unwrap().unwrap();
-    assert_eq!(stored.entry.meta.code_version, "2026-11");
+    assert_eq!(stored.meta.code_version, "2026-11");
 }
 
 #[test]

@@ -160,7 +160,7 @@ async fn stale_if_error_serves_the_last_good_value_records_the_error_and_backs_o
     assert_eq!(*resilient(&test, "a".into()).await.unwrap(), 1);
     test.settle().await;
     let entry = test.entry(&key).await.unwrap().unwrap();
-    let error = entry.entry.meta.last_error.expect("the error is recorded");
+    let error = entry.meta.last_error.expect("the error is recorded");
     assert_eq!(error.attempts, 1);
     assert!(
         error.message.contains("source `a` is down"),
@@ -178,7 +178,7 @@ async fn stale_if_error_serves_the_last_good_value_records_the_error_and_backs_o
     test.settle().await;
     assert_eq!(source.reads("a"), 3);
     let entry = test.entry(&key).await.unwrap().unwrap();
-    assert_eq!(entry.entry.meta.last_error.map(|e| e.attempts), Some(2));
+    assert_eq!(entry.meta.last_error.map(|e| e.attempts), Some(2));
 
     // The next attempt after 2 s succeeds and clears the error.
     source.fail("a", false);
@@ -188,7 +188,7 @@ async fn stale_if_error_serves_the_last_good_value_records_the_error_and_backs_o
     test.settle().await;
     assert_eq!(*resilient(&test, "a".into()).await.unwrap(), 5);
     let entry = test.entry(&key).await.unwrap().unwrap();
-    assert_eq!(entry.entry.meta.last_error, None);
+    assert_eq!(entry.meta.last_error, None);
 }
 
 #[tokio::test]

@@ -315,7 +315,7 @@ impl TestCacheBuilder {
     /// If the registry is invalid or a stubbed primer is not registered.
     pub fn build(self) -> TestCache {
         let clock = Arc::new(MockClock::new(self.start));
-        let store = Arc::new(MemoryStore::new());
+        let store = Arc::new(MemoryStore::with_clock(clock.clone()));
         let recorder = EventRecorder::default();
         let mut builder = Cache::builder()
             .clock(clock.clone())

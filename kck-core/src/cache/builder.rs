@@ -2,19 +2,21 @@
 
 use std::any::{Any, TypeId};
 use std::collections::HashMap;
+use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::flight::WaitGraph;
 use super::freshness::Backoff;
 use super::memo::Memo;
+use super::peers::{Peers, Watcher};
 use super::{Cache, FlightCounter, Inner};
 use crate::clock::{Clock, SystemClock};
 use crate::erased::{ErasedStub, StubFn, erase_stub};
 use crate::event::{EventListener, Events};
 use crate::primer::Primer;
 use crate::registry::{Registry, RegistryError};
-use crate::store::{MemoryStore, Store};
+use crate::store::{ChangeWatcher, MemoryStore, Store};
 
 /// Builds a [`Cache`].
 ///
@@ -41,6 +43,8 @@ pub struct CacheBuilder {
     state: HashMap<TypeId, Arc<dyn Any + Send + Sync>>,
     backoff: Backoff,
     memo_shards: usize,
+    memo: bool,
+    lease_ttl: Duration,
 }
 
 impl CacheBuilder {
@@ -55,6 +59,8 @@ impl CacheBuilder {
             state: HashMap::new(),
             backoff: Backoff::DEFAULT,
             memo_shards: cores * 32,
+            memo: true,
+            lease_ttl: Duration::from_secs(30),
         }
     }
 
@@ -115,6 +121,23 @@ impl CacheBuilder {
         self
     }
 
+    /// Whether to keep decoded values in process memory (default: yes).
+    /// Without the memo, every read loads from the store: useful to measure
+    /// the store, or when memory is tight.
+    pub fn memo(mut self, enabled: bool) -> Self {
+        self.memo = enabled;
+        self
+    }
+
+    /// How long a computation holds the store's lease on its key before it
+    /// must renew it (it renews every third of that while it runs). Another
+    /// cache waits at most this long for a computation that died. Default:
+    /// 30 seconds.
+    pub fn lease_ttl(mut self, ttl: Duration) -> Self {
+        self.lease_ttl = ttl.max(Duration::from_millis(3));
+        self
+    }
+
     /// Builds the cache.
     ///
     /// # Errors
@@ -134,20 +157,32 @@ impl CacheBuilder {
             }
             stubs.insert(name, stub);
         }
-        Ok(Cache {
-            inner: Arc::new(Inner {
-                registry,
-                store: self.store,
-                clock: self.clock,
-                memo: Memo::new(self.memo_shards),
-                waits: WaitGraph::default(),
-                events: Events::new(self.listeners),
-                stubs,
-                state: self.state,
-                backoff: self.backoff,
-                flights: FlightCounter::default(),
+        let holder = format!(
+            "{}-{:016x}",
+            std::process::id(),
+            foldhash::fast::RandomState::default().hash_one(std::process::id())
+        );
+        let inner = Arc::new_cyclic(|inner| Inner {
+            registry,
+            store: self.store,
+            clock: self.clock,
+            memo: Memo::new(self.memo_shards, self.memo),
+            waits: WaitGraph::default(),
+            events: Events::new(self.listeners),
+            stubs,
+            state: self.state,
+            backoff: self.backoff,
+            flights: FlightCounter::default(),
+            peers: Peers::default(),
+            watcher: Arc::new(Watcher {
+                inner: inner.clone(),
             }),
-        })
+            holder,
+            lease_ttl: self.lease_ttl,
+        });
+        let watcher: Arc<dyn ChangeWatcher> = inner.watcher.clone();
+        inner.store.watch(Arc::downgrade(&watcher));
+        Ok(Cache { inner })
     }
 }
 

@@ -4,6 +4,7 @@
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use futures_util::FutureExt;
 
@@ -17,7 +18,10 @@ use crate::erased::{ErasedValue, PrimerHandle};
 use crate::error::{Error, panic_message};
 use crate::event::{EventKind, RefreshReason};
 use crate::key::Key;
-use crate::store::{ContentHash, Entry, EntryError, EntryMeta, EntryPatch, Expect, Saved, Version};
+use crate::store::{
+    ContentHash, Entry, EntryError, EntryMeta, EntryPatch, Expect, Lease, Saved, StoredEntry,
+    Version,
+};
 
 impl Inner {
     /// Starts a flight for `key` in `slot` (whose shard the caller has
@@ -41,7 +45,7 @@ impl Inner {
             key: key.clone(),
             handle,
             flight: flight.clone(),
-            generation: slot.generation,
+            epoch: self.memo.epoch(),
         };
         runtime.spawn(guard.run());
         Ok(flight)
@@ -76,8 +80,8 @@ struct FlightGuard {
     key: Key,
     handle: PrimerHandle,
     flight: Arc<Flight>,
-    /// The slot's generation when the flight started.
-    generation: u64,
+    /// The memo's epoch when the flight started.
+    epoch: u64,
 }
 
 impl FlightGuard {
@@ -160,26 +164,28 @@ impl FlightGuard {
             return Ok(Current::default());
         };
         let version = Some(stored.version);
-        let meta = &stored.entry.meta;
+        let ready = self.decode(stored);
+        Ok(Current { version, ready })
+    }
+
+    /// The decoded value of a stored entry, installed in the memo; `None`
+    /// (and an event) if it was computed by other code or no longer
+    /// decodes.
+    fn decode(&self, stored: StoredEntry) -> Option<Ready> {
+        let meta = &stored.meta;
         if meta.code_version != self.handle.def.code_version {
             self.emit(EventKind::Outdated {
                 stored: meta.code_version.clone(),
             });
-            return Ok(Current {
-                version,
-                ready: None,
-            });
+            return None;
         }
-        let value = match (self.handle.decode)(&stored.entry.value) {
+        let value = match (self.handle.decode)(&stored.value) {
             Ok(value) => value,
             Err(error) => {
                 self.emit(EventKind::DecodeFailed {
                     reason: error.to_string(),
                 });
-                return Ok(Current {
-                    version,
-                    ready: None,
-                });
+                return None;
             }
         };
         let retry_at = meta
@@ -191,37 +197,38 @@ impl FlightGuard {
         self.emit(EventKind::Loaded {
             version: stored.version,
         });
-        Ok(Current {
-            version,
-            ready: Some(ready),
-        })
+        Some(ready)
     }
 
     /// Puts `ready` in the memo, unless the entry changed since the flight
     /// started or the memo already holds a newer version.
     fn install(&self, ready: Ready) {
-        self.inner
-            .memo
-            .update(&self.key, |slot| slot.install(self.generation, ready));
+        self.inner.memo.install(&self.key, self.epoch, ready);
     }
 
     async fn compute(&self, current: Current) {
+        let Some((current, leased)) = self.lease(current).await else {
+            // Another cache computed it meanwhile, and its value was served.
+            return;
+        };
         self.flight.started.store(true, Ordering::SeqCst);
         let cache = Cache {
             inner: self.inner.clone(),
         };
         let ctx = Arc::new(Ctx::new(cache, self.key.clone(), self.handle.def));
         let started_at = self.inner.clock.now();
-        let result = match AssertUnwindSafe((self.handle.compute)(ctx.clone()))
-            .catch_unwind()
-            .await
-        {
-            Ok(result) => result,
-            Err(panic) => Err(Error::Panicked {
+        let computation = AssertUnwindSafe((self.handle.compute)(ctx.clone())).catch_unwind();
+        let result = if leased {
+            self.while_leased(computation).await
+        } else {
+            computation.await
+        };
+        let result = result.unwrap_or_else(|panic| {
+            Err(Error::Panicked {
                 key: self.key.clone(),
                 message: panic_message(&*panic),
-            }),
-        };
+            })
+        });
         let finished_at = self.inner.clock.now();
         match result {
             Ok(value) => {
@@ -234,6 +241,105 @@ impl FlightGuard {
                 self.persist(computed, current).await;
             }
             Err(error) => self.fail(error, current, finished_at).await,
+        }
+        if leased {
+            let released = self
+                .inner
+                .store
+                .release_lease(&self.key, &self.inner.holder);
+            if let Err(error) = released.await {
+                self.emit(EventKind::Failed {
+                    error: Error::Store(error),
+                });
+            }
+        }
+    }
+
+    /// Takes the store's lease on the key, so that one cache of all those
+    /// sharing the store computes it. While another holds it, waits for its
+    /// value (woken when the store reports the write or the release, and
+    /// checking again at least every second) and serves that instead.
+    /// Returns the entry to compute from and whether the lease is held, or
+    /// `None` once another cache's value was delivered.
+    async fn lease(&self, mut current: Current) -> Option<(Current, bool)> {
+        let inner = &self.inner;
+        let mut waited = false;
+        loop {
+            let wake = inner.peers.waiter(&self.key);
+            let woken = wake.notified();
+            let lease = inner
+                .store
+                .acquire_lease(&self.key, &inner.holder, inner.lease_ttl)
+                .await;
+            let remaining = match lease {
+                Ok(Lease::NotShared) => return Some((current, false)),
+                Ok(Lease::Acquired) => return Some((current, true)),
+                Ok(Lease::Held { remaining }) => remaining,
+                Err(error) => {
+                    // Compute all the same: without the store, nothing is
+                    // shared anyway, and the caller gets an answer.
+                    self.emit(EventKind::Failed {
+                        error: Error::Store(error),
+                    });
+                    return Some((current, false));
+                }
+            };
+            if !waited {
+                self.emit(EventKind::PeerComputing);
+                waited = true;
+            }
+            let recheck = remaining.clamp(Duration::from_millis(1), Duration::from_secs(1));
+            tokio::select! {
+                () = woken => {}
+                () = tokio::time::sleep(recheck) => {}
+            }
+            inner.peers.forget(&self.key, wake);
+            let stored = match inner.store.load(&self.key).await {
+                Ok(stored) => stored,
+                Err(error) => {
+                    self.emit(EventKind::Failed {
+                        error: Error::Store(error),
+                    });
+                    continue;
+                }
+            };
+            let Some(stored) = stored.filter(|s| Some(s.version) != current.version) else {
+                continue;
+            };
+            let version = Some(stored.version);
+            let ready = self.decode(stored);
+            let now = inner.clock.now();
+            match ready {
+                Some(ready) if classify(&ready, now) != Freshness::Expired => {
+                    self.deliver(Outcome::Value(ready.served()));
+                    return None;
+                }
+                ready => current = Current { version, ready },
+            }
+        }
+    }
+
+    /// Runs the computation while renewing the lease every third of its
+    /// time to live.
+    async fn while_leased<F: std::future::Future>(&self, computation: F) -> F::Output {
+        let inner = &self.inner;
+        let renew = async {
+            loop {
+                tokio::time::sleep(inner.lease_ttl / 3).await;
+                let renewed = inner
+                    .store
+                    .renew_lease(&self.key, &inner.holder, inner.lease_ttl)
+                    .await;
+                if !matches!(renewed, Ok(true)) {
+                    // Lost: the version fence still protects the write.
+                    return;
+                }
+            }
+        };
+        let computation = std::pin::pin!(computation);
+        match futures_util::future::select(computation, std::pin::pin!(renew)).await {
+            futures_util::future::Either::Left((output, _)) => output,
+            futures_util::future::Either::Right(((), computation)) => computation.await,
         }
     }
 
@@ -283,6 +389,7 @@ impl FlightGuard {
         let expect = current.version.map_or(Expect::Absent, Expect::Version);
         match self.inner.store.save(entry, expect).await {
             Ok(Saved::Written(version)) => {
+                self.inner.memo.observe(&self.key, version);
                 self.install(Ready::new(computed.value.clone(), version, &meta, None));
                 self.emit(EventKind::Computed {
                     version,
@@ -349,7 +456,7 @@ impl FlightGuard {
                 retry_at: Some(self.inner.backoff.retry_at(now, attempts)),
                 ..ready.clone()
             }),
-            Ok(Saved::Written(_)) => self.inner.memo.invalidate(&self.key),
+            Ok(Saved::Written(version)) => self.inner.memo.observe(&self.key, version),
             Ok(Saved::Conflict { .. }) => {}
             Err(store_error) => self.emit(EventKind::Failed {
                 error: Error::Store(store_error),
@@ -385,7 +492,7 @@ impl FlightGuard {
             let current = match in_memo {
                 Some(hash) => Some(hash),
                 None => match self.inner.store.load(&read.key).await {
-                    Ok(stored) => stored.map(|s| s.entry.meta.content_hash),
+                    Ok(stored) => stored.map(|s| s.meta.content_hash),
                     // Cannot tell: assume it changed.
                     Err(_) => return Some(read.key.clone()),
                 },

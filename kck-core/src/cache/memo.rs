@@ -4,13 +4,21 @@
 //! most one running computation ("flight"). The memo is sharded, and a shard
 //! lock is never held across an `.await` nor while user code runs.
 //!
-//! Coherence with the store rests on one rule: the memo only receives what the
-//! store said, and anything that changes an entry's metadata drops the memo's
-//! copy and bumps the slot's `generation`. A flight notes the generation when
-//! it starts and installs its result only if it is unchanged, so a value read
-//! or written before an invalidation can never reappear after it.
+//! Coherence with the store rests on versions, which grow with every write
+//! of the store. Every change the cache learns of (its own writes and
+//! invalidations, and those of other caches reported by the store) raises
+//! the slot's `floor` to the change's version and drops an older value; a
+//! value is installed only if it is at least at the floor. So a value read
+//! or written before a change can never reappear after it. A slot is kept
+//! alive (and its floor with it) while a flight or a pinned write is under
+//! way.
+//!
+//! When the store says changes may have gone unreported, the memo empties
+//! itself and stops installing until they are reported again; installs
+//! started before that are refused by the memo's `epoch`.
 
 use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use hashbrown::HashTable;
@@ -26,17 +34,34 @@ type Shard = HashTable<(u64, Key, Slot)>;
 pub(crate) struct Memo {
     shards: Box<[RwLock<Shard>]>,
     hasher: foldhash::fast::RandomState,
+    /// Whether values are kept at all: off when configured so, and while
+    /// the store may miss changes.
+    enabled: AtomicBool,
+    configured: bool,
+    /// Bumped when tracking of changes is lost or regained.
+    epoch: AtomicU64,
 }
 
-#[derive(Default)]
 pub(crate) struct Slot {
     pub(crate) ready: Option<Ready>,
     pub(crate) flight: Option<Arc<Flight>>,
-    /// Bumped whenever `ready` is dropped because the entry changed.
-    pub(crate) generation: u64,
+    /// The version of the latest change known: no older value may be
+    /// installed.
+    floor: Version,
     /// Operations outside flights that will install a value keep the slot
-    /// (and so its generation) alive.
-    pub(crate) pins: u32,
+    /// (and so its floor) alive.
+    pins: u32,
+}
+
+impl Default for Slot {
+    fn default() -> Self {
+        Slot {
+            ready: None,
+            flight: None,
+            floor: Version(i64::MIN),
+            pins: 0,
+        }
+    }
 }
 
 impl Slot {
@@ -44,37 +69,43 @@ impl Slot {
         self.ready.is_none() && self.flight.is_none() && self.pins == 0
     }
 
-    /// Drops the ready value because the entry changed.
-    pub(crate) fn invalidate(&mut self) {
-        self.ready = None;
-        self.generation += 1;
+    /// The entry changed at `version`: drop an older value, and never take
+    /// one again.
+    fn observe(&mut self, version: Version) {
+        if self
+            .ready
+            .as_ref()
+            .is_some_and(|held| held.version < version)
+        {
+            self.ready = None;
+        }
+        self.floor = self.floor.max(version);
     }
 
-    /// Installs `ready`, read or written when the slot was at `generation`,
-    /// unless the entry changed since or a newer version is already here.
-    pub(crate) fn install(&mut self, generation: u64, ready: Ready) {
+    /// Installs `ready` unless a change newer than it is known, or a newer
+    /// value is already here.
+    fn install(&mut self, ready: Ready) {
         let newer = self
             .ready
             .as_ref()
             .is_none_or(|held| held.version < ready.version);
-        if self.generation == generation && newer {
+        if ready.version >= self.floor && newer {
             self.ready = Some(ready);
         }
     }
 }
 
-/// Keeps a slot, and so its generation, alive while an operation outside a
+/// Keeps a slot, and so its floor, alive while an operation outside a
 /// flight writes the store and then installs what it wrote.
 pub(crate) struct Pin<'a> {
     memo: &'a Memo,
     key: Key,
-    generation: u64,
+    epoch: u64,
 }
 
 impl Pin<'_> {
     pub(crate) fn install(&self, ready: Ready) {
-        self.memo
-            .update(&self.key, |slot| slot.install(self.generation, ready));
+        self.memo.install(&self.key, self.epoch, ready);
     }
 }
 
@@ -143,11 +174,45 @@ pub(crate) fn earliest(a: Option<Timestamp>, b: Option<Timestamp>) -> Option<Tim
 }
 
 impl Memo {
-    pub(crate) fn new(shards: usize) -> Self {
+    pub(crate) fn new(shards: usize, enabled: bool) -> Self {
         let shards = shards.clamp(1, 1024).next_power_of_two();
         Memo {
             shards: (0..shards).map(|_| RwLock::default()).collect(),
             hasher: foldhash::fast::RandomState::default(),
+            enabled: AtomicBool::new(enabled),
+            configured: enabled,
+            epoch: AtomicU64::new(0),
+        }
+    }
+
+    /// The current epoch: installs must present the one they started in.
+    pub(crate) fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::SeqCst)
+    }
+
+    /// Installs `ready` in the slot of `key`, if the memo keeps values and
+    /// tracking has not changed since `epoch`; see [`Slot::install`].
+    pub(crate) fn install(&self, key: &Key, epoch: u64, ready: Ready) {
+        self.update(key, |slot| {
+            // Checked under the shard lock, so `track` cannot interleave.
+            if self.enabled.load(Ordering::SeqCst) && self.epoch() == epoch {
+                slot.install(ready);
+            }
+        });
+    }
+
+    /// The store lost (`false`) or regained (`true`) track of changes: empty
+    /// the memo, and keep values again only once changes are tracked.
+    pub(crate) fn track(&self, tracked: bool) {
+        self.enabled
+            .store(tracked && self.configured, Ordering::SeqCst);
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+        for lock in self.shards.iter() {
+            let mut shard = Self::write_shard(lock);
+            for (_, _, slot) in shard.iter_mut() {
+                slot.ready = None;
+            }
+            shard.retain(|(_, _, slot)| !slot.is_empty());
         }
     }
 
@@ -214,20 +279,19 @@ impl Memo {
 
     /// Pins the slot of `key`; see [`Pin`].
     pub(crate) fn pin(&self, key: &Key) -> Pin<'_> {
-        let generation = self.update(key, |slot| {
-            slot.pins += 1;
-            slot.generation
-        });
+        let epoch = self.epoch();
+        self.update(key, |slot| slot.pins += 1);
         Pin {
             memo: self,
             key: key.clone(),
-            generation,
+            epoch,
         }
     }
 
-    /// Drops the ready value of `key` because the entry changed.
-    pub(crate) fn invalidate(&self, key: &Key) {
-        self.update_existing(key, Slot::invalidate);
+    /// The entry of `key` changed at `version`; see [`Slot::observe`]. Slots
+    /// of keys nobody reads or writes here are not created.
+    pub(crate) fn observe(&self, key: &Key, version: Version) {
+        self.update_existing(key, |slot| slot.observe(version));
     }
 
     /// The number of slots (ready values and running computations).

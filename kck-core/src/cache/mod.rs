@@ -12,12 +12,14 @@ mod flight;
 mod freshness;
 mod memo;
 mod ops;
+mod peers;
 mod propagate;
 
 use std::any::{Any, TypeId};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
 
 use tokio::sync::Notify;
 
@@ -27,6 +29,7 @@ pub use fetch::get;
 use self::flight::WaitGraph;
 use self::freshness::Backoff;
 use self::memo::Memo;
+use self::peers::{Peers, Watcher};
 use crate::clock::{Clock, Timestamp};
 use crate::erased::ErasedStub;
 use crate::event::Events;
@@ -60,6 +63,12 @@ pub(crate) struct Inner {
     pub(crate) state: HashMap<TypeId, Arc<dyn Any + Send + Sync>>,
     pub(crate) backoff: Backoff,
     pub(crate) flights: FlightCounter,
+    pub(crate) peers: Peers,
+    /// Keeps the store's watcher alive as long as the cache.
+    pub(crate) watcher: Arc<Watcher>,
+    /// Who this cache is, as a lease holder.
+    pub(crate) holder: String,
+    pub(crate) lease_ttl: Duration,
 }
 
 /// Counts running flights, so [`Cache::wait_idle`] can wait for them.

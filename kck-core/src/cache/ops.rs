@@ -88,12 +88,12 @@ impl Cache {
     ///
     /// [`Error::Store`].
     pub async fn remove(&self, key: &Key) -> Result<bool, Error> {
-        let existed = self.inner.store.remove(key).await?;
-        self.inner.memo.invalidate(key);
-        if existed {
+        let removed = self.inner.store.remove(key).await?;
+        if let Some(version) = removed {
+            self.inner.memo.observe(key, version);
             self.inner.events.emit(key, EventKind::Removed);
         }
-        Ok(existed)
+        Ok(removed.is_some())
     }
 
     /// Parses a key string and checks it against the registry; see
@@ -135,7 +135,7 @@ impl Cache {
     }
 
     /// The stored entry of `key` (value bytes, version, timestamps, last
-    /// error, dependencies), for inspection.
+    /// error), for inspection.
     ///
     /// # Errors
     ///
@@ -151,6 +151,15 @@ impl Cache {
     /// [`Error::Store`].
     pub async fn dependents(&self, key: &Key) -> Result<Vec<Key>, Error> {
         Ok(self.inner.store.dependents(key).await?)
+    }
+
+    /// The keys the last computation of `key` read, in first-read order.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Store`].
+    pub async fn dependencies(&self, key: &Key) -> Result<Vec<Key>, Error> {
+        Ok(self.inner.store.dependencies(key).await?)
     }
 }
 
@@ -174,12 +183,12 @@ impl Inner {
         let Some(stored) = self.store.load(key).await? else {
             return Ok(None);
         };
-        let meta = &stored.entry.meta;
+        let meta = &stored.meta;
         let expired = meta.expires_at.is_some_and(|at| now >= at);
         if expired || meta.code_version != handle.def.code_version {
             return Ok(None);
         }
-        match (handle.decode)(&stored.entry.value) {
+        match (handle.decode)(&stored.value) {
             Ok(value) => Ok(Some(value)),
             Err(error) => {
                 let reason = error.to_string();
@@ -207,7 +216,7 @@ impl Inner {
             let now = self.clock.now();
             let previous_meta = previous
                 .as_ref()
-                .map(|stored| &stored.entry.meta)
+                .map(|stored| &stored.meta)
                 .filter(|meta| meta.code_version == def.code_version);
             let changed = previous_meta.is_none_or(|meta| meta.content_hash != content_hash);
             let deadlines = Deadlines::of(&def.policy, now);
@@ -233,6 +242,7 @@ impl Inner {
             };
             let expect = previous.map_or(Expect::Absent, |stored| Expect::Version(stored.version));
             if let Saved::Written(version) = self.store.save(entry, expect).await? {
+                self.memo.observe(key, version);
                 pin.install(Ready::new(value, version, &meta, None));
                 drop(pin);
                 self.events.emit(key, EventKind::Set { version });

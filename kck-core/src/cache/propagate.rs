@@ -81,8 +81,8 @@ impl Inner {
     ) -> Result<bool, Error> {
         let patch = EntryPatch::stale_at(self.clock.now());
         match self.store.patch(key, patch, Expect::Any).await? {
-            Saved::Written(_) => {
-                self.memo.invalidate(key);
+            Saved::Written(version) => {
+                self.memo.observe(key, version);
                 self.events.emit(key, EventKind::Invalidated { cause });
                 Ok(true)
             }

@@ -2,34 +2,58 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::future::ready;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 
-use super::{Entry, EntryPatch, Expect, Saved, Store, StoreError, StoredEntry, Version};
+use super::{
+    ChangeWatcher, Entry, EntryPatch, Expect, Lease, Saved, Store, StoreError, StoredEntry, Version,
+};
+use crate::clock::{Clock, SystemClock, Timestamp};
 use crate::key::Key;
 
 /// A [`Store`] in process memory: the default store, and the reference the
 /// store conformance suite of `kck-testing` is checked against.
 ///
-/// Every operation takes one short lock and never awaits while holding it.
-#[derive(Debug, Default)]
+/// Several caches may share one `MemoryStore` (through an `Arc`): it tells
+/// each about the writes of the others and leases computations, as a
+/// database shared by several processes does. Every operation takes one
+/// short lock and never awaits while holding it.
 pub struct MemoryStore {
     state: Mutex<State>,
+    watchers: Mutex<Vec<Weak<dyn ChangeWatcher>>>,
+    clock: Arc<dyn Clock>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Default)]
 struct State {
-    entries: HashMap<Key, StoredEntry>,
+    entries: HashMap<Key, (Version, Entry)>,
     /// Reverse edges: dependency -> the keys whose entries list it.
     dependents: HashMap<Key, BTreeSet<Key>>,
+    leases: HashMap<Key, (String, Timestamp)>,
     last_version: i64,
 }
 
+/// What a write tells the watchers, once the state is unlocked.
+enum Notice {
+    Changed(Key, Version),
+    Released(Key),
+}
+
 impl MemoryStore {
-    /// An empty store.
+    /// An empty store; leases expire by the system clock.
     pub fn new() -> Self {
-        MemoryStore::default()
+        MemoryStore::with_clock(SystemClock)
+    }
+
+    /// An empty store whose leases expire by `clock`.
+    pub fn with_clock(clock: impl Clock) -> Self {
+        MemoryStore {
+            state: Mutex::default(),
+            watchers: Mutex::default(),
+            clock: Arc::new(clock),
+        }
     }
 
     /// The number of entries.
@@ -49,10 +73,49 @@ impl MemoryStore {
         keys
     }
 
+    fn watcher_count(&self) -> usize {
+        let mut watchers = self.watchers.lock().unwrap_or_else(PoisonError::into_inner);
+        watchers.retain(|watcher| watcher.strong_count() > 0);
+        watchers.len()
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         // No code panics while holding the lock, so a poisoned lock still
         // holds consistent state.
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Runs `f` on the state, then tells the watchers what it did.
+    fn apply<R>(&self, f: impl FnOnce(&mut State) -> (R, Option<Notice>)) -> R {
+        let (result, notice) = f(&mut self.lock());
+        if let Some(notice) = notice {
+            let watchers: Vec<Arc<dyn ChangeWatcher>> = {
+                let mut watchers = self.watchers.lock().unwrap_or_else(PoisonError::into_inner);
+                watchers.retain(|watcher| watcher.strong_count() > 0);
+                watchers.iter().filter_map(Weak::upgrade).collect()
+            };
+            for watcher in watchers {
+                match &notice {
+                    Notice::Changed(key, version) => watcher.changed(key, *version),
+                    Notice::Released(key) => watcher.released(key),
+                }
+            }
+        }
+        result
+    }
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        MemoryStore::new()
+    }
+}
+
+impl std::fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryStore")
+            .field("entries", &self.len())
+            .finish_non_exhaustive()
     }
 }
 
@@ -73,13 +136,13 @@ impl State {
         }
     }
 
-    fn save(&mut self, entry: Entry, expect: Expect) -> Saved {
-        let current = self.entries.get(&entry.key).map(|stored| stored.version);
+    fn save(&mut self, entry: Entry, expect: Expect) -> (Saved, Option<Notice>) {
+        let current = self.entries.get(&entry.key).map(|(version, _)| *version);
         if !expect.admits(current) {
-            return Saved::Conflict { current };
+            return (Saved::Conflict { current }, None);
         }
-        if let Some(old) = self.entries.remove(&entry.key) {
-            self.unlink(&old.entry.key, &old.entry.dependencies);
+        if let Some((_, old)) = self.entries.remove(&entry.key) {
+            self.unlink(&old.key, &old.dependencies);
         }
         for dependency in &entry.dependencies {
             self.dependents
@@ -88,43 +151,68 @@ impl State {
                 .insert(entry.key.clone());
         }
         let version = self.next_version();
-        self.entries
-            .insert(entry.key.clone(), StoredEntry { version, entry });
-        Saved::Written(version)
+        let key = entry.key.clone();
+        self.entries.insert(key.clone(), (version, entry));
+        (Saved::Written(version), Some(Notice::Changed(key, version)))
     }
 
-    fn patch(&mut self, key: &Key, patch: &EntryPatch, expect: Expect) -> Saved {
-        let current = self.entries.get(key).map(|stored| stored.version);
+    fn patch(&mut self, key: &Key, patch: &EntryPatch, expect: Expect) -> (Saved, Option<Notice>) {
+        let current = self.entries.get(key).map(|(version, _)| *version);
         if current.is_none() || !expect.admits(current) {
-            return Saved::Conflict { current };
+            return (Saved::Conflict { current }, None);
         }
         let version = self.next_version();
-        let Some(stored) = self.entries.get_mut(key) else {
-            return Saved::Conflict { current: None };
+        let Some((stored, entry)) = self.entries.get_mut(key) else {
+            return (Saved::Conflict { current: None }, None);
         };
-        patch.apply(&mut stored.entry.meta);
-        stored.version = version;
-        Saved::Written(version)
+        patch.apply(&mut entry.meta);
+        *stored = version;
+        (
+            Saved::Written(version),
+            Some(Notice::Changed(key.clone(), version)),
+        )
     }
 
-    fn remove(&mut self, key: &Key) -> bool {
-        match self.entries.remove(key) {
-            Some(old) => {
-                self.unlink(key, &old.entry.dependencies);
-                true
+    fn remove(&mut self, key: &Key) -> (Option<Version>, Option<Notice>) {
+        let Some((_, old)) = self.entries.remove(key) else {
+            return (None, None);
+        };
+        self.unlink(key, &old.dependencies);
+        let version = self.next_version();
+        (Some(version), Some(Notice::Changed(key.clone(), version)))
+    }
+
+    fn acquire(&mut self, key: &Key, holder: &str, now: Timestamp, ttl: Duration) -> Lease {
+        match self.leases.get(key) {
+            Some((other, until)) if other != holder && *until > now => Lease::Held {
+                remaining: until.saturating_duration_since(now),
+            },
+            _ => {
+                self.leases
+                    .insert(key.clone(), (holder.to_owned(), now + ttl));
+                Lease::Acquired
             }
-            None => false,
         }
     }
 }
 
 impl Store for MemoryStore {
     fn load<'a>(&'a self, key: &'a Key) -> BoxFuture<'a, Result<Option<StoredEntry>, StoreError>> {
-        Box::pin(ready(Ok(self.lock().entries.get(key).cloned())))
+        let stored = self
+            .lock()
+            .entries
+            .get(key)
+            .map(|(version, entry)| StoredEntry {
+                key: entry.key.clone(),
+                version: *version,
+                value: entry.value.clone(),
+                meta: entry.meta.clone(),
+            });
+        Box::pin(ready(Ok(stored)))
     }
 
     fn save(&self, entry: Entry, expect: Expect) -> BoxFuture<'_, Result<Saved, StoreError>> {
-        Box::pin(ready(Ok(self.lock().save(entry, expect))))
+        Box::pin(ready(Ok(self.apply(|state| state.save(entry, expect)))))
     }
 
     fn patch<'a>(
@@ -133,11 +221,13 @@ impl Store for MemoryStore {
         patch: EntryPatch,
         expect: Expect,
     ) -> BoxFuture<'a, Result<Saved, StoreError>> {
-        Box::pin(ready(Ok(self.lock().patch(key, &patch, expect))))
+        Box::pin(ready(Ok(
+            self.apply(|state| state.patch(key, &patch, expect))
+        )))
     }
 
-    fn remove<'a>(&'a self, key: &'a Key) -> BoxFuture<'a, Result<bool, StoreError>> {
-        Box::pin(ready(Ok(self.lock().remove(key))))
+    fn remove<'a>(&'a self, key: &'a Key) -> BoxFuture<'a, Result<Option<Version>, StoreError>> {
+        Box::pin(ready(Ok(self.apply(|state| state.remove(key)))))
     }
 
     fn dependents<'a>(&'a self, key: &'a Key) -> BoxFuture<'a, Result<Vec<Key>, StoreError>> {
@@ -148,5 +238,69 @@ impl Store for MemoryStore {
             .map(|set| set.iter().cloned().collect())
             .unwrap_or_default();
         Box::pin(ready(Ok(dependents)))
+    }
+
+    fn dependencies<'a>(&'a self, key: &'a Key) -> BoxFuture<'a, Result<Vec<Key>, StoreError>> {
+        let dependencies = self
+            .lock()
+            .entries
+            .get(key)
+            .map(|(_, entry)| entry.dependencies.clone())
+            .unwrap_or_default();
+        Box::pin(ready(Ok(dependencies)))
+    }
+
+    fn watch(&self, watcher: Weak<dyn ChangeWatcher>) {
+        self.watchers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(watcher);
+    }
+
+    /// [`Lease::NotShared`] while at most one cache watches the store;
+    /// leases by the store's clock once several share it.
+    fn acquire_lease<'a>(
+        &'a self,
+        key: &'a Key,
+        holder: &'a str,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<Lease, StoreError>> {
+        if self.watcher_count() <= 1 {
+            return Box::pin(ready(Ok(Lease::NotShared)));
+        }
+        let now = self.clock.now();
+        Box::pin(ready(Ok(self.lock().acquire(key, holder, now, ttl))))
+    }
+
+    fn renew_lease<'a>(
+        &'a self,
+        key: &'a Key,
+        holder: &'a str,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        let now = self.clock.now();
+        let renewed = match self.lock().leases.get_mut(key) {
+            Some((owner, until)) if owner == holder => {
+                *until = now + ttl;
+                true
+            }
+            _ => false,
+        };
+        Box::pin(ready(Ok(renewed)))
+    }
+
+    fn release_lease<'a>(
+        &'a self,
+        key: &'a Key,
+        holder: &'a str,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        self.apply(|state| match state.leases.get(key) {
+            Some((owner, _)) if owner == holder => {
+                state.leases.remove(key);
+                ((), Some(Notice::Released(key.clone())))
+            }
+            _ => ((), None),
+        });
+        Box::pin(ready(Ok(())))
     }
 }

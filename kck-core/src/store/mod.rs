@@ -14,7 +14,7 @@ mod memory;
 
 use std::error::Error as StdError;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
@@ -30,8 +30,15 @@ pub use memory::MemoryStore;
 /// The trait is object safe; the cache holds an `Arc<dyn Store>`. Implementors
 /// must make each method atomic: an entry and its edges are saved together or
 /// not at all, and a conditional write checks and writes in one step.
+///
+/// A store shared by several caches (processes on one database, or caches on
+/// one [`MemoryStore`]) also tells every cache about the writes of the others
+/// ([`Store::watch`]) and lets one cache compute a missing product while the
+/// others wait for it ([`Store::acquire_lease`]). The default methods suit a
+/// store that serves a single cache.
 pub trait Store: Send + Sync + 'static {
-    /// Loads the entry of `key`, with its dependencies.
+    /// Loads the entry of `key` (its dependencies come from
+    /// [`Store::dependencies`]).
     fn load<'a>(&'a self, key: &'a Key) -> BoxFuture<'a, Result<Option<StoredEntry>, StoreError>>;
 
     /// Writes `entry` (value, metadata and the keys it read) if `expect`
@@ -49,12 +56,56 @@ pub trait Store: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<Saved, StoreError>>;
 
     /// Removes the entry of `key` and the edges to its dependencies. Edges
-    /// from its dependents stay: they still read it. Returns whether there
-    /// was an entry.
-    fn remove<'a>(&'a self, key: &'a Key) -> BoxFuture<'a, Result<bool, StoreError>>;
+    /// from its dependents stay: they still read it. Returns the version of
+    /// the removal (from the same sequence as writes), or `None` if there was
+    /// no entry.
+    fn remove<'a>(&'a self, key: &'a Key) -> BoxFuture<'a, Result<Option<Version>, StoreError>>;
 
-    /// The keys whose last computation read `key`.
+    /// The keys whose last computation read `key`, sorted.
     fn dependents<'a>(&'a self, key: &'a Key) -> BoxFuture<'a, Result<Vec<Key>, StoreError>>;
+
+    /// The keys the last computation of `key` read, in first-read order.
+    fn dependencies<'a>(&'a self, key: &'a Key) -> BoxFuture<'a, Result<Vec<Key>, StoreError>>;
+
+    /// Registers a cache to be told about every write, removal and lease
+    /// release, its own included, for as long as `watcher` lives. Default:
+    /// nothing to tell.
+    fn watch(&self, watcher: Weak<dyn ChangeWatcher>) {
+        let _ = watcher;
+    }
+
+    /// Takes the lease to compute `key` for `ttl`, unless another holder
+    /// has it. Default: [`Lease::NotShared`].
+    fn acquire_lease<'a>(
+        &'a self,
+        key: &'a Key,
+        holder: &'a str,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<Lease, StoreError>> {
+        let _ = (key, holder, ttl);
+        Box::pin(std::future::ready(Ok(Lease::NotShared)))
+    }
+
+    /// Extends a lease `holder` holds; `false` if it no longer holds it.
+    fn renew_lease<'a>(
+        &'a self,
+        key: &'a Key,
+        holder: &'a str,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        let _ = (key, holder, ttl);
+        Box::pin(std::future::ready(Ok(true)))
+    }
+
+    /// Gives a lease back and tells the watchers.
+    fn release_lease<'a>(
+        &'a self,
+        key: &'a Key,
+        holder: &'a str,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        let _ = (key, holder);
+        Box::pin(std::future::ready(Ok(())))
+    }
 }
 
 impl<S: Store + ?Sized> Store for Arc<S> {
@@ -72,12 +123,71 @@ impl<S: Store + ?Sized> Store for Arc<S> {
     ) -> BoxFuture<'a, Result<Saved, StoreError>> {
         (**self).patch(key, patch, expect)
     }
-    fn remove<'a>(&'a self, key: &'a Key) -> BoxFuture<'a, Result<bool, StoreError>> {
+    fn remove<'a>(&'a self, key: &'a Key) -> BoxFuture<'a, Result<Option<Version>, StoreError>> {
         (**self).remove(key)
     }
     fn dependents<'a>(&'a self, key: &'a Key) -> BoxFuture<'a, Result<Vec<Key>, StoreError>> {
         (**self).dependents(key)
     }
+    fn dependencies<'a>(&'a self, key: &'a Key) -> BoxFuture<'a, Result<Vec<Key>, StoreError>> {
+        (**self).dependencies(key)
+    }
+    fn watch(&self, watcher: Weak<dyn ChangeWatcher>) {
+        (**self).watch(watcher);
+    }
+    fn acquire_lease<'a>(
+        &'a self,
+        key: &'a Key,
+        holder: &'a str,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<Lease, StoreError>> {
+        (**self).acquire_lease(key, holder, ttl)
+    }
+    fn renew_lease<'a>(
+        &'a self,
+        key: &'a Key,
+        holder: &'a str,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        (**self).renew_lease(key, holder, ttl)
+    }
+    fn release_lease<'a>(
+        &'a self,
+        key: &'a Key,
+        holder: &'a str,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        (**self).release_lease(key, holder)
+    }
+}
+
+/// What a shared store tells each cache about writes, its own and others'.
+pub trait ChangeWatcher: Send + Sync + 'static {
+    /// The entry of `key` was written, patched or removed; `version` is the
+    /// version of that change.
+    fn changed(&self, key: &Key, version: Version);
+
+    /// The lease on `key` was given back: whoever waits for it may go on.
+    fn released(&self, key: &Key);
+
+    /// `false`: changes may go unreported from now on (the store lost its
+    /// notification channel); `true`: they are reported again.
+    fn tracking(&self, tracked: bool);
+}
+
+/// The answer of [`Store::acquire_lease`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lease {
+    /// The store serves this cache alone: no lease is needed, and there is
+    /// nothing to renew or release.
+    NotShared,
+    /// The caller holds the lease, and must renew it while it computes and
+    /// release it when done.
+    Acquired,
+    /// Another holder has it, for at most this long.
+    Held {
+        /// The time left on the other holder's lease.
+        remaining: Duration,
+    },
 }
 
 /// The version of an entry: it grows with every write, across all keys of a
@@ -201,13 +311,18 @@ pub struct Entry {
     pub dependencies: Vec<Key>,
 }
 
-/// An entry as stored, with its version.
+/// An entry as stored: its version, value and metadata. Its dependencies
+/// come from [`Store::dependencies`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredEntry {
+    /// The product's key.
+    pub key: Key,
     /// The version of the last write.
     pub version: Version,
-    /// The entry.
-    pub entry: Entry,
+    /// The serialized value (JSON).
+    pub value: Vec<u8>,
+    /// Timestamps, hashes and errors.
+    pub meta: EntryMeta,
 }
 
 /// A metadata update; fields left `None` are kept.
