@@ -29,7 +29,7 @@ fn node(store: &Arc<MemoryStore>, source: &Arc<Source>, clock: &Arc<MockClock>) 
         .state(source.clone())
         .on_event(recorder.listener())
         .build()
-        .unwrap();
+        .expect("valid primers");
     Node { cache, recorder }
 }
 
