@@ -41,6 +41,9 @@
 //! # }
 //! ```
 
+pub mod conformance;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 mod recorder;
 mod stub;
 
@@ -49,7 +52,7 @@ use std::time::Duration;
 
 use kck_core::{
     Cache, CacheBuilder, Clock, Event, Key, MemoryStore, MockClock, Primer, Registry, Scope,
-    ScopeRef, Timestamp, TypedKey,
+    ScopeRef, Store, Timestamp, TypedKey,
 };
 
 pub use recorder::EventRecorder;
@@ -61,7 +64,6 @@ use stub::Stubs;
 pub struct TestCache {
     cache: Cache,
     clock: Arc<MockClock>,
-    store: Arc<MemoryStore>,
     recorder: EventRecorder,
     stubs: Stubs,
 }
@@ -90,12 +92,6 @@ impl TestCache {
     /// The mock clock the cache decides freshness by.
     pub fn clock(&self) -> &MockClock {
         &self.clock
-    }
-
-    /// The memory store behind the cache, for inspecting or corrupting
-    /// entries.
-    pub fn store(&self) -> &Arc<MemoryStore> {
-        &self.store
     }
 
     /// Moves the clock forward.
@@ -244,6 +240,7 @@ impl Scope for TestCache {
 /// Builds a [`TestCache`].
 pub struct TestCacheBuilder {
     registry: Option<Registry>,
+    store: Option<Arc<dyn Store>>,
     start: Timestamp,
     stubs: Stubs,
     configure: Vec<Box<dyn FnOnce(CacheBuilder) -> CacheBuilder>>,
@@ -253,6 +250,7 @@ impl TestCacheBuilder {
     fn new() -> Self {
         TestCacheBuilder {
             registry: None,
+            store: None,
             start: MockClock::default().now(),
             stubs: Stubs::default(),
             configure: Vec::new(),
@@ -262,6 +260,13 @@ impl TestCacheBuilder {
     /// Uses exactly these primers instead of every linked one.
     pub fn registry(mut self, registry: Registry) -> Self {
         self.registry = Some(registry);
+        self
+    }
+
+    /// Runs the cache on `store` instead of a new [`MemoryStore`] (whose
+    /// leases would follow the mock clock).
+    pub fn store(mut self, store: Arc<dyn Store>) -> Self {
+        self.store = Some(store);
         self
     }
 
@@ -315,11 +320,13 @@ impl TestCacheBuilder {
     /// If the registry is invalid or a stubbed primer is not registered.
     pub fn build(self) -> TestCache {
         let clock = Arc::new(MockClock::new(self.start));
-        let store = Arc::new(MemoryStore::with_clock(clock.clone()));
+        let store = self
+            .store
+            .unwrap_or_else(|| Arc::new(MemoryStore::with_clock(clock.clone())));
         let recorder = EventRecorder::default();
         let mut builder = Cache::builder()
             .clock(clock.clone())
-            .shared_store(store.clone())
+            .shared_store(store)
             .on_event(recorder.listener());
         if let Some(registry) = self.registry {
             builder = builder.registry(registry);
@@ -335,7 +342,6 @@ impl TestCacheBuilder {
         TestCache {
             cache,
             clock,
-            store,
             recorder,
             stubs: self.stubs,
         }

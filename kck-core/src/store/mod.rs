@@ -358,6 +358,14 @@ impl EntryPatch {
         }
     }
 
+    /// Clears the recorded error.
+    pub fn clear_error() -> Self {
+        EntryPatch {
+            last_error: Some(None),
+            ..EntryPatch::default()
+        }
+    }
+
     /// Applies the patch to `meta`.
     pub fn apply(&self, meta: &mut EntryMeta) {
         fn earlier(current: Option<Timestamp>, new: Option<Timestamp>) -> Option<Timestamp> {

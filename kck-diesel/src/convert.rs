@@ -1,0 +1,111 @@
+//! Between kck's types and PostgreSQL's: timestamps, rows and errors.
+
+use std::time::Duration;
+
+use diesel::pg::data_types::PgTimestamp;
+use diesel::result::{DatabaseErrorKind, Error as DieselError};
+use kck_core::store::{ContentHash, EntryError, EntryMeta, StoreError, StoredEntry, Version};
+use kck_core::{Key, Timestamp};
+
+use crate::sql::EntryRow;
+
+/// Microseconds from the Unix epoch to PostgreSQL's, 2000-01-01.
+const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
+
+pub(crate) fn to_pg(time: Timestamp) -> PgTimestamp {
+    PgTimestamp(time.as_unix_micros().saturating_sub(PG_EPOCH_MICROS))
+}
+
+pub(crate) fn from_pg(time: PgTimestamp) -> Timestamp {
+    Timestamp::from_unix_micros(time.0.saturating_add(PG_EPOCH_MICROS))
+}
+
+pub(crate) fn micros(duration: Duration) -> i64 {
+    i64::try_from(duration.as_micros()).unwrap_or(i64::MAX)
+}
+
+impl EntryRow {
+    /// The stored entry, or [`StoreError::Corrupt`] if a column holds what
+    /// kck never writes.
+    pub(crate) fn into_entry(self) -> Result<StoredEntry, StoreError> {
+        let corrupt = |reason: &str| StoreError::Corrupt {
+            key: self.key.clone(),
+            reason: reason.to_owned(),
+        };
+        let key = Key::parse(&self.key).map_err(|e| corrupt(&e.to_string()))?;
+        let hash: [u8; 16] = self
+            .content_hash
+            .as_slice()
+            .try_into()
+            .map_err(|_| corrupt("the content hash is not 16 bytes"))?;
+        let last_error = match (self.error_message, self.error_at) {
+            (Some(message), Some(at)) => Some(EntryError {
+                message,
+                at: from_pg(at),
+                attempts: u32::try_from(self.error_attempts).unwrap_or(0),
+            }),
+            _ => None,
+        };
+        Ok(StoredEntry {
+            key,
+            version: Version(self.version),
+            value: self.value.into_bytes(),
+            meta: EntryMeta {
+                computed_at: from_pg(self.computed_at),
+                changed_at: from_pg(self.changed_at),
+                stale_at: self.stale_at.map(from_pg),
+                refresh_at: self.refresh_at.map(from_pg),
+                expires_at: self.expires_at.map(from_pg),
+                content_hash: ContentHash(hash),
+                code_version: self.code_version,
+                compute_duration: Duration::from_micros(self.compute_micros.unsigned_abs()),
+                last_error,
+            },
+        })
+    }
+}
+
+/// A query's error: transient when the database cannot be reached or is
+/// going away (diesel does not expose the SQLSTATE, so a shutdown is told by
+/// its message), permanent otherwise.
+pub(crate) fn query_error(error: DieselError) -> StoreError {
+    let transient = match &error {
+        DieselError::DatabaseError(kind, info) => match kind {
+            DatabaseErrorKind::ClosedConnection
+            | DatabaseErrorKind::UnableToSendCommand
+            | DatabaseErrorKind::SerializationFailure => true,
+            _ => {
+                let message = info.message();
+                message.contains("terminating connection")
+                    || message.contains("shutting down")
+                    || message.contains("starting up")
+                    || message.contains("connection")
+            }
+        },
+        DieselError::BrokenTransactionManager => true,
+        _ => false,
+    };
+    if transient {
+        StoreError::unavailable(error)
+    } else {
+        StoreError::backend(error)
+    }
+}
+
+/// A pool's error: the database cannot be reached (or the pool is
+/// exhausted).
+pub(crate) fn pool_error(error: diesel_async::pooled_connection::bb8::RunError) -> StoreError {
+    StoreError::unavailable(error)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_round_trip_through_postgres_epoch() {
+        let t = Timestamp::from_unix_micros(1_767_225_600_123_456);
+        assert_eq!(from_pg(to_pg(t)), t);
+        assert_eq!(to_pg(Timestamp::from_unix_micros(PG_EPOCH_MICROS)).0, 0);
+    }
+}

@@ -1,0 +1,148 @@
+//! The LISTEN side: one dedicated connection per store hears every write
+//! and lease release of every process, and tells the caches of this one.
+//!
+//! While the connection is up, PostgreSQL delivers every notification. When
+//! it fails (or stops answering the heartbeat), the caches are told that
+//! changes may go unreported: they empty their memos and read through to
+//! the database until the connection is back.
+
+use std::pin::pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::time::Duration;
+
+use diesel_async::{AsyncPgConnection, RunQueryDsl as _};
+use futures_util::StreamExt;
+use kck_core::Key;
+use kck_core::store::{ChangeWatcher, StoreError, Version};
+
+use crate::convert::query_error;
+use crate::sql::CHANNEL;
+
+/// The caches to tell, and whether changes are being heard.
+#[derive(Default)]
+pub(crate) struct Watchers {
+    list: Mutex<Vec<Weak<dyn ChangeWatcher>>>,
+    tracking: AtomicBool,
+}
+
+impl Watchers {
+    pub(crate) fn add(&self, watcher: Weak<dyn ChangeWatcher>) {
+        if !AtomicBool::load(&self.tracking, Ordering::SeqCst)
+            && let Some(watcher) = watcher.upgrade()
+        {
+            watcher.tracking(false);
+        }
+        self.list
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(watcher);
+    }
+
+    fn each(&self, f: impl Fn(&dyn ChangeWatcher)) {
+        let live: Vec<Arc<dyn ChangeWatcher>> = {
+            let mut list = self.list.lock().unwrap_or_else(PoisonError::into_inner);
+            list.retain(|watcher| watcher.strong_count() > 0);
+            list.iter().filter_map(Weak::upgrade).collect()
+        };
+        for watcher in live {
+            f(&*watcher);
+        }
+    }
+
+    fn set_tracking(&self, tracked: bool) {
+        if self.tracking.swap(tracked, Ordering::SeqCst) != tracked {
+            self.each(|watcher| watcher.tracking(tracked));
+        }
+    }
+
+    /// Passes a notification on: `<version> <key>` or `! <key>`.
+    fn dispatch(&self, payload: &str) {
+        let Some((head, key)) = payload.split_once(' ') else {
+            tracing::warn!(target: "kck", payload, "unexpected notification");
+            return;
+        };
+        let Ok(key) = Key::parse(key) else {
+            tracing::warn!(target: "kck", payload, "notification for an invalid key");
+            return;
+        };
+        match head {
+            "!" => self.each(|watcher| watcher.released(&key)),
+            version => match version.parse() {
+                Ok(version) => self.each(|watcher| watcher.changed(&key, Version(version))),
+                Err(_) => tracing::warn!(target: "kck", payload, "unexpected notification"),
+            },
+        }
+    }
+}
+
+/// Opens a connection that listens on kck's channel. Built from a
+/// tokio-postgres client and its connection, so that diesel-async delivers
+/// notifications; never a pooled connection.
+pub(crate) async fn connect(url: &str, timeout: Duration) -> Result<AsyncPgConnection, StoreError> {
+    let connect = async {
+        let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+            .await
+            .map_err(StoreError::unavailable)?;
+        let mut conn = AsyncPgConnection::try_from_client_and_connection(client, connection)
+            .await
+            .map_err(StoreError::unavailable)?;
+        diesel::sql_query(format!("LISTEN {CHANNEL}"))
+            .execute(&mut conn)
+            .await
+            .map_err(query_error)?;
+        Ok(conn)
+    };
+    tokio::time::timeout(timeout, connect)
+        .await
+        .map_err(|_| StoreError::unavailable("timed out connecting to PostgreSQL to listen"))?
+}
+
+/// Listens forever: passes notifications on while the connection lives,
+/// reconnects (backing off up to five seconds) when it dies.
+pub(crate) async fn run(
+    mut conn: AsyncPgConnection,
+    watchers: Arc<Watchers>,
+    url: String,
+    heartbeat: Duration,
+) {
+    loop {
+        watchers.set_tracking(true);
+        serve(&mut conn, &watchers, heartbeat).await;
+        watchers.set_tracking(false);
+        tracing::warn!(target: "kck", "lost the LISTEN connection to PostgreSQL; reconnecting");
+        let mut backoff = Duration::from_millis(100);
+        conn = loop {
+            match connect(&url, heartbeat).await {
+                Ok(conn) => break conn,
+                Err(error) => {
+                    tracing::debug!(target: "kck", %error, "reconnecting the LISTEN connection");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        };
+    }
+}
+
+/// Passes notifications on until the connection fails or misses a
+/// heartbeat: after `heartbeat` without news, a `SELECT 1` must answer
+/// within `heartbeat`.
+async fn serve(conn: &mut AsyncPgConnection, watchers: &Watchers, heartbeat: Duration) {
+    loop {
+        let next = {
+            let mut notifications = pin!(conn.notifications_stream());
+            tokio::time::timeout(heartbeat, notifications.next()).await
+        };
+        match next {
+            Ok(Some(Ok(notification))) => watchers.dispatch(&notification.payload),
+            Ok(Some(Err(_)) | None) => return,
+            Err(_quiet) => {
+                let ping = diesel::sql_query("SELECT 1").execute(conn);
+                if !matches!(tokio::time::timeout(heartbeat, ping).await, Ok(Ok(_))) {
+                    return;
+                }
+            }
+        }
+    }
+}

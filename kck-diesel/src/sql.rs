@@ -1,0 +1,226 @@
+//! The SQL of the PostgreSQL store, and the rows it returns.
+//!
+//! Every write is one statement: the entry, its edges and the `NOTIFY` that
+//! tells other processes commit together, and the statement also reports the
+//! version written (or, on a conflict, the version found).
+
+use diesel::QueryableByName;
+use diesel::pg::data_types::PgTimestamp;
+use diesel::sql_types::{BigInt, Bytea, Integer, Nullable, Text, Timestamptz};
+
+use crate::statement::statements;
+
+/// The channel every write and lease release is announced on. The payload
+/// is `<version> <key>` for a change, `! <key>` for a released lease.
+pub(crate) const CHANNEL: &str = "kck_changes";
+
+/// The columns written by a save, in bind order after the key.
+macro_rules! entry_columns {
+    () => {
+        "primer, value, version, computed_at, changed_at, stale_at, refresh_at, expires_at, \
+         content_hash, code_version, compute_micros, error_message, error_at, error_attempts"
+    };
+}
+
+/// The values of a save, after the key: 14 columns, 13 binds.
+macro_rules! entry_values {
+    () => {
+        "{}, {}::jsonb, nextval('kck_versions'), {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}"
+    };
+}
+
+/// What every write statement ends with: its edges (bound twice: the
+/// dependencies as a text array), and the report.
+macro_rules! write_tail {
+    () => {
+        "), unlinked AS ( \
+             DELETE FROM kck_edges \
+             WHERE dependent = (SELECT key FROM written) AND NOT (dependency = ANY({})) \
+         ), linked AS ( \
+             INSERT INTO kck_edges (dependent, dependency, position) \
+             SELECT w.key, d.dependency, d.position::integer \
+             FROM written w, unnest({}::text[]) WITH ORDINALITY AS d(dependency, position) \
+             ON CONFLICT (dependent, dependency) DO UPDATE SET position = EXCLUDED.position \
+         ) \
+         SELECT (SELECT version FROM written) AS written, \
+                (SELECT version FROM kck_entries WHERE key = {}) AS current, \
+                (SELECT count(pg_notify('kck_changes', version || ' ' || key)) FROM written) AS notified"
+    };
+}
+
+statements! {
+    /// The entry of a key, its value as JSON text.
+    LoadEntry = "SELECT key, version, value::text AS value, computed_at, changed_at, stale_at, \
+                 refresh_at, expires_at, content_hash, code_version, compute_micros, \
+                 error_message, error_at, error_attempts \
+                 FROM kck_entries WHERE key = {}";
+
+    /// Saves whatever is there. Binds: key, 13 values, deps, deps, key.
+    SaveAny = concat!(
+        "WITH written AS ( INSERT INTO kck_entries AS e (key, ", entry_columns!(), ") ",
+        "VALUES ({}, ", entry_values!(), ") ",
+        "ON CONFLICT (key) DO UPDATE SET primer = EXCLUDED.primer, value = EXCLUDED.value, \
+         version = EXCLUDED.version, computed_at = EXCLUDED.computed_at, \
+         changed_at = EXCLUDED.changed_at, stale_at = EXCLUDED.stale_at, \
+         refresh_at = EXCLUDED.refresh_at, expires_at = EXCLUDED.expires_at, \
+         content_hash = EXCLUDED.content_hash, code_version = EXCLUDED.code_version, \
+         compute_micros = EXCLUDED.compute_micros, error_message = EXCLUDED.error_message, \
+         error_at = EXCLUDED.error_at, error_attempts = EXCLUDED.error_attempts ",
+        "RETURNING e.key, e.version ",
+        write_tail!()
+    );
+
+    /// Saves only if there is no entry. Binds: as [`SaveAny`].
+    SaveAbsent = concat!(
+        "WITH written AS ( INSERT INTO kck_entries (key, ", entry_columns!(), ") ",
+        "VALUES ({}, ", entry_values!(), ") ",
+        "ON CONFLICT (key) DO NOTHING RETURNING key, version ",
+        write_tail!()
+    );
+
+    /// Saves only over the expected version. Binds: 13 values, key, the
+    /// expected version, deps, deps, key.
+    SaveOver = concat!(
+        "WITH written AS ( UPDATE kck_entries AS e SET (", entry_columns!(), ") = ",
+        "ROW(", entry_values!(), ") ",
+        "WHERE e.key = {} AND e.version = {} RETURNING e.key, e.version ",
+        write_tail!()
+    );
+
+    /// Updates metadata, if the entry exists (and, when given, is at the
+    /// expected version). Binds: stale_at, expires_at, then three times
+    /// whether to set the error with its message, time and attempts, then
+    /// key, expected version (nullable) twice, key.
+    PatchEntry = "WITH written AS ( \
+            UPDATE kck_entries SET \
+                stale_at = LEAST(stale_at, {}), \
+                expires_at = LEAST(expires_at, {}), \
+                error_message = CASE WHEN {} THEN {} ELSE error_message END, \
+                error_at = CASE WHEN {} THEN {} ELSE error_at END, \
+                error_attempts = CASE WHEN {} THEN {} ELSE error_attempts END, \
+                version = nextval('kck_versions') \
+            WHERE key = {} AND ({}::bigint IS NULL OR version = {}) \
+            RETURNING key, version \
+        ) \
+        SELECT (SELECT version FROM written) AS written, \
+               (SELECT version FROM kck_entries WHERE key = {}) AS current, \
+               (SELECT count(pg_notify('kck_changes', version || ' ' || key)) FROM written) AS notified";
+
+    /// Removes an entry and its edges to its dependencies. Binds: key, key.
+    RemoveEntry = "WITH removed AS ( DELETE FROM kck_entries WHERE key = {} RETURNING key ), \
+             unlinked AS ( DELETE FROM kck_edges WHERE dependent = {} ), \
+             tombstone AS MATERIALIZED ( SELECT key, nextval('kck_versions') AS version FROM removed ) \
+        SELECT (SELECT version FROM tombstone) AS version, \
+               (SELECT count(pg_notify('kck_changes', version || ' ' || key)) FROM tombstone) AS notified";
+
+    /// The keys that read a key.
+    Dependents = "SELECT dependent AS key FROM kck_edges WHERE dependency = {} ORDER BY dependent";
+
+    /// The keys a key read, in first-read order.
+    Dependencies = "SELECT dependency AS key FROM kck_edges WHERE dependent = {} ORDER BY position";
+
+    /// Takes the lease on a key if it is free, expired or already ours.
+    /// Binds: key, holder, ttl in microseconds, key.
+    AcquireLease = "WITH taken AS ( \
+            INSERT INTO kck_leases AS l (key, holder, expires_at) \
+            VALUES ({}, {}, clock_timestamp() + {} * interval '1 microsecond') \
+            ON CONFLICT (key) DO UPDATE SET holder = EXCLUDED.holder, expires_at = EXCLUDED.expires_at \
+            WHERE l.expires_at < clock_timestamp() OR l.holder = EXCLUDED.holder \
+            RETURNING 1 \
+        ) \
+        SELECT (SELECT count(*) FROM taken) AS acquired, \
+               (SELECT GREATEST(0, extract(epoch FROM expires_at - clock_timestamp()) * 1000000)::bigint \
+                FROM kck_leases WHERE key = {}) AS remaining";
+
+    /// Extends a lease its holder still holds. Binds: ttl in microseconds,
+    /// key, holder.
+    RenewLease = "UPDATE kck_leases SET expires_at = clock_timestamp() + {} * interval '1 microsecond' \
+                  WHERE key = {} AND holder = {}";
+
+    /// Gives a lease back and announces it. Binds: key, holder.
+    ReleaseLease = "WITH released AS ( \
+            DELETE FROM kck_leases WHERE key = {} AND holder = {} RETURNING key \
+        ) \
+        SELECT count(pg_notify('kck_changes', '! ' || key)) AS notified FROM released";
+}
+
+/// A row of `kck_entries`.
+#[derive(Debug, QueryableByName)]
+pub(crate) struct EntryRow {
+    #[diesel(sql_type = Text)]
+    pub(crate) key: String,
+    #[diesel(sql_type = BigInt)]
+    pub(crate) version: i64,
+    #[diesel(sql_type = Text)]
+    pub(crate) value: String,
+    #[diesel(sql_type = Timestamptz)]
+    pub(crate) computed_at: PgTimestamp,
+    #[diesel(sql_type = Timestamptz)]
+    pub(crate) changed_at: PgTimestamp,
+    #[diesel(sql_type = Nullable<Timestamptz>)]
+    pub(crate) stale_at: Option<PgTimestamp>,
+    #[diesel(sql_type = Nullable<Timestamptz>)]
+    pub(crate) refresh_at: Option<PgTimestamp>,
+    #[diesel(sql_type = Nullable<Timestamptz>)]
+    pub(crate) expires_at: Option<PgTimestamp>,
+    #[diesel(sql_type = Bytea)]
+    pub(crate) content_hash: Vec<u8>,
+    #[diesel(sql_type = Text)]
+    pub(crate) code_version: String,
+    #[diesel(sql_type = BigInt)]
+    pub(crate) compute_micros: i64,
+    #[diesel(sql_type = Nullable<Text>)]
+    pub(crate) error_message: Option<String>,
+    #[diesel(sql_type = Nullable<Timestamptz>)]
+    pub(crate) error_at: Option<PgTimestamp>,
+    #[diesel(sql_type = Integer)]
+    pub(crate) error_attempts: i32,
+}
+
+/// What a write statement reports.
+#[derive(Debug, QueryableByName)]
+pub(crate) struct WriteRow {
+    /// The version written, if the condition held.
+    #[diesel(sql_type = Nullable<BigInt>)]
+    pub(crate) written: Option<i64>,
+    /// The version before the statement.
+    #[diesel(sql_type = Nullable<BigInt>)]
+    pub(crate) current: Option<i64>,
+    #[diesel(sql_type = BigInt)]
+    #[allow(dead_code)]
+    pub(crate) notified: i64,
+}
+
+/// What a removal reports.
+#[derive(Debug, QueryableByName)]
+pub(crate) struct RemoveRow {
+    #[diesel(sql_type = Nullable<BigInt>)]
+    pub(crate) version: Option<i64>,
+    #[diesel(sql_type = BigInt)]
+    #[allow(dead_code)]
+    pub(crate) notified: i64,
+}
+
+/// A key.
+#[derive(Debug, QueryableByName)]
+pub(crate) struct KeyRow {
+    #[diesel(sql_type = Text)]
+    pub(crate) key: String,
+}
+
+/// What a lease acquisition reports.
+#[derive(Debug, QueryableByName)]
+pub(crate) struct LeaseRow {
+    #[diesel(sql_type = BigInt)]
+    pub(crate) acquired: i64,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    pub(crate) remaining: Option<i64>,
+}
+
+/// What a lease release reports.
+#[derive(Debug, QueryableByName)]
+pub(crate) struct ReleaseRow {
+    #[diesel(sql_type = BigInt)]
+    #[allow(dead_code)]
+    pub(crate) notified: i64,
+}

@@ -1,0 +1,550 @@
+//! The store conformance suite: the contract every [`Store`] must keep, as
+//! one function to call from a test of your store.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! use std::sync::Arc;
+//! use kck_core::MemoryStore;
+//!
+//! kck_testing::conformance::check_store(Arc::new(MemoryStore::new())).await;
+//! # }
+//! ```
+//!
+//! It checks, with keys of its own (`conformance_*`): loads of missing
+//! keys; that an entry and its metadata round-trip exactly (the value as
+//! JSON); compare-and-set on `Absent`, `Version` and `Any`, with conflicts
+//! reporting the version found; that versions grow across keys and across a
+//! removal; dependency edges both ways, their order and their replacement;
+//! patches (earlier expiries win, errors set and cleared, versions bumped);
+//! that every change and lease release is reported to watchers; and, if the
+//! store leases computations once several caches share it, that leases
+//! exclude, renew, release and expire.
+
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use kck_core::store::{
+    ChangeWatcher, ContentHash, Entry, EntryError, EntryMeta, EntryPatch, Expect, Lease, Saved,
+    Store, StoredEntry, Version,
+};
+use kck_core::{Key, Timestamp};
+use tokio::sync::mpsc;
+
+/// Runs every check against `store`, which must be empty and used by no one
+/// else meanwhile.
+///
+/// # Panics
+///
+/// On the first broken rule, saying which.
+pub async fn check_store(store: Arc<dyn Store>) {
+    let (watcher, mut notices) = Recorder::new();
+    // A second watcher: a store that leases only when shared sees two caches.
+    let (other, _other_notices) = Recorder::new();
+    store.watch(Arc::downgrade(&watcher) as Weak<dyn ChangeWatcher>);
+    store.watch(Arc::downgrade(&other) as Weak<dyn ChangeWatcher>);
+
+    missing_keys(&*store).await;
+    round_trip(&*store, &mut notices).await;
+    compare_and_set(&*store).await;
+    versions_grow(&*store).await;
+    edges(&*store).await;
+    patches(&*store, &mut notices).await;
+    leases(&*store, &mut notices).await;
+    drop((watcher, other));
+}
+
+fn key(text: &str) -> Key {
+    Key::parse(text).unwrap_or_else(|error| panic!("a valid key: {error}"))
+}
+
+fn at(seconds: i64) -> Timestamp {
+    Timestamp::from_unix_micros(1_767_225_600_000_000 + seconds * 1_000_000 + 123)
+}
+
+fn entry(key: &Key, value: &str, dependencies: &[&str]) -> Entry {
+    Entry {
+        key: key.clone(),
+        value: value.as_bytes().to_vec(),
+        meta: EntryMeta {
+            computed_at: at(0),
+            changed_at: at(-10),
+            stale_at: Some(at(60)),
+            refresh_at: Some(at(300)),
+            expires_at: Some(at(3600)),
+            content_hash: ContentHash::of(value.as_bytes()),
+            code_version: "conformance-1".to_owned(),
+            compute_duration: Duration::from_micros(1_234_567),
+            last_error: Some(EntryError {
+                message: "an earlier failure".to_owned(),
+                at: at(-5),
+                attempts: 2,
+            }),
+        },
+        dependencies: dependencies.iter().map(|d| self::key(d)).collect(),
+    }
+}
+
+fn written(saved: Saved, rule: &str) -> Version {
+    match saved {
+        Saved::Written(version) => version,
+        Saved::Conflict { current } => {
+            panic!("{rule}: expected a write, got a conflict at {current:?}")
+        }
+    }
+}
+
+async fn load(store: &dyn Store, key: &Key) -> Option<StoredEntry> {
+    store
+        .load(key)
+        .await
+        .unwrap_or_else(|e| panic!("load {key}: {e}"))
+}
+
+async fn save(store: &dyn Store, entry: Entry, expect: Expect) -> Saved {
+    let key = entry.key.clone();
+    store
+        .save(entry, expect)
+        .await
+        .unwrap_or_else(|e| panic!("save {key}: {e}"))
+}
+
+async fn missing_keys(store: &dyn Store) {
+    let missing = key("conformance_missing/1");
+    assert!(
+        load(store, &missing).await.is_none(),
+        "a missing key loads as None"
+    );
+    assert!(
+        store
+            .dependencies(&missing)
+            .await
+            .unwrap_or_default()
+            .is_empty()
+    );
+    assert!(
+        store
+            .dependents(&missing)
+            .await
+            .unwrap_or_default()
+            .is_empty()
+    );
+    assert_eq!(
+        store.remove(&missing).await.ok(),
+        Some(None),
+        "removing a missing key removes nothing"
+    );
+    let patched = store
+        .patch(&missing, EntryPatch::stale_at(at(0)), Expect::Any)
+        .await;
+    assert_eq!(
+        patched.ok(),
+        Some(Saved::Conflict { current: None }),
+        "a patch needs an entry"
+    );
+}
+
+async fn round_trip(store: &dyn Store, notices: &mut mpsc::UnboundedReceiver<Notice>) {
+    let key = key("conformance_round_trip/a%2Fb");
+    let value = r#"{"total":7,"items":["x","y"],"nested":{"ok":true}}"#;
+    let written = entry(&key, value, &["conformance_dep/2", "conformance_dep/1"]);
+    let version = self::written(
+        save(store, written.clone(), Expect::Absent).await,
+        "save to a new key",
+    );
+    expect_notice(notices, Notice::Changed(key.clone(), version)).await;
+
+    let stored = load(store, &key)
+        .await
+        .unwrap_or_else(|| panic!("{key} was saved"));
+    assert_eq!(stored.key, key);
+    assert_eq!(stored.version, version);
+    assert_eq!(stored.meta, written.meta, "metadata round-trips exactly");
+    let json = |bytes: &[u8]| -> serde_json::Value {
+        serde_json::from_slice(bytes).unwrap_or_else(|e| panic!("the value is JSON: {e}"))
+    };
+    assert_eq!(
+        json(&stored.value),
+        json(value.as_bytes()),
+        "the value round-trips as JSON"
+    );
+}
+
+async fn compare_and_set(store: &dyn Store) {
+    let key = key("conformance_cas/1");
+    let v1 = written(
+        save(store, entry(&key, "1", &[]), Expect::Absent).await,
+        "Absent on no entry",
+    );
+    assert_eq!(
+        save(store, entry(&key, "2", &[]), Expect::Absent).await,
+        Saved::Conflict { current: Some(v1) },
+        "Absent on an entry is a conflict reporting its version"
+    );
+    let v2 = written(
+        save(store, entry(&key, "2", &[]), Expect::Version(v1)).await,
+        "the expected version",
+    );
+    assert!(v2 > v1, "a write bumps the version");
+    assert_eq!(
+        save(store, entry(&key, "3", &[]), Expect::Version(v1)).await,
+        Saved::Conflict { current: Some(v2) },
+        "a stale expected version is a conflict reporting the current one"
+    );
+    assert_eq!(
+        load(store, &key).await.map(|s| s.value),
+        Some(b"2".to_vec()),
+        "a conflict writes nothing"
+    );
+    let v3 = written(save(store, entry(&key, "4", &[]), Expect::Any).await, "Any");
+    assert!(v3 > v2);
+    let other = self::key("conformance_cas/2");
+    assert_eq!(
+        save(store, entry(&other, "1", &[]), Expect::Version(v3)).await,
+        Saved::Conflict { current: None },
+        "an expected version on no entry is a conflict"
+    );
+}
+
+async fn versions_grow(store: &dyn Store) {
+    let a = key("conformance_versions/a");
+    let b = key("conformance_versions/b");
+    let va = written(save(store, entry(&a, "1", &[]), Expect::Any).await, "a");
+    let vb = written(save(store, entry(&b, "1", &[]), Expect::Any).await, "b");
+    assert!(vb > va, "versions grow across keys");
+    let removed = store.remove(&a).await.ok().flatten();
+    let removed = removed.unwrap_or_else(|| panic!("removing an entry reports a version"));
+    assert!(
+        removed > vb,
+        "a removal takes a version from the same sequence"
+    );
+    let again = written(
+        save(store, entry(&a, "1", &[]), Expect::Absent).await,
+        "a again",
+    );
+    assert!(
+        again > removed,
+        "a key written again never reuses a version"
+    );
+}
+
+async fn edges(store: &dyn Store) {
+    let top = key("conformance_edges/top");
+    let names = [
+        "conformance_edges/c",
+        "conformance_edges/a",
+        "conformance_edges/b",
+    ];
+    written(
+        save(store, entry(&top, "1", &names), Expect::Any).await,
+        "with edges",
+    );
+    let dependencies = store.dependencies(&top).await.unwrap_or_default();
+    assert_eq!(
+        dependencies,
+        names.map(key),
+        "dependencies keep their order"
+    );
+    let other = key("conformance_edges/other");
+    written(
+        save(
+            store,
+            entry(&other, "1", &["conformance_edges/a"]),
+            Expect::Any,
+        )
+        .await,
+        "other",
+    );
+    let readers = store
+        .dependents(&key("conformance_edges/a"))
+        .await
+        .unwrap_or_default();
+    assert_eq!(
+        readers,
+        [other.clone(), top.clone()],
+        "dependents are sorted"
+    );
+
+    written(
+        save(
+            store,
+            entry(&top, "2", &["conformance_edges/b"]),
+            Expect::Any,
+        )
+        .await,
+        "fewer edges",
+    );
+    assert_eq!(
+        store.dependencies(&top).await.unwrap_or_default(),
+        [key("conformance_edges/b")]
+    );
+    let readers = store
+        .dependents(&key("conformance_edges/a"))
+        .await
+        .unwrap_or_default();
+    assert_eq!(
+        readers,
+        std::slice::from_ref(&other),
+        "a save replaces the entry's edges"
+    );
+
+    written(
+        save(
+            store,
+            entry(&key("conformance_edges/b"), "1", &[]),
+            Expect::Any,
+        )
+        .await,
+        "b",
+    );
+    store
+        .remove(&top)
+        .await
+        .unwrap_or_else(|e| panic!("remove: {e}"));
+    assert!(
+        store
+            .dependencies(&top)
+            .await
+            .unwrap_or_default()
+            .is_empty()
+    );
+    assert!(
+        store
+            .dependents(&key("conformance_edges/b"))
+            .await
+            .unwrap_or_default()
+            .is_empty(),
+        "a removal drops the entry's own edges"
+    );
+    written(
+        save(store, entry(&top, "3", &[]), Expect::Any).await,
+        "top again",
+    );
+    written(
+        save(
+            store,
+            entry(&other, "2", &["conformance_edges/top"]),
+            Expect::Any,
+        )
+        .await,
+        "reader",
+    );
+    store
+        .remove(&top)
+        .await
+        .unwrap_or_else(|e| panic!("remove: {e}"));
+    assert_eq!(
+        store.dependents(&top).await.unwrap_or_default(),
+        [other],
+        "a removal keeps the edges of the keys that read it"
+    );
+}
+
+async fn patches(store: &dyn Store, notices: &mut mpsc::UnboundedReceiver<Notice>) {
+    let key = key("conformance_patch/1");
+    let v1 = written(
+        save(store, entry(&key, "1", &["conformance_dep/1"]), Expect::Any).await,
+        "patched",
+    );
+    let patch = |patch: EntryPatch, expect| store.patch(&key, patch, expect);
+
+    let v2 = written(
+        patch(EntryPatch::stale_at(at(10)), Expect::Version(v1))
+            .await
+            .unwrap_or_else(|e| panic!("{e}")),
+        "stale",
+    );
+    assert!(v2 > v1, "a patch bumps the version");
+    expect_notice(notices, Notice::Changed(key.clone(), v2)).await;
+    let meta = load(store, &key).await.map(|s| s.meta);
+    assert_eq!(
+        meta.as_ref().and_then(|m| m.stale_at),
+        Some(at(10)),
+        "an earlier soft expiry wins"
+    );
+    written(
+        patch(EntryPatch::stale_at(at(50)), Expect::Any)
+            .await
+            .unwrap_or_else(|e| panic!("{e}")),
+        "later stale",
+    );
+    let meta = load(store, &key).await.map(|s| s.meta);
+    assert_eq!(
+        meta.as_ref().and_then(|m| m.stale_at),
+        Some(at(10)),
+        "a later soft expiry loses"
+    );
+
+    let failure = EntryError {
+        message: "down".to_owned(),
+        at: at(20),
+        attempts: 3,
+    };
+    written(
+        patch(EntryPatch::failed(failure.clone(), true), Expect::Any)
+            .await
+            .unwrap_or_else(|e| panic!("{e}")),
+        "failed",
+    );
+    let meta = load(store, &key).await.map(|s| s.meta);
+    let meta = meta.unwrap_or_else(|| panic!("{key} exists"));
+    assert_eq!(meta.last_error, Some(failure), "a failure is recorded");
+    assert_eq!(
+        meta.expires_at,
+        Some(at(20)),
+        "a failure may expire the entry at once"
+    );
+    assert_eq!(
+        meta.computed_at,
+        at(0),
+        "a patch keeps what it does not name"
+    );
+
+    let clear = EntryPatch::clear_error();
+    let current = load(store, &key).await.map(|s| s.version);
+    assert_eq!(
+        patch(clear.clone(), Expect::Version(v1)).await.ok(),
+        Some(Saved::Conflict { current }),
+        "a patch over a stale version is a conflict"
+    );
+    written(
+        patch(clear, Expect::Any)
+            .await
+            .unwrap_or_else(|e| panic!("{e}")),
+        "clear",
+    );
+    let meta = load(store, &key).await.map(|s| s.meta);
+    assert_eq!(
+        meta.and_then(|m| m.last_error),
+        None,
+        "an error can be cleared"
+    );
+    assert_eq!(
+        store.dependencies(&key).await.unwrap_or_default(),
+        [self::key("conformance_dep/1")],
+        "a patch keeps the edges"
+    );
+
+    let removed = store.remove(&key).await.ok().flatten();
+    let removed = removed.unwrap_or_else(|| panic!("{key} is removed"));
+    expect_notice(notices, Notice::Changed(key.clone(), removed)).await;
+}
+
+async fn leases(store: &dyn Store, notices: &mut mpsc::UnboundedReceiver<Notice>) {
+    let key = key("conformance_lease/1");
+    let minute = Duration::from_secs(60);
+    let acquire = |holder: &'static str, ttl| store.acquire_lease(&key, holder, ttl);
+    let first = acquire("a", minute).await.unwrap_or_else(|e| panic!("{e}"));
+    if first == Lease::NotShared {
+        // This store never shares computations: nothing more to check.
+        return;
+    }
+    assert_eq!(first, Lease::Acquired, "a free lease is taken");
+    match acquire("b", minute).await.unwrap_or_else(|e| panic!("{e}")) {
+        Lease::Held { remaining } => assert!(
+            remaining > Duration::ZERO && remaining <= minute,
+            "a held lease reports the time left: {remaining:?}"
+        ),
+        other => panic!("a held lease is refused to another holder, got {other:?}"),
+    }
+    assert_eq!(
+        acquire("a", minute).await.ok(),
+        Some(Lease::Acquired),
+        "the holder may take it again"
+    );
+    assert_eq!(
+        store.renew_lease(&key, "a", minute).await.ok(),
+        Some(true),
+        "the holder renews"
+    );
+    assert_eq!(
+        store.renew_lease(&key, "b", minute).await.ok(),
+        Some(false),
+        "another cannot renew"
+    );
+    store
+        .release_lease(&key, "b")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        matches!(acquire("b", minute).await, Ok(Lease::Held { .. })),
+        "another cannot release it"
+    );
+    store
+        .release_lease(&key, "a")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    expect_notice(notices, Notice::Released(key.clone())).await;
+    assert_eq!(
+        acquire("b", minute).await.ok(),
+        Some(Lease::Acquired),
+        "a released lease is free"
+    );
+    store
+        .release_lease(&key, "b")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+
+    assert_eq!(
+        acquire("a", Duration::ZERO).await.ok(),
+        Some(Lease::Acquired)
+    );
+    assert_eq!(
+        acquire("b", minute).await.ok(),
+        Some(Lease::Acquired),
+        "an expired lease is free"
+    );
+    store
+        .release_lease(&key, "b")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// What a watcher was told.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Notice {
+    Changed(Key, Version),
+    Released(Key),
+    Tracking(bool),
+}
+
+struct Recorder {
+    notices: mpsc::UnboundedSender<Notice>,
+}
+
+impl Recorder {
+    fn new() -> (Arc<Recorder>, mpsc::UnboundedReceiver<Notice>) {
+        let (notices, received) = mpsc::unbounded_channel();
+        (Arc::new(Recorder { notices }), received)
+    }
+}
+
+impl ChangeWatcher for Recorder {
+    fn changed(&self, key: &Key, version: Version) {
+        let _ = self.notices.send(Notice::Changed(key.clone(), version));
+    }
+    fn released(&self, key: &Key) {
+        let _ = self.notices.send(Notice::Released(key.clone()));
+    }
+    fn tracking(&self, tracked: bool) {
+        let _ = self.notices.send(Notice::Tracking(tracked));
+    }
+}
+
+/// Waits (at most ten seconds: stores may notify asynchronously) until
+/// `expected` is reported, skipping other notices.
+async fn expect_notice(notices: &mut mpsc::UnboundedReceiver<Notice>, expected: Notice) {
+    let wait = async {
+        while let Some(notice) = notices.recv().await {
+            if notice == expected {
+                return true;
+            }
+        }
+        false
+    };
+    let seen = tokio::time::timeout(Duration::from_secs(10), wait).await;
+    assert!(
+        matches!(seen, Ok(true)),
+        "the store reports {expected:?} to its watchers"
+    );
+}

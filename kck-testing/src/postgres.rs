@@ -1,0 +1,403 @@
+//! A throwaway PostgreSQL for tests (feature `postgres`).
+//!
+//! [`TestDatabase::create`] gives each test a fresh, empty database, dropped
+//! when the test ends. It comes from, in order:
+//!
+//! 1. the server at `KCK_TEST_DATABASE_URL`, when set (any database there:
+//!    kck creates and drops its own next to it);
+//! 2. a cluster started for this test process from the local PostgreSQL
+//!    binaries (`initdb`, `pg_ctl`, on the `PATH` or under
+//!    `/usr/lib/postgresql/*/bin`), run as the `postgres` user through
+//!    `runuser` when the tests run as root. It lives in a temporary
+//!    directory, listens on a free port of 127.0.0.1, and is stopped and
+//!    deleted when the test process exits.
+//!
+//! When neither is possible the test says so loudly on stderr and is
+//! skipped, unless `KCK_REQUIRE_POSTGRES=1`, which makes it fail instead.
+//!
+//! ```no_run
+//! # async fn test() {
+//! use kck_testing::postgres::TestDatabase;
+//!
+//! let Some(db) = TestDatabase::create().await else { return };
+//! // connect a store to db.url() ...
+//! # }
+//! ```
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use tokio_postgres::NoTls;
+
+/// A fresh database for one test. Dropping it drops the database.
+#[derive(Debug)]
+pub struct TestDatabase {
+    url: String,
+    name: String,
+    admin_url: String,
+    /// Keeps a dedicated cluster alive as long as its database.
+    _cluster: Option<Arc<Cluster>>,
+}
+
+static NEXT: AtomicUsize = AtomicUsize::new(0);
+
+impl TestDatabase {
+    /// A fresh database on the test server, or `None` (after a loud message)
+    /// when no PostgreSQL is available.
+    ///
+    /// # Panics
+    ///
+    /// When no PostgreSQL is available and `KCK_REQUIRE_POSTGRES=1`, or
+    /// when the server refuses to create the database.
+    pub async fn create() -> Option<TestDatabase> {
+        let admin_url = match std::env::var("KCK_TEST_DATABASE_URL") {
+            Ok(url) if !url.is_empty() => url,
+            _ => match shared_cluster() {
+                Ok(cluster) => cluster.url("postgres"),
+                Err(reason) => return unavailable(&reason),
+            },
+        };
+        Some(Self::create_on(&admin_url, None).await)
+    }
+
+    /// A fresh database on `cluster`, kept alive with it.
+    ///
+    /// # Panics
+    ///
+    /// When the server refuses to create the database.
+    pub async fn create_in(cluster: &Arc<Cluster>) -> TestDatabase {
+        Self::create_on(&cluster.url("postgres"), Some(cluster.clone())).await
+    }
+
+    async fn create_on(admin_url: &str, cluster: Option<Arc<Cluster>>) -> TestDatabase {
+        let name = format!(
+            "kck_test_{}_{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::SeqCst)
+        );
+        let admin = connect(admin_url)
+            .await
+            .unwrap_or_else(|error| panic!("kck-testing: cannot reach {admin_url}: {error}"));
+        admin
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .unwrap_or_else(|error| panic!("kck-testing: cannot create database {name}: {error}"));
+        TestDatabase {
+            url: with_database(admin_url, &name),
+            name,
+            admin_url: admin_url.to_owned(),
+            _cluster: cluster,
+        }
+    }
+
+    /// The database's URL.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let (admin_url, name) = (self.admin_url.clone(), self.name.clone());
+        // Drop may run inside a runtime; use a thread with its own.
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            runtime.block_on(async {
+                let admin = connect(&admin_url).await.ok()?;
+                let sql = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+                admin.batch_execute(&sql).await.ok()
+            })
+        });
+        let _ = dropped.join();
+    }
+}
+
+/// Connects with tokio-postgres and drives the connection on the runtime.
+async fn connect(url: &str) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+    let (client, connection) = tokio_postgres::connect(url, NoTls).await?;
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    Ok(client)
+}
+
+/// `url` with its database replaced by `database`.
+fn with_database(url: &str, database: &str) -> String {
+    let (base, query) = url
+        .split_once('?')
+        .map_or((url, None), |(b, q)| (b, Some(q)));
+    let scheme_end = base.find("://").map_or(0, |i| i + 3);
+    let server = match base[scheme_end..].find('/') {
+        Some(slash) => &base[..scheme_end + slash],
+        None => base,
+    };
+    match query {
+        Some(query) => format!("{server}/{database}?{query}"),
+        None => format!("{server}/{database}"),
+    }
+}
+
+fn unavailable(reason: &str) -> Option<TestDatabase> {
+    if std::env::var("KCK_REQUIRE_POSTGRES").is_ok_and(|v| v == "1") {
+        panic!(
+            "kck-testing: PostgreSQL is required (KCK_REQUIRE_POSTGRES=1) but unavailable: {reason}"
+        );
+    }
+    eprintln!(
+        "\n*** SKIPPED: this test needs PostgreSQL, which is unavailable: {reason}\n\
+         *** Set KCK_TEST_DATABASE_URL, or install PostgreSQL's server binaries.\n"
+    );
+    None
+}
+
+/// The cluster every test of this process shares, started on first use.
+fn shared_cluster() -> Result<Arc<Cluster>, String> {
+    static SHARED: OnceLock<Result<Arc<Cluster>, String>> = OnceLock::new();
+    SHARED
+        .get_or_init(|| Cluster::start().map(Arc::new))
+        .clone()
+}
+
+/// A PostgreSQL cluster of the test process, started from the local
+/// binaries: its own data directory, port and lifetime. A test that stops
+/// and restarts the server (to test outages) starts its own.
+#[derive(Debug)]
+pub struct Cluster {
+    dir: PathBuf,
+    bin: PathBuf,
+    port: u16,
+}
+
+impl Cluster {
+    /// Creates and starts a cluster; it is stopped and deleted when the
+    /// value is dropped, or when the test process exits.
+    ///
+    /// # Errors
+    ///
+    /// Why it cannot: no binaries, no `postgres` user to run them as root,
+    /// or a failed `initdb` or start.
+    pub fn start() -> Result<Cluster, String> {
+        static CLUSTERS: AtomicUsize = AtomicUsize::new(0);
+        let bin = binaries()?;
+        let dir = std::env::temp_dir().join(format!(
+            "kck-pg-{}-{}",
+            std::process::id(),
+            CLUSTERS.fetch_add(1, Ordering::SeqCst)
+        ));
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        if running_as_root() {
+            run(Command::new("chown").arg("postgres:postgres").arg(&dir))?;
+        }
+        let port = free_port()?;
+        let cluster = Cluster { dir, bin, port };
+        cluster.pg(&[
+            "initdb",
+            "--pgdata",
+            cluster.data(),
+            "--username",
+            "postgres",
+            "--auth",
+            "trust",
+            "--encoding",
+            "UTF8",
+            "--no-sync",
+        ])?;
+        cluster.watch_parent()?;
+        cluster.resume()?;
+        Ok(cluster)
+    }
+
+    /// The URL of `database` on this cluster.
+    pub fn url(&self, database: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)
+    }
+
+    /// Stops the server (fast shutdown: connections are closed).
+    ///
+    /// # Errors
+    ///
+    /// If `pg_ctl stop` fails.
+    pub fn stop(&self) -> Result<(), String> {
+        self.pg(&[
+            "pg_ctl",
+            "stop",
+            "--pgdata",
+            self.data(),
+            "--mode",
+            "fast",
+            "--wait",
+        ])
+    }
+
+    /// Starts the server again, on the same data and port.
+    ///
+    /// # Errors
+    ///
+    /// If `pg_ctl start` fails.
+    pub fn resume(&self) -> Result<(), String> {
+        let options = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off \
+             -c full_page_writes=off -c max_connections=200",
+            self.port,
+            self.dir.display()
+        );
+        let log = self.dir.join("server.log");
+        self.pg(&[
+            "pg_ctl",
+            "start",
+            "--pgdata",
+            self.data(),
+            "--wait",
+            "--timeout",
+            "60",
+            "--log",
+            &log.display().to_string(),
+            "-o",
+            &options,
+        ])
+    }
+
+    fn data(&self) -> &str {
+        // A path we built from UTF-8 parts.
+        self.dir.to_str().map_or("", |dir| dir)
+    }
+
+    /// Runs a PostgreSQL program, as the `postgres` user when root.
+    fn pg(&self, args: &[&str]) -> Result<(), String> {
+        let program = self.bin.join(args[0]);
+        let mut command = as_postgres(&program);
+        command.args(&args[1..]);
+        run(&mut command)
+    }
+
+    /// Stops and deletes the cluster when the test process exits, however
+    /// it exits: a shell, as the cluster's owner, waits for it to go.
+    fn watch_parent(&self) -> Result<(), String> {
+        let script = format!(
+            "while [ -d /proc/{pid} ]; do sleep 0.5; done; \
+             '{pg_ctl}' stop --pgdata '{dir}' --mode immediate >/dev/null 2>&1; rm -rf '{dir}'",
+            pid = std::process::id(),
+            pg_ctl = self.bin.join("pg_ctl").display(),
+            dir = self.data(),
+        );
+        as_postgres(Path::new("sh"))
+            .args(["-c", &script])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map(drop)
+            .map_err(|e| format!("cannot start the cluster's watchdog: {e}"))
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = self.pg(&[
+            "pg_ctl",
+            "stop",
+            "--pgdata",
+            self.data(),
+            "--mode",
+            "immediate",
+        ]);
+        let _ = as_postgres(Path::new("rm"))
+            .args(["-rf", self.data()])
+            .status();
+    }
+}
+
+fn running_as_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).trim() == "0")
+}
+
+/// `program`, run as `postgres` through `runuser` when root (PostgreSQL
+/// refuses to run as root).
+fn as_postgres(program: &Path) -> Command {
+    if running_as_root() {
+        let mut command = Command::new("runuser");
+        command.args(["-u", "postgres", "--"]).arg(program);
+        command
+    } else {
+        Command::new(program)
+    }
+}
+
+fn run(command: &mut Command) -> Result<(), String> {
+    let output = command
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run {command:?}: {e}"))?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{command:?} failed: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        ))
+    }
+}
+
+/// The directory of `initdb` and `pg_ctl`.
+fn binaries() -> Result<PathBuf, String> {
+    let on_path = std::env::var_os("PATH")
+        .map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
+        .unwrap_or_default();
+    let mut versioned: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .map(|dirs| {
+            dirs.filter_map(|d| d.ok())
+                .map(|d| d.path().join("bin"))
+                .collect()
+        })
+        .unwrap_or_default();
+    versioned.sort_by_key(|dir| {
+        dir.parent()
+            .and_then(|v| v.file_name())
+            .and_then(|v| v.to_str())
+            .and_then(|v| v.parse::<u32>().ok())
+            .unwrap_or(0)
+    });
+    versioned.reverse();
+    versioned
+        .into_iter()
+        .chain(on_path)
+        .find(|dir| dir.join("initdb").is_file() && dir.join("pg_ctl").is_file())
+        .map(|dir| std::fs::canonicalize(&dir).unwrap_or(dir))
+        .ok_or_else(|| "no initdb and pg_ctl on the PATH or under /usr/lib/postgresql".to_owned())
+}
+
+fn free_port() -> Result<u16, String> {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|addr| addr.port())
+        .map_err(|e| format!("no free port: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_database;
+
+    #[test]
+    fn replaces_the_database_of_a_url() {
+        assert_eq!(
+            with_database("postgres://u@h:5432/test", "x"),
+            "postgres://u@h:5432/x"
+        );
+        assert_eq!(with_database("postgres://u@h", "x"), "postgres://u@h/x");
+        assert_eq!(
+            with_database("postgres://u@h/test?sslmode=disable", "x"),
+            "postgres://u@h/x?sslmode=disable"
+        );
+    }
+}
