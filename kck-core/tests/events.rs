@@ -5,7 +5,7 @@ mod common;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{Source, SourceDown, source, test_cache};
+use common::{Source, SourceDown, on_every_store, source};
 use kck_core::{Cache, Ctx, Event, Key, primer};
 
 #[primer(key = "gauge/{name}", stale_after = "1m")]
@@ -17,53 +17,53 @@ fn key(text: &str) -> Key {
     Key::parse(text).expect("a valid key")
 }
 
-#[tokio::test]
-async fn reads_emit_miss_computed_hit_stale_served_and_refresh_started() {
-    let source = Source::new();
-    let test = test_cache(&source);
-    let key = key("gauge/a");
-    gauge(&test, "a".into()).await.unwrap();
-    gauge(&test, "a".into()).await.unwrap();
-    test.advance(Duration::from_secs(61));
-    gauge(&test, "a".into()).await.unwrap();
-    test.settle().await;
-    assert_eq!(
-        test.recorder().kinds_of(&key),
-        [
-            "miss",
-            "computed",
-            "hit",
-            "refresh-started",
-            "stale-served",
-            "computed"
-        ]
-    );
+on_every_store! {
+    #[tokio::test]
+    async fn reads_emit_miss_computed_hit_stale_served_and_refresh_started(test, _source) {
+        let key = key("gauge/a");
+        gauge(&test, "a".into()).await.unwrap();
+        gauge(&test, "a".into()).await.unwrap();
+        test.advance(Duration::from_secs(61));
+        gauge(&test, "a".into()).await.unwrap();
+        test.settle().await;
+        assert_eq!(
+            test.recorder().kinds_of(&key),
+            [
+                "miss",
+                "computed",
+                "hit",
+                "refresh-started",
+                "stale-served",
+                "computed"
+            ]
+        );
+    }
 }
 
-#[tokio::test]
-async fn failures_writes_and_removals_are_events_too() {
-    let source = Source::new();
-    source.fail("b", true);
-    let test = test_cache(&source);
-    let key = key("gauge/b");
-    gauge(&test, "b".into()).await.unwrap_err();
-    test.set(&gauge::key("b".into()), 5).await.unwrap();
-    test.invalidate(&key).await.unwrap();
-    test.remove(&key).await.unwrap();
-    assert_eq!(
-        test.recorder().kinds_of(&key),
-        ["miss", "failed", "set", "invalidated", "removed"]
-    );
-    let text: Vec<String> = test
-        .recorder()
-        .events_of(&key)
-        .iter()
-        .map(ToString::to_string)
-        .collect();
-    assert_eq!(
-        text[1],
-        "failed gauge/b: computing `gauge/b` failed: source `b` is down"
-    );
+on_every_store! {
+    #[tokio::test]
+    async fn failures_writes_and_removals_are_events_too(test, source) {
+        source.fail("b", true);
+        let key = key("gauge/b");
+        gauge(&test, "b".into()).await.unwrap_err();
+        test.set(&gauge::key("b".into()), 5).await.unwrap();
+        test.invalidate(&key).await.unwrap();
+        test.remove(&key).await.unwrap();
+        assert_eq!(
+            test.recorder().kinds_of(&key),
+            ["miss", "failed", "set", "invalidated", "removed"]
+        );
+        let text: Vec<String> = test
+            .recorder()
+            .events_of(&key)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            text[1],
+            "failed gauge/b: computing `gauge/b` failed: source `b` is down"
+        );
+    }
 }
 
 #[tokio::test]

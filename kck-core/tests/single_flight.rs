@@ -6,7 +6,7 @@ mod common;
 use std::future::Future as _;
 use std::sync::Arc;
 
-use common::{Source, SourceDown, source, test_cache, until, until_waiting};
+use common::{Source, SourceDown, on_every_store, source, test_cache, until, until_waiting};
 use kck_core::{Ctx, ErrorKind, primer};
 
 #[primer(key = "slow_number/{name}")]
@@ -23,130 +23,135 @@ async fn exploding(ctx: &Ctx, n: u32) -> Result<i64, SourceDown> {
     Ok(value)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn many_concurrent_reads_run_one_computation_and_share_its_value() {
-    let source = Source::new();
-    source.set("a", 7);
-    source.hold();
-    let test = Arc::new(test_cache(&source));
-    let readers: Vec<_> = (0..100)
-        .map(|_| {
-            let test = test.clone();
-            tokio::spawn(async move { slow_number(&*test, "a".into()).await })
-        })
-        .collect();
-    // Every reader is waiting on the held source; one computation runs.
-    until_waiting(&test, &slow_number::key("a".into()), 100).await;
-    source.open();
-    let mut values = Vec::new();
-    for reader in readers {
-        values.push(reader.await.unwrap().unwrap());
+on_every_store! {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn many_concurrent_reads_run_one_computation_and_share_its_value(test, source) {
+        source.set("a", 7);
+        source.hold();
+        let test = Arc::new(test);
+        let readers: Vec<_> = (0..100)
+            .map(|_| {
+                let test = test.clone();
+                tokio::spawn(async move { slow_number(&*test, "a".into()).await })
+            })
+            .collect();
+        // Every reader is waiting on the held source; one computation runs.
+        until_waiting(&test, &slow_number::key("a".into()), 100).await;
+        source.open();
+        let mut values = Vec::new();
+        for reader in readers {
+            values.push(reader.await.unwrap().unwrap());
+        }
+        assert!(values.iter().all(|v| **v == 7));
+        assert!(values.windows(2).all(|w| Arc::ptr_eq(&w[0], &w[1])));
+        assert_eq!(source.reads("a"), 1);
+        test.assert_computed_once(&slow_number::key("a".into()));
     }
-    assert!(values.iter().all(|v| **v == 7));
-    assert!(values.windows(2).all(|w| Arc::ptr_eq(&w[0], &w[1])));
-    assert_eq!(source.reads("a"), 1);
-    test.assert_computed_once(&slow_number::key("a".into()));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_readers_share_one_error() {
-    let source = Source::new();
-    source.fail("b", true);
-    source.hold();
-    let test = Arc::new(test_cache(&source));
-    let readers: Vec<_> = (0..20)
-        .map(|_| {
-            let test = test.clone();
-            tokio::spawn(async move { slow_number(&*test, "b".into()).await })
-        })
-        .collect();
-    until_waiting(&test, &slow_number::key("b".into()), 20).await;
-    source.open();
-    let mut errors = Vec::new();
-    for reader in readers {
-        errors.push(reader.await.unwrap().unwrap_err());
+on_every_store! {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_readers_share_one_error(test, source) {
+        source.fail("b", true);
+        source.hold();
+        let test = Arc::new(test);
+        let readers: Vec<_> = (0..20)
+            .map(|_| {
+                let test = test.clone();
+                tokio::spawn(async move { slow_number(&*test, "b".into()).await })
+            })
+            .collect();
+        until_waiting(&test, &slow_number::key("b".into()), 20).await;
+        source.open();
+        let mut errors = Vec::new();
+        for reader in readers {
+            errors.push(reader.await.unwrap().unwrap_err());
+        }
+        assert_eq!(source.reads("b"), 1);
+        for error in &errors {
+            assert_eq!(error.kind(), ErrorKind::Compute);
+            assert_eq!(
+                error.compute_error::<SourceDown>(),
+                Some(&SourceDown("b".into()))
+            );
+        }
+        // A failed first computation stores nothing: the next read tries again.
+        source.fail("b", false);
+        source.set("b", 3);
+        assert_eq!(*slow_number(&*test, "b".into()).await.unwrap(), 3);
+        assert_eq!(source.reads("b"), 2);
     }
-    assert_eq!(source.reads("b"), 1);
-    for error in &errors {
-        assert_eq!(error.kind(), ErrorKind::Compute);
-        assert_eq!(
-            error.compute_error::<SourceDown>(),
-            Some(&SourceDown("b".into()))
-        );
-    }
-    // A failed first computation stores nothing: the next read tries again.
-    source.fail("b", false);
-    source.set("b", 3);
-    assert_eq!(*slow_number(&*test, "b".into()).await.unwrap(), 3);
-    assert_eq!(source.reads("b"), 2);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_panicking_computation_fails_every_waiter_and_poisons_nothing() {
-    let source = Source::new();
-    source.hold();
-    let test = Arc::new(test_cache(&source));
-    let readers: Vec<_> = (0..10)
-        .map(|_| {
-            let test = test.clone();
-            tokio::spawn(async move { exploding(&*test, 1).await })
-        })
-        .collect();
-    until_waiting(&test, &exploding::key(1), 10).await;
-    source.open();
-    for reader in readers {
-        let error = reader.await.unwrap().unwrap_err();
-        assert_eq!(error.kind(), ErrorKind::Panicked);
-        assert!(error.to_string().contains("boom 1"), "{error}");
+on_every_store! {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_panicking_computation_fails_every_waiter_and_poisons_nothing(test, source) {
+        source.hold();
+        let test = Arc::new(test);
+        let readers: Vec<_> = (0..10)
+            .map(|_| {
+                let test = test.clone();
+                tokio::spawn(async move { exploding(&*test, 1).await })
+            })
+            .collect();
+        until_waiting(&test, &exploding::key(1), 10).await;
+        source.open();
+        for reader in readers {
+            let error = reader.await.unwrap().unwrap_err();
+            assert_eq!(error.kind(), ErrorKind::Panicked);
+            assert!(error.to_string().contains("boom 1"), "{error}");
+        }
+        // The same key computes again, and other keys are unaffected.
+        source.set("exploding", 5);
+        assert_eq!(*exploding(&*test, 1).await.unwrap(), 5);
+        assert_eq!(*exploding(&*test, 2).await.unwrap(), 5);
     }
-    // The same key computes again, and other keys are unaffected.
-    source.set("exploding", 5);
-    assert_eq!(*exploding(&*test, 1).await.unwrap(), 5);
-    assert_eq!(*exploding(&*test, 2).await.unwrap(), 5);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_cancelled_caller_does_not_stop_the_computation_others_wait_for() {
-    let source = Source::new();
-    source.set("c", 11);
-    source.hold();
-    let test = Arc::new(test_cache(&source));
-    let first = {
-        let test = test.clone();
-        tokio::spawn(async move { slow_number(&*test, "c".into()).await })
-    };
-    let second = {
-        let test = test.clone();
-        tokio::spawn(async move { slow_number(&*test, "c".into()).await })
-    };
-    // Wait until the computation is running, then cancel the first caller.
-    until_waiting(&test, &slow_number::key("c".into()), 2).await;
-    until(|| source.reads("c") == 1).await;
-    first.abort();
-    assert!(first.await.unwrap_err().is_cancelled());
-    source.open();
-    assert_eq!(*second.await.unwrap().unwrap(), 11);
-    assert_eq!(source.reads("c"), 1);
+on_every_store! {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_cancelled_caller_does_not_stop_the_computation_others_wait_for(test, source) {
+        source.set("c", 11);
+        source.hold();
+        let test = Arc::new(test);
+        let first = {
+            let test = test.clone();
+            tokio::spawn(async move { slow_number(&*test, "c".into()).await })
+        };
+        let second = {
+            let test = test.clone();
+            tokio::spawn(async move { slow_number(&*test, "c".into()).await })
+        };
+        // Wait until the computation is running, then cancel the first caller.
+        until_waiting(&test, &slow_number::key("c".into()), 2).await;
+        until(|| source.reads("c") == 1).await;
+        first.abort();
+        assert!(first.await.unwrap_err().is_cancelled());
+        source.open();
+        assert_eq!(*second.await.unwrap().unwrap(), 11);
+        assert_eq!(source.reads("c"), 1);
+    }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ten_thousand_readers_of_a_cold_key_run_the_computation_once() {
-    let source = Source::new();
-    source.set("cold", 1);
-    source.hold();
-    let test = Arc::new(test_cache(&source));
-    let readers: Vec<_> = (0..10_000)
-        .map(|_| {
-            let test = test.clone();
-            tokio::spawn(async move { slow_number(&*test, "cold".into()).await.map(|v| *v) })
-        })
-        .collect();
-    until_waiting(&test, &slow_number::key("cold".into()), 10_000).await;
-    source.open();
-    for reader in readers {
-        assert_eq!(reader.await.unwrap().unwrap(), 1);
+on_every_store! {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn ten_thousand_readers_of_a_cold_key_run_the_computation_once(test, source) {
+        source.set("cold", 1);
+        source.hold();
+        let test = Arc::new(test);
+        let readers: Vec<_> = (0..10_000)
+            .map(|_| {
+                let test = test.clone();
+                tokio::spawn(async move { slow_number(&*test, "cold".into()).await.map(|v| *v) })
+            })
+            .collect();
+        until_waiting(&test, &slow_number::key("cold".into()), 10_000).await;
+        source.open();
+        for reader in readers {
+            assert_eq!(reader.await.unwrap().unwrap(), 1);
+        }
+        assert_eq!(source.reads("cold"), 1);
     }
-    assert_eq!(source.reads("cold"), 1);
 }
 
 #[test]

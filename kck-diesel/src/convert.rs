@@ -7,7 +7,7 @@ use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use kck_core::store::{ContentHash, EntryError, EntryMeta, StoreError, StoredEntry, Version};
 use kck_core::{Key, Timestamp};
 
-use crate::sql::EntryRow;
+use crate::sql::{EdgeRow, EntryRow};
 
 /// Microseconds from the Unix epoch to PostgreSQL's, 2000-01-01.
 const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
@@ -62,6 +62,25 @@ impl EntryRow {
                 last_error,
             },
         })
+    }
+}
+
+impl EdgeRow {
+    pub(crate) fn into_edge(self) -> Result<kck_core::store::Edge, StoreError> {
+        let corrupt = |reason: String| StoreError::Corrupt {
+            key: self.key.clone(),
+            reason,
+        };
+        let key = Key::parse(&self.key).map_err(|e| corrupt(e.to_string()))?;
+        let seen = match &self.seen {
+            Some(bytes) => {
+                Some(ContentHash(bytes.as_slice().try_into().map_err(|_| {
+                    corrupt("a seen hash is not 16 bytes".to_owned())
+                })?))
+            }
+            None => None,
+        };
+        Ok(kck_core::store::Edge::new(key, seen))
     }
 }
 

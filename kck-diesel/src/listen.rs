@@ -50,7 +50,7 @@ impl Watchers {
         }
     }
 
-    fn set_tracking(&self, tracked: bool) {
+    pub(crate) fn set_tracking(&self, tracked: bool) {
         if self.tracking.swap(tracked, Ordering::SeqCst) != tracked {
             self.each(|watcher| watcher.tracking(tracked));
         }

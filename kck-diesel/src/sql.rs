@@ -29,18 +29,21 @@ macro_rules! entry_values {
     };
 }
 
-/// What every write statement ends with: its edges (bound twice: the
-/// dependencies as a text array), and the report.
+/// What every write statement ends with: its edges (binds: the
+/// dependencies as a text array, twice, then what was seen of each as a
+/// bytea array), and the report.
 macro_rules! write_tail {
     () => {
         "), unlinked AS ( \
              DELETE FROM kck_edges \
              WHERE dependent = (SELECT key FROM written) AND NOT (dependency = ANY({})) \
          ), linked AS ( \
-             INSERT INTO kck_edges (dependent, dependency, position) \
-             SELECT w.key, d.dependency, d.position::integer \
-             FROM written w, unnest({}::text[]) WITH ORDINALITY AS d(dependency, position) \
-             ON CONFLICT (dependent, dependency) DO UPDATE SET position = EXCLUDED.position \
+             INSERT INTO kck_edges (dependent, dependency, seen, position) \
+             SELECT w.key, d.dependency, d.seen, d.position::integer \
+             FROM written w, \
+                  unnest({}::text[], {}::bytea[]) WITH ORDINALITY AS d(dependency, seen, position) \
+             ON CONFLICT (dependent, dependency) \
+             DO UPDATE SET seen = EXCLUDED.seen, position = EXCLUDED.position \
          ) \
          SELECT (SELECT version FROM written) AS written, \
                 (SELECT version FROM kck_entries WHERE key = {}) AS current, \
@@ -55,7 +58,8 @@ statements! {
                  error_message, error_at, error_attempts \
                  FROM kck_entries WHERE key = {}";
 
-    /// Saves whatever is there. Binds: key, 13 values, deps, deps, key.
+    /// Saves whatever is there. Binds: key, 13 values, deps, deps, seen,
+    /// key.
     SaveAny = concat!(
         "WITH written AS ( INSERT INTO kck_entries AS e (key, ", entry_columns!(), ") ",
         "VALUES ({}, ", entry_values!(), ") ",
@@ -79,7 +83,7 @@ statements! {
     );
 
     /// Saves only over the expected version. Binds: 13 values, key, the
-    /// expected version, deps, deps, key.
+    /// expected version, deps, deps, seen, key.
     SaveOver = concat!(
         "WITH written AS ( UPDATE kck_entries AS e SET (", entry_columns!(), ") = ",
         "ROW(", entry_values!(), ") ",
@@ -113,11 +117,11 @@ statements! {
         SELECT (SELECT version FROM tombstone) AS version, \
                (SELECT count(pg_notify('kck_changes', version || ' ' || key)) FROM tombstone) AS notified";
 
-    /// The keys that read a key.
-    Dependents = "SELECT dependent AS key FROM kck_edges WHERE dependency = {} ORDER BY dependent";
+    /// The keys that read a key, and what they saw of it.
+    Dependents = "SELECT dependent AS key, seen FROM kck_edges WHERE dependency = {} ORDER BY dependent";
 
-    /// The keys a key read, in first-read order.
-    Dependencies = "SELECT dependency AS key FROM kck_edges WHERE dependent = {} ORDER BY position";
+    /// What a key read, in first-read order.
+    Dependencies = "SELECT dependency AS key, seen FROM kck_edges WHERE dependent = {} ORDER BY position";
 
     /// Takes the lease on a key if it is free, expired or already ours.
     /// Binds: key, holder, ttl in microseconds, key.
@@ -201,11 +205,13 @@ pub(crate) struct RemoveRow {
     pub(crate) notified: i64,
 }
 
-/// A key.
+/// One end of an edge, and what was seen of the dependency.
 #[derive(Debug, QueryableByName)]
-pub(crate) struct KeyRow {
+pub(crate) struct EdgeRow {
     #[diesel(sql_type = Text)]
     pub(crate) key: String,
+    #[diesel(sql_type = Nullable<Bytea>)]
+    pub(crate) seen: Option<Vec<u8>>,
 }
 
 /// What a lease acquisition reports.

@@ -34,6 +34,7 @@ pub(crate) enum Bind {
     Time(PgTimestamp),
     OptTime(Option<PgTimestamp>),
     Texts(Vec<String>),
+    OptBytesArray(Vec<Option<Vec<u8>>>),
 }
 
 /// A statement of text `S` with its bind parameters, in order. A statement
@@ -79,6 +80,9 @@ impl<S: Sql> QueryFragment<Pg> for Statement<S> {
                     Some(Bind::Time(v)) => out.push_bind_param::<Timestamptz, _>(v)?,
                     Some(Bind::OptTime(v)) => out.push_bind_param::<Nullable<Timestamptz>, _>(v)?,
                     Some(Bind::Texts(v)) => out.push_bind_param::<Array<Text>, _>(v)?,
+                    Some(Bind::OptBytesArray(v)) => {
+                        out.push_bind_param::<Array<Nullable<Bytea>>, _>(v)?
+                    }
                     None => {
                         return Err(diesel::result::Error::QueryBuilderError(
                             format!("missing bind parameter {i} of: {}", S::SQL).into(),

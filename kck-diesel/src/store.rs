@@ -13,14 +13,15 @@ use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 use futures_util::future::BoxFuture;
 use kck_core::Key;
 use kck_core::store::{
-    ChangeWatcher, Entry, EntryPatch, Expect, Lease, Saved, Store, StoreError, StoredEntry, Version,
+    ChangeWatcher, Edge, Entry, EntryPatch, Expect, Lease, Saved, Store, StoreError, StoredEntry,
+    Version,
 };
 use tokio::task::AbortHandle;
 
 use crate::convert::{micros, pool_error, query_error, to_pg};
 use crate::listen::{self, Watchers};
 use crate::sql::{
-    AcquireLease, Dependencies, Dependents, EntryRow, KeyRow, LeaseRow, LoadEntry, PatchEntry,
+    AcquireLease, Dependencies, Dependents, EdgeRow, EntryRow, LeaseRow, LoadEntry, PatchEntry,
     ReleaseLease, ReleaseRow, RemoveEntry, RemoveRow, RenewLease, SaveAbsent, SaveAny, SaveOver,
     WriteRow,
 };
@@ -100,16 +101,9 @@ impl PgStore {
             .ok_or_else(|| StoreError::backend(format!("no row from: {}", S::SQL)))
     }
 
-    async fn keys<S: Sql>(&self, key: &Key) -> Result<Vec<Key>, StoreError> {
-        let rows: Vec<KeyRow> = self.run::<S, _>(vec![text(key)]).await?;
-        rows.into_iter()
-            .map(|row| {
-                Key::parse(&row.key).map_err(|error| StoreError::Corrupt {
-                    key: row.key.clone(),
-                    reason: error.to_string(),
-                })
-            })
-            .collect()
+    async fn edges<S: Sql>(&self, key: &Key) -> Result<Vec<Edge>, StoreError> {
+        let rows: Vec<EdgeRow> = self.run::<S, _>(vec![text(key)]).await?;
+        rows.into_iter().map(EdgeRow::into_edge).collect()
     }
 }
 
@@ -191,6 +185,8 @@ impl PgStoreBuilder {
             .map_err(StoreError::unavailable)?;
         let watchers = Arc::new(Watchers::default());
         let conn = listen::connect(&self.url, self.connect_timeout).await?;
+        // Listening from now on: caches that register trust their memos.
+        watchers.set_tracking(true);
         let listener = tokio::spawn(listen::run(
             conn,
             watchers.clone(),
@@ -288,11 +284,17 @@ impl Store for PgStore {
             let dependencies: Vec<String> = entry
                 .dependencies
                 .iter()
-                .map(|key| key.as_str().to_owned())
+                .map(|edge| edge.key.as_str().to_owned())
+                .collect();
+            let seen = entry
+                .dependencies
+                .iter()
+                .map(|edge| edge.seen.map(|hash| hash.0.to_vec()))
                 .collect();
             let tail = [
                 Bind::Texts(dependencies.clone()),
                 Bind::Texts(dependencies),
+                Bind::OptBytesArray(seen),
                 key.clone(),
             ];
             let row: WriteRow = match expect {
@@ -363,12 +365,12 @@ impl Store for PgStore {
         })
     }
 
-    fn dependents<'a>(&'a self, key: &'a Key) -> BoxFuture<'a, Result<Vec<Key>, StoreError>> {
-        Box::pin(self.keys::<Dependents>(key))
+    fn dependents<'a>(&'a self, key: &'a Key) -> BoxFuture<'a, Result<Vec<Edge>, StoreError>> {
+        Box::pin(self.edges::<Dependents>(key))
     }
 
-    fn dependencies<'a>(&'a self, key: &'a Key) -> BoxFuture<'a, Result<Vec<Key>, StoreError>> {
-        Box::pin(self.keys::<Dependencies>(key))
+    fn dependencies<'a>(&'a self, key: &'a Key) -> BoxFuture<'a, Result<Vec<Edge>, StoreError>> {
+        Box::pin(self.edges::<Dependencies>(key))
     }
 
     fn watch(&self, watcher: Weak<dyn ChangeWatcher>) {

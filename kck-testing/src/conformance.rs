@@ -25,8 +25,8 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use kck_core::store::{
-    ChangeWatcher, ContentHash, Entry, EntryError, EntryMeta, EntryPatch, Expect, Lease, Saved,
-    Store, StoredEntry, Version,
+    ChangeWatcher, ContentHash, Edge, Entry, EntryError, EntryMeta, EntryPatch, Expect, Lease,
+    Saved, Store, StoredEntry, Version,
 };
 use kck_core::{Key, Timestamp};
 use tokio::sync::mpsc;
@@ -81,8 +81,32 @@ fn entry(key: &Key, value: &str, dependencies: &[&str]) -> Entry {
                 attempts: 2,
             }),
         },
-        dependencies: dependencies.iter().map(|d| self::key(d)).collect(),
+        dependencies: dependencies
+            .iter()
+            .map(|name| Edge::new(self::key(name), seen(name)))
+            .collect(),
     }
+}
+
+/// What the conformance entries saw of their dependencies: a hash, or none
+/// (a failed read) for names ending in `b`.
+fn seen(name: &str) -> Option<ContentHash> {
+    (!name.ends_with('b')).then(|| ContentHash::of(name.as_bytes()))
+}
+
+async fn dependencies(store: &dyn Store, key: &Key) -> Vec<Edge> {
+    store
+        .dependencies(key)
+        .await
+        .unwrap_or_else(|e| panic!("dependencies of {key}: {e}"))
+}
+
+async fn dependents(store: &dyn Store, key: &Key) -> Vec<Key> {
+    let edges = store
+        .dependents(key)
+        .await
+        .unwrap_or_else(|e| panic!("dependents of {key}: {e}"));
+    edges.into_iter().map(|edge| edge.key).collect()
 }
 
 fn written(saved: Saved, rule: &str) -> Version {
@@ -230,103 +254,55 @@ async fn versions_grow(store: &dyn Store) {
 
 async fn edges(store: &dyn Store) {
     let top = key("conformance_edges/top");
-    let names = [
-        "conformance_edges/c",
+    let (a, b, c) = (
         "conformance_edges/a",
         "conformance_edges/b",
-    ];
-    written(
-        save(store, entry(&top, "1", &names), Expect::Any).await,
-        "with edges",
+        "conformance_edges/c",
     );
-    let dependencies = store.dependencies(&top).await.unwrap_or_default();
+    let edge = |name: &str| Edge::new(key(name), seen(name));
+    let save_with =
+        |key: &Key, value: &str, names: &[&str]| save(store, entry(key, value, names), Expect::Any);
+
+    written(save_with(&top, "1", &[c, a, b]).await, "with edges");
     assert_eq!(
-        dependencies,
-        names.map(key),
-        "dependencies keep their order"
+        dependencies(store, &top).await,
+        [edge(c), edge(a), edge(b)],
+        "dependencies keep their order and what was seen of them"
     );
     let other = key("conformance_edges/other");
-    written(
-        save(
-            store,
-            entry(&other, "1", &["conformance_edges/a"]),
-            Expect::Any,
-        )
-        .await,
-        "other",
-    );
-    let readers = store
-        .dependents(&key("conformance_edges/a"))
-        .await
-        .unwrap_or_default();
+    written(save_with(&other, "1", &[a]).await, "other");
     assert_eq!(
-        readers,
+        dependents(store, &key(a)).await,
         [other.clone(), top.clone()],
         "dependents are sorted"
     );
+    let seen_by_readers = store.dependents(&key(a)).await.unwrap_or_default();
+    assert!(
+        seen_by_readers.iter().all(|edge| edge.seen == seen(a)),
+        "dependents carry what they saw"
+    );
 
-    written(
-        save(
-            store,
-            entry(&top, "2", &["conformance_edges/b"]),
-            Expect::Any,
-        )
-        .await,
-        "fewer edges",
-    );
+    written(save_with(&top, "2", &[b]).await, "fewer edges");
+    assert_eq!(dependencies(store, &top).await, [edge(b)]);
     assert_eq!(
-        store.dependencies(&top).await.unwrap_or_default(),
-        [key("conformance_edges/b")]
-    );
-    let readers = store
-        .dependents(&key("conformance_edges/a"))
-        .await
-        .unwrap_or_default();
-    assert_eq!(
-        readers,
+        dependents(store, &key(a)).await,
         std::slice::from_ref(&other),
         "a save replaces the entry's edges"
     );
 
-    written(
-        save(
-            store,
-            entry(&key("conformance_edges/b"), "1", &[]),
-            Expect::Any,
-        )
-        .await,
-        "b",
-    );
+    written(save_with(&key(b), "1", &[]).await, "b");
     store
         .remove(&top)
         .await
         .unwrap_or_else(|e| panic!("remove: {e}"));
+    assert!(dependencies(store, &top).await.is_empty());
     assert!(
-        store
-            .dependencies(&top)
-            .await
-            .unwrap_or_default()
-            .is_empty()
-    );
-    assert!(
-        store
-            .dependents(&key("conformance_edges/b"))
-            .await
-            .unwrap_or_default()
-            .is_empty(),
+        dependents(store, &key(b)).await.is_empty(),
         "a removal drops the entry's own edges"
     );
+    written(save_with(&top, "3", &[]).await, "top again");
     written(
-        save(store, entry(&top, "3", &[]), Expect::Any).await,
-        "top again",
-    );
-    written(
-        save(
-            store,
-            entry(&other, "2", &["conformance_edges/top"]),
-            Expect::Any,
-        )
-        .await,
+        save_with(&other, "2", &["conformance_edges/top"]).await,
         "reader",
     );
     store
@@ -334,7 +310,7 @@ async fn edges(store: &dyn Store) {
         .await
         .unwrap_or_else(|e| panic!("remove: {e}"));
     assert_eq!(
-        store.dependents(&top).await.unwrap_or_default(),
+        dependents(store, &top).await,
         [other],
         "a removal keeps the edges of the keys that read it"
     );
@@ -420,8 +396,11 @@ async fn patches(store: &dyn Store, notices: &mut mpsc::UnboundedReceiver<Notice
         "an error can be cleared"
     );
     assert_eq!(
-        store.dependencies(&key).await.unwrap_or_default(),
-        [self::key("conformance_dep/1")],
+        dependencies(store, &key).await,
+        [Edge::new(
+            self::key("conformance_dep/1"),
+            seen("conformance_dep/1")
+        )],
         "a patch keeps the edges"
     );
 

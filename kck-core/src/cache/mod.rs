@@ -6,6 +6,7 @@
 //! dependents, [`ops`] holds the other public operations.
 
 mod builder;
+mod compute;
 mod execute;
 mod fetch;
 mod flight;

@@ -150,7 +150,8 @@ impl Cache {
     ///
     /// [`Error::Store`].
     pub async fn dependents(&self, key: &Key) -> Result<Vec<Key>, Error> {
-        Ok(self.inner.store.dependents(key).await?)
+        let edges = self.inner.store.dependents(key).await?;
+        Ok(edges.into_iter().map(|edge| edge.key).collect())
     }
 
     /// The keys the last computation of `key` read, in first-read order.
@@ -159,7 +160,8 @@ impl Cache {
     ///
     /// [`Error::Store`].
     pub async fn dependencies(&self, key: &Key) -> Result<Vec<Key>, Error> {
-        Ok(self.inner.store.dependencies(key).await?)
+        let edges = self.inner.store.dependencies(key).await?;
+        Ok(edges.into_iter().map(|edge| edge.key).collect())
     }
 }
 
@@ -247,7 +249,7 @@ impl Inner {
                 drop(pin);
                 self.events.emit(key, EventKind::Set { version });
                 if changed {
-                    self.value_changed(key).await;
+                    self.value_changed(key, content_hash).await;
                 }
                 return Ok(version);
             }

@@ -11,12 +11,14 @@ use crate::error::Error;
 use crate::event::{EventKind, InvalidationCause, RefreshReason};
 use crate::key::Key;
 use crate::primer::OnChange;
-use crate::store::{EntryPatch, Expect, Saved};
+use crate::store::{ContentHash, EntryPatch, Expect, Saved};
 
 impl Inner {
-    /// The value of `key` changed: act on each of its dependents according
-    /// to its primer's `on_change`.
-    pub(crate) async fn value_changed(self: &Arc<Self>, key: &Key) {
+    /// The value of `key` changed to one hashed `hash`: act on each
+    /// dependent that saw another value, according to its primer's
+    /// `on_change`. A dependent that already read this value (it was
+    /// computed meanwhile) is left alone.
+    pub(crate) async fn value_changed(self: &Arc<Self>, key: &Key, hash: ContentHash) {
         let dependents = match self.store.dependents(key).await {
             Ok(dependents) => dependents,
             Err(error) => {
@@ -24,7 +26,11 @@ impl Inner {
                 return self.events.emit(key, EventKind::Failed { error });
             }
         };
-        for dependent in dependents {
+        for edge in dependents {
+            if edge.seen == Some(hash) {
+                continue;
+            }
+            let dependent = edge.key;
             let handle = match self.registry.handle(dependent.primer()) {
                 Ok(handle) => *handle,
                 Err(error) => {
@@ -100,10 +106,10 @@ impl Inner {
             if self.mark_stale(&key, cause).await? {
                 marked += 1;
             }
-            for dependent in self.store.dependents(&key).await? {
-                if seen.insert(dependent.clone()) {
+            for edge in self.store.dependents(&key).await? {
+                if seen.insert(edge.key.clone()) {
                     let cause = InvalidationCause::Cascade { from: key.clone() };
-                    queue.push_back((dependent, cause));
+                    queue.push_back((edge.key, cause));
                 }
             }
         }

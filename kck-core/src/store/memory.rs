@@ -1,6 +1,6 @@
 //! The in-memory store: one process, nothing persisted.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::future::ready;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::Duration;
@@ -8,7 +8,8 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 
 use super::{
-    ChangeWatcher, Entry, EntryPatch, Expect, Lease, Saved, Store, StoreError, StoredEntry, Version,
+    ChangeWatcher, ContentHash, Edge, Entry, EntryPatch, Expect, Lease, Saved, Store, StoreError,
+    StoredEntry, Version,
 };
 use crate::clock::{Clock, SystemClock, Timestamp};
 use crate::key::Key;
@@ -29,8 +30,9 @@ pub struct MemoryStore {
 #[derive(Default)]
 struct State {
     entries: HashMap<Key, (Version, Entry)>,
-    /// Reverse edges: dependency -> the keys whose entries list it.
-    dependents: HashMap<Key, BTreeSet<Key>>,
+    /// Reverse edges: dependency -> the keys whose entries list it, and
+    /// what they saw of it.
+    dependents: HashMap<Key, BTreeMap<Key, Option<ContentHash>>>,
     leases: HashMap<Key, (String, Timestamp)>,
     last_version: i64,
 }
@@ -125,12 +127,12 @@ impl State {
         Version(self.last_version)
     }
 
-    fn unlink(&mut self, key: &Key, dependencies: &[Key]) {
+    fn unlink(&mut self, key: &Key, dependencies: &[Edge]) {
         for dependency in dependencies {
-            if let Some(dependents) = self.dependents.get_mut(dependency) {
+            if let Some(dependents) = self.dependents.get_mut(&dependency.key) {
                 dependents.remove(key);
                 if dependents.is_empty() {
-                    self.dependents.remove(dependency);
+                    self.dependents.remove(&dependency.key);
                 }
             }
         }
@@ -146,9 +148,9 @@ impl State {
         }
         for dependency in &entry.dependencies {
             self.dependents
-                .entry(dependency.clone())
+                .entry(dependency.key.clone())
                 .or_default()
-                .insert(entry.key.clone());
+                .insert(entry.key.clone(), dependency.seen);
         }
         let version = self.next_version();
         let key = entry.key.clone();
@@ -230,17 +232,22 @@ impl Store for MemoryStore {
         Box::pin(ready(Ok(self.apply(|state| state.remove(key)))))
     }
 
-    fn dependents<'a>(&'a self, key: &'a Key) -> BoxFuture<'a, Result<Vec<Key>, StoreError>> {
+    fn dependents<'a>(&'a self, key: &'a Key) -> BoxFuture<'a, Result<Vec<Edge>, StoreError>> {
         let dependents = self
             .lock()
             .dependents
             .get(key)
-            .map(|set| set.iter().cloned().collect())
+            .map(|readers| {
+                readers
+                    .iter()
+                    .map(|(reader, seen)| Edge::new(reader.clone(), *seen))
+                    .collect()
+            })
             .unwrap_or_default();
         Box::pin(ready(Ok(dependents)))
     }
 
-    fn dependencies<'a>(&'a self, key: &'a Key) -> BoxFuture<'a, Result<Vec<Key>, StoreError>> {
+    fn dependencies<'a>(&'a self, key: &'a Key) -> BoxFuture<'a, Result<Vec<Edge>, StoreError>> {
         let dependencies = self
             .lock()
             .entries

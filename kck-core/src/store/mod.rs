@@ -61,11 +61,12 @@ pub trait Store: Send + Sync + 'static {
     /// no entry.
     fn remove<'a>(&'a self, key: &'a Key) -> BoxFuture<'a, Result<Option<Version>, StoreError>>;
 
-    /// The keys whose last computation read `key`, sorted.
-    fn dependents<'a>(&'a self, key: &'a Key) -> BoxFuture<'a, Result<Vec<Key>, StoreError>>;
+    /// The entries whose last computation read `key`, sorted by key, each
+    /// with what it saw of `key`.
+    fn dependents<'a>(&'a self, key: &'a Key) -> BoxFuture<'a, Result<Vec<Edge>, StoreError>>;
 
-    /// The keys the last computation of `key` read, in first-read order.
-    fn dependencies<'a>(&'a self, key: &'a Key) -> BoxFuture<'a, Result<Vec<Key>, StoreError>>;
+    /// What the last computation of `key` read, in first-read order.
+    fn dependencies<'a>(&'a self, key: &'a Key) -> BoxFuture<'a, Result<Vec<Edge>, StoreError>>;
 
     /// Registers a cache to be told about every write, removal and lease
     /// release, its own included, for as long as `watcher` lives. Default:
@@ -126,10 +127,10 @@ impl<S: Store + ?Sized> Store for Arc<S> {
     fn remove<'a>(&'a self, key: &'a Key) -> BoxFuture<'a, Result<Option<Version>, StoreError>> {
         (**self).remove(key)
     }
-    fn dependents<'a>(&'a self, key: &'a Key) -> BoxFuture<'a, Result<Vec<Key>, StoreError>> {
+    fn dependents<'a>(&'a self, key: &'a Key) -> BoxFuture<'a, Result<Vec<Edge>, StoreError>> {
         (**self).dependents(key)
     }
-    fn dependencies<'a>(&'a self, key: &'a Key) -> BoxFuture<'a, Result<Vec<Key>, StoreError>> {
+    fn dependencies<'a>(&'a self, key: &'a Key) -> BoxFuture<'a, Result<Vec<Edge>, StoreError>> {
         (**self).dependencies(key)
     }
     fn watch(&self, watcher: Weak<dyn ChangeWatcher>) {
@@ -307,8 +308,27 @@ pub struct Entry {
     pub value: Vec<u8>,
     /// Timestamps, hashes and errors.
     pub meta: EntryMeta,
-    /// The keys the computation read, in first-read order.
-    pub dependencies: Vec<Key>,
+    /// What the computation read, in first-read order.
+    pub dependencies: Vec<Edge>,
+}
+
+/// One end of a dependency edge ("this product read that one"), with the
+/// hash of the value that was read: a change to a value the dependent has
+/// already seen does not concern it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Edge {
+    /// The other product: the dependency, or the dependent.
+    pub key: Key,
+    /// The content hash of the dependency as the dependent read it; `None`
+    /// if the read failed.
+    pub seen: Option<ContentHash>,
+}
+
+impl Edge {
+    /// An edge to `key`, whose value `seen` was read.
+    pub fn new(key: Key, seen: Option<ContentHash>) -> Self {
+        Edge { key, seen }
+    }
 }
 
 /// An entry as stored: its version, value and metadata. Its dependencies

@@ -1,12 +1,15 @@
 //! A fake remote source for the primers of the tests, and helpers.
 
-#![allow(dead_code)]
+// Each test binary uses its own part of this module.
+#![allow(dead_code, unused_macros, unused_imports)]
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use kck_core::Ctx;
+use kck_diesel::PgStore;
 use kck_testing::TestCache;
+use kck_testing::postgres::TestDatabase;
 use tokio::sync::watch;
 
 /// What primers in tests read instead of a remote system: values by name,
@@ -80,13 +83,91 @@ pub(crate) fn source(ctx: &Ctx) -> &Source {
         .expect("the test cache is built with a Source")
 }
 
-/// A test cache whose primers read `source`.
+/// A test cache whose primers read `source`, on the memory store.
 pub(crate) fn test_cache(source: &Arc<Source>) -> TestCache {
     let source = source.clone();
     TestCache::builder()
         .configure(move |builder| builder.state(source))
         .build()
 }
+
+/// A test cache and the store it runs on.
+pub(crate) struct Harness {
+    test: TestCache,
+    _database: Option<TestDatabase>,
+}
+
+impl std::ops::Deref for Harness {
+    type Target = TestCache;
+    fn deref(&self) -> &TestCache {
+        &self.test
+    }
+}
+
+impl kck_core::Scope for Harness {
+    fn scope(&self) -> kck_core::ScopeRef<'_> {
+        self.test.scope()
+    }
+}
+
+/// [`test_cache`], as a [`Harness`].
+pub(crate) fn on_memory(source: &Arc<Source>) -> Harness {
+    Harness {
+        test: test_cache(source),
+        _database: None,
+    }
+}
+
+/// A test cache whose primers read `source`, on PostgreSQL: a fresh
+/// database of its own. `None` (after a loud message) without PostgreSQL.
+pub(crate) async fn on_postgres(source: &Arc<Source>) -> Option<Harness> {
+    let database = TestDatabase::create().await?;
+    let store = PgStore::connect(database.url())
+        .await
+        .expect("the test database accepts connections");
+    let source = source.clone();
+    let test = TestCache::builder()
+        .store(Arc::new(store))
+        .configure(move |builder| builder.state(source))
+        .build();
+    Some(Harness {
+        test,
+        _database: Some(database),
+    })
+}
+
+/// Defines a test twice, as a module with `on_memory` and `on_postgres`:
+/// the same body against each store. The body gets the cache as `$test`
+/// and the fake source as `$source`.
+macro_rules! on_every_store {
+    ($(
+        #[$attribute:meta]
+        async fn $name:ident($test:ident, $source:ident) $body:block
+    )*) => {$(
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            #[$attribute]
+            async fn on_memory() {
+                let $source = common::Source::new();
+                let $test = common::on_memory(&$source);
+                $body
+            }
+
+            #[$attribute]
+            async fn on_postgres() {
+                let $source = common::Source::new();
+                let Some($test) = common::on_postgres(&$source).await else {
+                    return;
+                };
+                $body
+            }
+        }
+    )*};
+}
+
+pub(crate) use on_every_store;
 
 /// Yields until `done()`: for waiting on other tasks without sleeping.
 pub(crate) async fn until(mut done: impl FnMut() -> bool) {

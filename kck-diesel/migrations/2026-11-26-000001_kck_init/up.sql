@@ -24,10 +24,12 @@ CREATE INDEX kck_entries_primer ON kck_entries (primer);
 -- For the scheduler: the keys due for their periodic refresh.
 CREATE INDEX kck_entries_refresh_at ON kck_entries (refresh_at) WHERE refresh_at IS NOT NULL;
 
--- "dependent read dependency while computing", looked up both ways.
+-- "dependent read dependency while computing", looked up both ways, with
+-- the content hash of the value it read.
 CREATE TABLE kck_edges (
     dependent  text    NOT NULL,
     dependency text    NOT NULL,
+    seen       bytea,
     position   integer NOT NULL,
     PRIMARY KEY (dependent, dependency)
 );

@@ -1,0 +1,358 @@
+//! The computing part of a flight: take the cluster-wide lease, run the
+//! primer, then store its value (fenced by the version the flight started
+//! from) or record its failure; and, once the outcome is out, the work that
+//! follows it.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use futures_util::FutureExt;
+
+use super::Cache;
+use super::execute::{Current, FlightGuard};
+use super::flight::{Outcome, Served};
+use super::freshness::{Deadlines, Freshness, classify};
+use super::memo::Ready;
+use crate::clock::Timestamp;
+use crate::ctx::{Ctx, Read};
+use crate::erased::ErasedValue;
+use crate::error::{Error, panic_message};
+use crate::event::{EventKind, RefreshReason};
+use crate::key::Key;
+use crate::store::{
+    ContentHash, Edge, Entry, EntryError, EntryMeta, EntryPatch, Expect, Lease, Saved,
+};
+
+/// A successful computation.
+struct Computed {
+    value: ErasedValue,
+    reads: Vec<Read>,
+    started_at: Timestamp,
+    finished_at: Timestamp,
+}
+
+/// What remains to do once a flight delivered its outcome.
+#[derive(Default)]
+pub(super) struct After {
+    /// The stored value changed to this: tell its dependents.
+    changed: Option<ContentHash>,
+}
+
+impl FlightGuard {
+    /// Computes the product, unless another cache sharing the store does:
+    /// then serves its value.
+    pub(super) async fn compute(&self, current: Current) -> After {
+        let Some((current, leased)) = self.lease(current).await else {
+            // Another cache computed it meanwhile, and its value was served.
+            return After::default();
+        };
+        self.leased.store(leased, Ordering::SeqCst);
+        self.flight.started.store(true, Ordering::SeqCst);
+        let cache = Cache {
+            inner: self.inner.clone(),
+        };
+        let ctx = Arc::new(Ctx::new(cache, self.key.clone(), self.handle.def));
+        let started_at = self.inner.clock.now();
+        let computation = AssertUnwindSafe((self.handle.compute)(ctx.clone())).catch_unwind();
+        let result = if leased {
+            self.while_leased(computation).await
+        } else {
+            computation.await
+        };
+        let result = result.unwrap_or_else(|panic| {
+            Err(Error::Panicked {
+                key: self.key.clone(),
+                message: panic_message(&*panic),
+            })
+        });
+        let finished_at = self.inner.clock.now();
+        match result {
+            Ok(value) => {
+                let computed = Computed {
+                    value,
+                    reads: ctx.reads(),
+                    started_at,
+                    finished_at,
+                };
+                self.persist(computed, current).await
+            }
+            Err(error) => {
+                self.fail(error, current, finished_at).await;
+                After::default()
+            }
+        }
+    }
+
+    /// Takes the store's lease on the key, so that one cache of all those
+    /// sharing the store computes it. While another holds it, waits for its
+    /// value (woken when the store reports the write or the release, and
+    /// checking again at least every second) and serves that instead.
+    /// Returns the entry to compute from and whether the lease is held, or
+    /// `None` once another cache's value was delivered.
+    async fn lease(&self, mut current: Current) -> Option<(Current, bool)> {
+        let inner = &self.inner;
+        let mut waited = false;
+        loop {
+            let wake = inner.peers.waiter(&self.key);
+            let woken = wake.notified();
+            let lease = inner
+                .store
+                .acquire_lease(&self.key, &self.holder, inner.lease_ttl)
+                .await;
+            let remaining = match lease {
+                Ok(Lease::NotShared) => return Some((current, false)),
+                Ok(Lease::Acquired) => return Some((current, true)),
+                Ok(Lease::Held { remaining }) => remaining,
+                Err(error) => {
+                    // Compute all the same: without the store, nothing is
+                    // shared anyway, and the caller gets an answer.
+                    self.emit(EventKind::Failed {
+                        error: Error::Store(error),
+                    });
+                    return Some((current, false));
+                }
+            };
+            if !waited {
+                self.emit(EventKind::PeerComputing);
+                waited = true;
+            }
+            let recheck = remaining.clamp(Duration::from_millis(1), Duration::from_secs(1));
+            tokio::select! {
+                () = woken => {}
+                () = tokio::time::sleep(recheck) => {}
+            }
+            inner.peers.forget(&self.key, wake);
+            let stored = match inner.store.load(&self.key).await {
+                Ok(stored) => stored,
+                Err(error) => {
+                    self.emit(EventKind::Failed {
+                        error: Error::Store(error),
+                    });
+                    continue;
+                }
+            };
+            let Some(stored) = stored.filter(|s| Some(s.version) != current.version) else {
+                continue;
+            };
+            let version = Some(stored.version);
+            let ready = self.decode(stored);
+            let now = inner.clock.now();
+            match ready {
+                Some(ready) if classify(&ready, now) != Freshness::Expired => {
+                    self.deliver(Outcome::Value(ready.served()));
+                    return None;
+                }
+                ready => current = Current { version, ready },
+            }
+        }
+    }
+
+    /// Runs the computation while renewing the lease every third of its
+    /// time to live.
+    async fn while_leased<F: std::future::Future>(&self, computation: F) -> F::Output {
+        let inner = &self.inner;
+        let renew = async {
+            loop {
+                tokio::time::sleep(inner.lease_ttl / 3).await;
+                let renewed = inner
+                    .store
+                    .renew_lease(&self.key, &self.holder, inner.lease_ttl)
+                    .await;
+                if !matches!(renewed, Ok(true)) {
+                    // Lost: the version fence still protects the write.
+                    return;
+                }
+            }
+        };
+        let computation = std::pin::pin!(computation);
+        match futures_util::future::select(computation, std::pin::pin!(renew)).await {
+            futures_util::future::Either::Left((output, _)) => output,
+            futures_util::future::Either::Right(((), computation)) => computation.await,
+        }
+    }
+
+    /// Stores a computed value (fenced by the version the flight saw),
+    /// delivers it, and tells dependents if it changed.
+    async fn persist(&self, computed: Computed, current: Current) -> After {
+        let def = self.handle.def;
+        let bytes = match (self.handle.encode)(&computed.value) {
+            Ok(bytes) => bytes,
+            Err(error) => {
+                let error = Error::Encode {
+                    key: self.key.clone(),
+                    source: Arc::new(error),
+                };
+                self.fail(error, current, computed.finished_at).await;
+                return After::default();
+            }
+        };
+        let content_hash = ContentHash::of(&bytes);
+        let previous = current.ready.as_ref();
+        let changed = previous.is_none_or(|ready| ready.content_hash != content_hash);
+        let computed_at = computed.started_at;
+        let deadlines = Deadlines::of(&def.policy, computed_at);
+        let meta = EntryMeta {
+            computed_at,
+            changed_at: match previous {
+                Some(ready) if !changed => ready.changed_at,
+                _ => computed_at,
+            },
+            stale_at: deadlines.stale_at,
+            refresh_at: deadlines.refresh_at,
+            expires_at: deadlines.expires_at,
+            content_hash,
+            code_version: def.code_version.to_owned(),
+            compute_duration: computed.finished_at.saturating_duration_since(computed_at),
+            last_error: None,
+        };
+        let served = Served {
+            value: computed.value.clone(),
+            hash: content_hash,
+        };
+        let entry = Entry {
+            key: self.key.clone(),
+            value: bytes,
+            meta: meta.clone(),
+            dependencies: computed
+                .reads
+                .iter()
+                .map(|read| Edge::new(read.key.clone(), read.seen))
+                .collect(),
+        };
+        let expect = current.version.map_or(Expect::Absent, Expect::Version);
+        match self.inner.store.save(entry, expect).await {
+            Ok(Saved::Written(version)) => {
+                self.inner.memo.observe(&self.key, version);
+                self.install(Ready::new(computed.value.clone(), version, &meta, None));
+                self.emit(EventKind::Computed {
+                    version,
+                    changed,
+                    duration: meta.compute_duration,
+                });
+                // Before anyone gets the value: a dependency that changed
+                // since it was read makes this flight run again.
+                if let Some(from) = self.changed_dependency(&computed.reads).await {
+                    let reason = RefreshReason::DependencyChanged { from };
+                    self.inner.request_refresh(&self.key, self.handle, reason);
+                }
+                self.deliver(Outcome::Value(served));
+                After {
+                    changed: changed.then_some(content_hash),
+                }
+            }
+            Ok(Saved::Conflict { .. }) => {
+                // Another write or an invalidation won the race; the value is
+                // still a correct answer for those who asked before it.
+                self.emit(EventKind::Conflict);
+                self.deliver(Outcome::Value(served));
+                After::default()
+            }
+            Err(error) => {
+                self.emit(EventKind::Failed {
+                    error: Error::Store(error),
+                });
+                self.deliver(Outcome::Value(served));
+                After::default()
+            }
+        }
+    }
+
+    /// A failed computation: with a usable value and `stale_if_error`, keep
+    /// serving it and back off; with a usable value and no `stale_if_error`,
+    /// expire it; without one, just report the error.
+    async fn fail(&self, error: Error, current: Current, now: Timestamp) {
+        self.emit(EventKind::Failed {
+            error: error.clone(),
+        });
+        let usable = current
+            .ready
+            .filter(|ready| classify(ready, now) != Freshness::Expired);
+        let (Some(ready), Some(version)) = (usable, current.version) else {
+            return self.deliver(Outcome::failed(error));
+        };
+        let keep = self.handle.def.policy.stale_if_error;
+        let attempts = ready.attempts.saturating_add(1);
+        let record = EntryError {
+            message: error.to_string(),
+            at: now,
+            attempts,
+        };
+        let patched = self
+            .inner
+            .store
+            .patch(
+                &self.key,
+                EntryPatch::failed(record, !keep),
+                Expect::Version(version),
+            )
+            .await;
+        match patched {
+            Ok(Saved::Written(version)) if keep => self.install(Ready {
+                version,
+                attempts,
+                retry_at: Some(self.inner.backoff.retry_at(now, attempts)),
+                ..ready.clone()
+            }),
+            Ok(Saved::Written(version)) => self.inner.memo.observe(&self.key, version),
+            Ok(Saved::Conflict { .. }) => {}
+            Err(store_error) => self.emit(EventKind::Failed {
+                error: Error::Store(store_error),
+            }),
+        }
+        if keep {
+            self.emit(EventKind::ServedAfterError);
+            self.deliver(Outcome::Failed {
+                error,
+                fallback: Some(ready.served()),
+            });
+        } else {
+            self.deliver(Outcome::failed(error));
+        }
+    }
+
+    /// Gives the lease back and tells dependents about a changed value.
+    pub(super) async fn after(&self, after: After) {
+        if self.leased.swap(false, Ordering::SeqCst) {
+            let released = self.inner.store.release_lease(&self.key, &self.holder);
+            if let Err(error) = released.await {
+                self.emit(EventKind::Failed {
+                    error: Error::Store(error),
+                });
+            }
+        }
+        if let Some(hash) = after.changed {
+            self.inner.value_changed(&self.key, hash).await;
+        }
+    }
+
+    /// A dependency whose value is no longer the one the computation read.
+    ///
+    /// Checked once the entry and its edges are saved: a change saved
+    /// before this check is seen here, a change saved after it finds the
+    /// stored edge and refreshes this key. Either way, nothing is missed.
+    async fn changed_dependency(&self, reads: &[Read]) -> Option<Key> {
+        for read in reads {
+            let in_memo = self
+                .inner
+                .memo
+                .read(read.key.as_str(), |slot| {
+                    slot.ready.as_ref().map(|r| r.content_hash)
+                })
+                .flatten();
+            let current = match in_memo {
+                Some(hash) => Some(hash),
+                None => match self.inner.store.load(&read.key).await {
+                    Ok(stored) => stored.map(|s| s.meta.content_hash),
+                    // Cannot tell: assume it changed.
+                    Err(_) => return Some(read.key.clone()),
+                },
+            };
+            if current != read.seen {
+                return Some(read.key.clone());
+            }
+        }
+        None
+    }
+}
