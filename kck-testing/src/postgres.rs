@@ -63,6 +63,20 @@ impl TestDatabase {
         Some(Self::create_on(&admin_url, None).await)
     }
 
+    /// A cluster of the test's own (see [`Cluster::start`]), for tests that
+    /// stop and restart the server; `None` (after a loud message) when the
+    /// local binaries are unavailable.
+    ///
+    /// # Panics
+    ///
+    /// When the cluster cannot start and `KCK_REQUIRE_POSTGRES=1`.
+    pub fn own_cluster() -> Option<Arc<Cluster>> {
+        match Cluster::start() {
+            Ok(cluster) => Some(Arc::new(cluster)),
+            Err(reason) => unavailable(&reason),
+        }
+    }
+
     /// A fresh database on `cluster`, kept alive with it.
     ///
     /// # Panics
@@ -143,7 +157,8 @@ fn with_database(url: &str, database: &str) -> String {
     }
 }
 
-fn unavailable(reason: &str) -> Option<TestDatabase> {
+/// Skips loudly (`None`), or fails under `KCK_REQUIRE_POSTGRES=1`.
+fn unavailable<T>(reason: &str) -> Option<T> {
     if std::env::var("KCK_REQUIRE_POSTGRES").is_ok_and(|v| v == "1") {
         panic!(
             "kck-testing: PostgreSQL is required (KCK_REQUIRE_POSTGRES=1) but unavailable: {reason}"
