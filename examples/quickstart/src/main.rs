@@ -1,5 +1,9 @@
 //! kck in five minutes. `cargo run -p quickstart` prints what the cache
 //! decides as it serves a store report built from a slow register fleet.
+//!
+//! With `KCK_DATABASE_URL` set (`postgres://user@host/database`), the cache
+//! lives in PostgreSQL instead of memory: run it twice, and the second run
+//! reads what the first computed.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,7 +20,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     fleet.record(71, day, "bagel", 275);
     fleet.record(72, day, "coffee", 350);
 
-    let cache = Cache::builder()
+    let mut builder = Cache::builder();
+    match std::env::var("KCK_DATABASE_URL") {
+        Ok(url) if !url.is_empty() => {
+            println!("On PostgreSQL ({url}).\n");
+            builder = builder.store(kck_diesel::PgStore::connect(&url).await?);
+        }
+        _ => println!("In memory (set KCK_DATABASE_URL to use PostgreSQL).\n"),
+    }
+    let cache = builder
         .state(fleet.clone())
         .on_event(|event: &Event| {
             if !matches!(event.kind, EventKind::Hit | EventKind::Coalesced) {
@@ -25,7 +37,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         })
         .build()?;
 
-    println!("1. First read: a miss. The report reads three registers, 200 ms each.");
+    println!("1. First read: a miss. The report reads three registers, 200 ms each");
+    println!("   (on PostgreSQL, a second run loads what the first stored).");
     let started = Instant::now();
     let report = store_report(&cache, 7, day).await?;
     println!("   {report:?}\n   in {:?}\n", started.elapsed());
