@@ -17,7 +17,10 @@ use std::time::{Duration, Instant};
 
 use kck_core::{Cache, Ctx, primer};
 
+mod common;
 mod report;
+
+use common::{Reader, hits_per_second, median, visiting_order};
 
 const KEYS: u32 = 100_000;
 const OPS_PER_TASK: usize = 2_000_000;
@@ -43,25 +46,6 @@ async fn compute_directly(id: u32) -> u64 {
     u64::from(id) * 3
 }
 
-/// A fixed pseudo-random visiting order of the keys.
-fn visiting_order() -> Arc<Vec<u32>> {
-    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
-    let order = (0..KEYS as usize)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state % u64::from(KEYS)) as u32
-        })
-        .collect();
-    Arc::new(order)
-}
-
-/// A cache under test, read by id.
-trait Reader: Clone + Send + Sync + 'static {
-    fn read(&self, id: u32) -> impl Future<Output = u64> + Send;
-}
-
 impl Reader for Cache {
     async fn read(&self, id: u32) -> u64 {
         *bench_value(self, id).await.expect("a hit")
@@ -72,35 +56,6 @@ impl Reader for moka::future::Cache<u32, Arc<u64>> {
     async fn read(&self, id: u32) -> u64 {
         *self.get(&id).await.expect("a hit")
     }
-}
-
-/// Reads per second of `tasks` tasks, each reading `OPS_PER_TASK` keys in
-/// the visiting order (each from its own offset).
-async fn hits_per_second(reader: &impl Reader, order: &Arc<Vec<u32>>, tasks: usize) -> f64 {
-    let started = Instant::now();
-    let readers: Vec<_> = (0..tasks)
-        .map(|task| {
-            let reader = reader.clone();
-            let order = order.clone();
-            tokio::spawn(async move {
-                let mut sum = 0u64;
-                for i in 0..OPS_PER_TASK {
-                    let id = order[(i + task * 7919) % order.len()];
-                    sum = sum.wrapping_add(reader.read(id).await);
-                }
-                sum
-            })
-        })
-        .collect();
-    for reader in readers {
-        black_box(reader.await.expect("the reader finishes"));
-    }
-    (tasks * OPS_PER_TASK) as f64 / started.elapsed().as_secs_f64()
-}
-
-fn median(mut samples: Vec<f64>) -> f64 {
-    samples.sort_by(f64::total_cmp);
-    samples[samples.len() / 2]
 }
 
 struct HitResult {
@@ -117,7 +72,7 @@ async fn hit_throughput() -> Vec<HitResult> {
         moka.insert(id, Arc::new(u64::from(id) * 3)).await;
     }
     moka.run_pending_tasks().await;
-    let order = visiting_order();
+    let order = visiting_order(KEYS);
     let mut results = Vec::new();
     for tasks in [1, 2] {
         let (mut kck, mut baseline) = (Vec::new(), Vec::new());
@@ -125,11 +80,11 @@ async fn hit_throughput() -> Vec<HitResult> {
             // Alternate which goes first, so neither always runs on a
             // warmer machine.
             if round % 2 == 0 {
-                kck.push(hits_per_second(&cache, &order, tasks).await);
-                baseline.push(hits_per_second(&moka, &order, tasks).await);
+                kck.push(hits_per_second(&cache, &order, tasks, OPS_PER_TASK).await);
+                baseline.push(hits_per_second(&moka, &order, tasks, OPS_PER_TASK).await);
             } else {
-                baseline.push(hits_per_second(&moka, &order, tasks).await);
-                kck.push(hits_per_second(&cache, &order, tasks).await);
+                baseline.push(hits_per_second(&moka, &order, tasks, OPS_PER_TASK).await);
+                kck.push(hits_per_second(&cache, &order, tasks, OPS_PER_TASK).await);
             }
         }
         results.push(HitResult {
@@ -292,7 +247,7 @@ fn main() {
         ]);
         let body = lines.join("\n");
         println!("{body}");
-        match report::record("cache", "cargo bench -p kck-benches --bench cache", &body) {
+        match common::record("cache", "cargo bench -p kck-benches --bench cache", &body) {
             Ok(path) => println!("\nwritten to {}", path.display()),
             Err(error) => eprintln!("\ncould not update BENCHMARKS.md: {error}"),
         }

@@ -32,28 +32,117 @@ impl Inner {
         key: &Key,
         handle: PrimerHandle,
         mode: FlightMode,
+        initial: Option<Current>,
     ) -> Result<Arc<Flight>, Error> {
-        let runtime = tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime)?;
-        let flight = Arc::new(Flight::new(self.flights.begin(), mode));
+        let flight = self.new_flight(slot, mode)?;
+        self.launch(key, handle, flight.clone(), initial);
+        Ok(flight)
+    }
+
+    /// Puts a new flight in `slot` (whose shard the caller has locked),
+    /// without a task yet: see [`Inner::launch`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NoRuntime`] outside a Tokio runtime: the flight could never
+    /// be run.
+    pub(crate) fn new_flight(
+        &self,
+        slot: &mut Slot,
+        mode: FlightMode,
+    ) -> Result<Arc<Flight>, Error> {
+        tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime)?;
+        let flight = Arc::new(Flight::new(self.flights.begin(), mode, self.memo.epoch()));
         slot.flight = Some(flight.clone());
+        Ok(flight)
+    }
+
+    /// Runs `flight` on a task of its own; `initial` is the entry a reader
+    /// already loaded. Outside a runtime (a reader dropped while the runtime
+    /// shuts down), the flight ends with [`Error::Aborted`].
+    pub(crate) fn launch(
+        self: &Arc<Self>,
+        key: &Key,
+        handle: PrimerHandle,
+        flight: Arc<Flight>,
+        initial: Option<Current>,
+    ) {
         let guard = FlightGuard {
             holder: format!("{}/{}", self.holder, flight.id),
             inner: self.clone(),
             key: key.clone(),
             handle,
-            flight: flight.clone(),
-            epoch: self.memo.epoch(),
+            flight,
             leased: AtomicBool::new(false),
             detached: false,
         };
-        runtime.spawn(guard.run());
-        Ok(flight)
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => drop(runtime.spawn(guard.run(initial))),
+            // Dropping the guard delivers `Aborted` and frees the slot.
+            Err(_) => drop(guard),
+        }
+    }
+
+    /// Loads the entry of `key` from the store, decoded and installed in the
+    /// memo (if the memo is still at `epoch`).
+    pub(crate) async fn load_current(
+        &self,
+        key: &Key,
+        handle: PrimerHandle,
+        epoch: u64,
+    ) -> Result<Current, Error> {
+        let Some(stored) = self.store.load(key).await? else {
+            return Ok(Current::default());
+        };
+        let version = Some(stored.version);
+        let ready = self.decode(key, handle, stored, epoch);
+        Ok(Current { version, ready })
+    }
+
+    /// The decoded value of a stored entry, installed in the memo; `None`
+    /// (and an event) if it was computed by other code or no longer
+    /// decodes.
+    pub(crate) fn decode(
+        &self,
+        key: &Key,
+        handle: PrimerHandle,
+        stored: StoredEntry,
+        epoch: u64,
+    ) -> Option<Ready> {
+        let meta = &stored.meta;
+        if meta.code_version != handle.def.code_version {
+            let stored = meta.code_version.clone();
+            self.events.emit(key, EventKind::Outdated { stored });
+            return None;
+        }
+        let value = match (handle.decode)(&stored.value) {
+            Ok(value) => value,
+            Err(error) => {
+                let reason = error.to_string();
+                self.events.emit(key, EventKind::DecodeFailed { reason });
+                return None;
+            }
+        };
+        let retry_at = meta
+            .last_error
+            .as_ref()
+            .map(|error| self.backoff.retry_at(error.at, error.attempts));
+        let ready = Ready::new(value, stored.version, meta, retry_at);
+        self.memo.install(key, epoch, ready.clone());
+        let version = stored.version;
+        self.events.emit(key, EventKind::Loaded { version });
+        Some(ready)
     }
 
     /// Takes a flight that produced its outcome out of its slot, so new
     /// readers start new flights, and starts the refresh it was asked to run
     /// again, if any.
-    fn detach_flight(self: &Arc<Self>, key: &Key, handle: PrimerHandle, flight: &Arc<Flight>) {
+    pub(crate) fn detach_flight(
+        self: &Arc<Self>,
+        key: &Key,
+        handle: PrimerHandle,
+        flight: &Arc<Flight>,
+    ) {
         let rerun = flight.take_rerun();
         let restarted = self.memo.update(key, |slot| {
             if !slot.flight.as_ref().is_some_and(|f| Arc::ptr_eq(f, flight)) {
@@ -61,7 +150,7 @@ impl Inner {
             }
             slot.flight = None;
             let reason = rerun?;
-            let started = self.start_flight(slot, key, handle, FlightMode::Refresh);
+            let started = self.start_flight(slot, key, handle, FlightMode::Refresh, None);
             started.ok().map(|_| reason)
         });
         flight.end();
@@ -79,8 +168,6 @@ pub(super) struct FlightGuard {
     pub(super) key: Key,
     pub(super) handle: PrimerHandle,
     pub(super) flight: Arc<Flight>,
-    /// The memo's epoch when the flight started.
-    epoch: u64,
     /// Who holds the store's lease: this flight, and no other, even of this
     /// cache.
     pub(super) holder: String,
@@ -90,8 +177,9 @@ pub(super) struct FlightGuard {
 }
 
 impl FlightGuard {
-    async fn run(mut self) {
-        let produced = AssertUnwindSafe(self.produce()).catch_unwind().await;
+    /// Runs the flight; `initial` is the entry a reader already loaded.
+    async fn run(mut self, initial: Option<Current>) {
+        let produced = AssertUnwindSafe(self.produce(initial)).catch_unwind().await;
         let after = produced.unwrap_or_else(|panic| {
             // Primer panics are caught closer; this would be a kck bug, and
             // is contained all the same.
@@ -123,9 +211,13 @@ impl FlightGuard {
 
     /// Everything up to the outcome: serve what is stored if it will do,
     /// compute otherwise.
-    async fn produce(&self) -> After {
+    async fn produce(&self, initial: Option<Current>) -> After {
         let def = self.handle.def;
-        let current = match self.current().await {
+        let current = match initial {
+            Some(current) => Ok(current),
+            None => self.current().await,
+        };
+        let current = match current {
             Ok(current) => current,
             Err(error) => {
                 self.emit(EventKind::Failed {
@@ -178,50 +270,21 @@ impl FlightGuard {
                 ready: Some(ready),
             });
         }
-        let Some(stored) = self.inner.store.load(&self.key).await? else {
-            return Ok(Current::default());
-        };
-        let version = Some(stored.version);
-        let ready = self.decode(stored);
-        Ok(Current { version, ready })
+        self.inner
+            .load_current(&self.key, self.handle, self.flight.epoch)
+            .await
     }
 
-    /// The decoded value of a stored entry, installed in the memo; `None`
-    /// (and an event) if it was computed by other code or no longer
-    /// decodes.
+    /// The decoded value of a stored entry; see [`Inner::decode`].
     pub(super) fn decode(&self, stored: StoredEntry) -> Option<Ready> {
-        let meta = &stored.meta;
-        if meta.code_version != self.handle.def.code_version {
-            self.emit(EventKind::Outdated {
-                stored: meta.code_version.clone(),
-            });
-            return None;
-        }
-        let value = match (self.handle.decode)(&stored.value) {
-            Ok(value) => value,
-            Err(error) => {
-                self.emit(EventKind::DecodeFailed {
-                    reason: error.to_string(),
-                });
-                return None;
-            }
-        };
-        let retry_at = meta
-            .last_error
-            .as_ref()
-            .map(|error| self.inner.backoff.retry_at(error.at, error.attempts));
-        let ready = Ready::new(value, stored.version, meta, retry_at);
-        self.install(ready.clone());
-        self.emit(EventKind::Loaded {
-            version: stored.version,
-        });
-        Some(ready)
+        self.inner
+            .decode(&self.key, self.handle, stored, self.flight.epoch)
     }
 
     /// Puts `ready` in the memo, unless the entry changed since the flight
     /// started or the memo already holds a newer version.
     pub(super) fn install(&self, ready: Ready) {
-        self.inner.memo.install(&self.key, self.epoch, ready);
+        self.inner.memo.install(&self.key, self.flight.epoch, ready);
     }
 }
 
@@ -252,7 +315,7 @@ impl Drop for FlightGuard {
 /// The entry a flight found: its version (even if its value is unusable) and
 /// its decoded value.
 #[derive(Default)]
-pub(super) struct Current {
+pub(crate) struct Current {
     pub(super) version: Option<Version>,
     pub(super) ready: Option<Ready>,
 }

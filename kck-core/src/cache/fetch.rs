@@ -6,6 +6,7 @@ use std::cell::RefCell;
 use std::sync::Arc;
 
 use super::Inner;
+use super::execute::Current;
 use super::flight::{Flight, FlightMode, Outcome, Served};
 use super::freshness::{Freshness, classify};
 use crate::ctx::{Ctx, Scope, ScopeKind};
@@ -114,11 +115,50 @@ enum Lookup<V> {
     Miss(Key),
 }
 
-/// What a read does after looking at the slot.
+/// What a read does after looking at the slot, and the event to tell.
 enum Step {
     Serve(Served, EventKind),
     Wait(Arc<Flight>, EventKind),
+    /// A new flight, for this reader to lead.
+    Lead(Arc<Flight>),
     Failed(Error),
+}
+
+/// A flight led by a reader until it ends it or hands it over. If the
+/// reader is dropped first (cancelled), the flight is handed over as it is,
+/// so whoever joined it is still served.
+struct Leader {
+    inner: Arc<Inner>,
+    key: Key,
+    handle: PrimerHandle,
+    flight: Option<Arc<Flight>>,
+}
+
+impl Leader {
+    /// Delivers `outcome` and frees the slot.
+    fn end(mut self, outcome: Outcome) {
+        if let Some(flight) = self.flight.take() {
+            flight.deliver(outcome);
+            self.inner.detach_flight(&self.key, self.handle, &flight);
+            self.inner.flights.end();
+        }
+    }
+
+    /// Gives the flight to a task of its own, with what was loaded.
+    fn hand_over(mut self, loaded: Current) {
+        if let Some(flight) = self.flight.take() {
+            self.inner
+                .launch(&self.key, self.handle, flight, Some(loaded));
+        }
+    }
+}
+
+impl Drop for Leader {
+    fn drop(&mut self) {
+        if let Some(flight) = self.flight.take() {
+            self.inner.launch(&self.key, self.handle, flight, None);
+        }
+    }
 }
 
 impl Inner {
@@ -166,7 +206,13 @@ impl Inner {
     }
 
     /// The slow path of a read: serve a stale value (starting one refresh),
-    /// join the running computation, or start one.
+    /// join the running computation, load the entry, or start a
+    /// computation.
+    ///
+    /// A value missing from the memo is loaded here, in the reader's task,
+    /// not in a flight: loading has no side effects, and most stored values
+    /// need nothing more. A flight starts only when there is something to
+    /// compute, and takes what was loaded.
     pub(crate) async fn fetch(
         self: &Arc<Self>,
         key: &Key,
@@ -192,6 +238,29 @@ impl Inner {
             return Ok(value);
         }
 
+        match self.decide(key, handle) {
+            Step::Serve(value, kind) => {
+                self.events.emit(key, kind);
+                Ok(value)
+            }
+            Step::Wait(flight, kind) => {
+                self.events.emit(key, kind);
+                self.wait(key, &flight, reader).await?.for_reader()
+            }
+            Step::Lead(flight) => {
+                self.events.emit(key, EventKind::Miss);
+                self.lead(key, handle, flight, reader).await
+            }
+            Step::Failed(error) => Err(error),
+        }
+    }
+
+    /// What a read does, decided under the slot's lock: serve the memo's
+    /// value, join the flight, or start one (leading it when the entry may
+    /// simply need loading).
+    fn decide(self: &Arc<Self>, key: &Key, handle: PrimerHandle) -> Step {
+        let policy = &handle.def.policy;
+        let now = self.clock.now();
         let mut refresh_started = false;
         let step = self.memo.update(key, |slot| {
             if let Some(ready) = slot.ready.as_ref().filter(|_| !policy.on_demand) {
@@ -200,7 +269,7 @@ impl Inner {
                     Freshness::Stale { refresh } => {
                         let value = ready.served();
                         if refresh && slot.flight.is_none() {
-                            match self.start_flight(slot, key, handle, FlightMode::Refresh) {
+                            match self.start_flight(slot, key, handle, FlightMode::Refresh, None) {
                                 Ok(_) => refresh_started = true,
                                 Err(error) => return Step::Failed(error),
                             }
@@ -210,32 +279,74 @@ impl Inner {
                     Freshness::Expired => {}
                 }
             }
-            match &slot.flight {
-                Some(flight) => Step::Wait(flight.clone(), EventKind::Coalesced),
-                None => match self.start_flight(slot, key, handle, FlightMode::Get) {
-                    Ok(flight) => Step::Wait(flight, EventKind::Miss),
-                    Err(error) => Step::Failed(error),
-                },
+            if let Some(flight) = &slot.flight {
+                return Step::Wait(flight.clone(), EventKind::Coalesced);
             }
+            let result = if slot.ready.is_none() && !policy.on_demand {
+                self.new_flight(slot, FlightMode::Get).map(Step::Lead)
+            } else {
+                self.start_flight(slot, key, handle, FlightMode::Get, None)
+                    .map(|flight| Step::Wait(flight, EventKind::Miss))
+            };
+            result.unwrap_or_else(Step::Failed)
         });
         if refresh_started {
-            self.events.emit(
-                key,
-                EventKind::RefreshStarted {
-                    reason: RefreshReason::Stale,
-                },
-            );
+            let reason = RefreshReason::Stale;
+            self.events.emit(key, EventKind::RefreshStarted { reason });
         }
-        match step {
-            Step::Serve(value, kind) => {
-                self.events.emit(key, kind);
-                Ok(value)
+        step
+    }
+
+    /// Leads a new flight: loads the entry in the reader's own task (a load
+    /// has no side effects, and a stored value most often needs nothing
+    /// more), serves it to whoever joined meanwhile, and hands the flight to
+    /// a task of its own only when there is something to compute.
+    async fn lead(
+        self: &Arc<Self>,
+        key: &Key,
+        handle: PrimerHandle,
+        flight: Arc<Flight>,
+        reader: Option<&Ctx>,
+    ) -> Result<Served, Error> {
+        let leader = Leader {
+            inner: self.clone(),
+            key: key.clone(),
+            handle,
+            flight: Some(flight.clone()),
+        };
+        let loaded = match self.load_current(key, handle, flight.epoch).await {
+            Ok(loaded) => loaded,
+            Err(error) => {
+                self.events.emit(
+                    key,
+                    EventKind::Failed {
+                        error: error.clone(),
+                    },
+                );
+                leader.end(Outcome::failed(error.clone()));
+                return Err(error);
             }
-            Step::Wait(flight, kind) => {
-                self.events.emit(key, kind);
+        };
+        let now = self.clock.now();
+        let usable = loaded
+            .ready
+            .as_ref()
+            .map(|ready| (ready.served(), classify(ready, now)));
+        match usable {
+            Some((served, Freshness::Fresh | Freshness::Stale { refresh: false })) => {
+                leader.end(Outcome::Value(served.clone()));
+                Ok(served)
+            }
+            Some((served, Freshness::Stale { refresh: true })) => {
+                // Serve it, and let the flight refresh it.
+                flight.deliver(Outcome::Value(served.clone()));
+                leader.hand_over(loaded);
+                Ok(served)
+            }
+            _ => {
+                leader.hand_over(loaded);
                 self.wait(key, &flight, reader).await?.for_reader()
             }
-            Step::Failed(error) => Err(error),
         }
     }
 

@@ -77,6 +77,9 @@ impl Outcome {
 pub(crate) struct Flight {
     pub(crate) id: u64,
     pub(crate) mode: FlightMode,
+    /// The memo's epoch when the flight started: what it installs must
+    /// come from the same epoch.
+    pub(crate) epoch: u64,
     outcome: watch::Sender<Option<Outcome>>,
     /// Set when the primer starts running: a dependency change after this
     /// point may not be seen by it.
@@ -89,10 +92,11 @@ pub(crate) struct Flight {
 }
 
 impl Flight {
-    pub(crate) fn new(id: u64, mode: FlightMode) -> Self {
+    pub(crate) fn new(id: u64, mode: FlightMode, epoch: u64) -> Self {
         Flight {
             id,
             mode,
+            epoch,
             outcome: watch::Sender::new(None),
             started: AtomicBool::new(false),
             rerun: Mutex::new(None),

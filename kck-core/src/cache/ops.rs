@@ -265,7 +265,7 @@ impl Inner {
                     Some(flight) => Ok(flight.clone()),
                     None => {
                         started = true;
-                        self.start_flight(slot, key, handle, FlightMode::Refresh)
+                        self.start_flight(slot, key, handle, FlightMode::Refresh, None)
                     }
                 });
             let flight = flight?;

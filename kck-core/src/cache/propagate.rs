@@ -68,7 +68,7 @@ impl Inner {
                 Ok(false)
             }
             None => self
-                .start_flight(slot, key, handle, FlightMode::Refresh)
+                .start_flight(slot, key, handle, FlightMode::Refresh, None)
                 .map(|_| true),
         });
         match started {
