@@ -57,10 +57,12 @@
 //!
 //! - **Miss**: a read of a missing product computes it, stores it and
 //!   returns it. Concurrent reads of one key share one computation and its
-//!   result, value or error. Computations run on their own Tokio task: a
-//!   caller that is cancelled leaves the others waiting for a computation
-//!   that carries on, and a computation that panics becomes
-//!   [`Error::Panicked`] for every waiter, and poisons nothing.
+//!   result, value or error: in one process, and across the caches that
+//!   share a store (processes on one PostgreSQL database take a lease, and
+//!   the others wait for the holder's value). Computations run on their
+//!   own Tokio task: a caller that is cancelled leaves the others waiting
+//!   for a computation that carries on, and a computation that panics
+//!   becomes [`Error::Panicked`] for every waiter, and poisons nothing.
 //! - **Soft expiry** (`stale_after`, and `refresh` until a scheduler runs
 //!   it): a stale value is served at once and one refresh starts in the
 //!   background. **Hard expiry** (`expire_after`): the value is never served;
@@ -73,12 +75,15 @@
 //!   expires the value, so the next read recomputes and reports the error.
 //!   A failed first computation stores nothing.
 //! - **Dependencies**: a primer reads others through its `ctx`, only those
-//!   its `depends_on` lists ([`Error::UndeclaredDependency`]). When a value
-//!   changes, its dependents are refreshed in the background
-//!   (`on_change = "refresh"`) or marked stale (`"invalidate"`). A recompute
-//!   that yields an equal value (same content hash) touches nothing
-//!   downstream. A cycle between products is [`Error::Cycle`], naming the
-//!   path; it never hangs.
+//!   its `depends_on` lists ([`Error::UndeclaredDependency`]). A kck error
+//!   from such a read, returned by the primer, reaches the caller as it is
+//!   (its kind and key intact). When a value changes, the dependents that
+//!   read another value are refreshed in the background
+//!   (`on_change = "refresh"`) or marked stale (`"invalidate"`); a
+//!   dependency that changes while a dependent computes makes it compute
+//!   again. A recompute that yields an equal value (same content hash)
+//!   touches nothing downstream. A cycle between products is
+//!   [`Error::Cycle`], naming the path; it never hangs.
 //! - **Versions**: every write bumps the entry's [`Version`]; computations
 //!   write with compare-and-set on the version they started from, so one
 //!   that lost a race to a newer write or an invalidation is discarded.
@@ -93,6 +98,16 @@
 //! each key round-trips between its string and its typed parameters.
 //! Workers and tools address products by string through
 //! [`Cache::parse_key`], [`Cache::get_json`] and [`Cache::refresh_key`].
+//!
+//! ## Stores
+//!
+//! A cache keeps serialized entries (JSON, with their metadata and
+//! dependency edges) in a [`Store`], and decoded values in an in-process
+//! memo in front of it, so a hit costs no I/O. [`MemoryStore`] is the
+//! default; `kck-diesel`'s `PgStore` keeps the cache in PostgreSQL, shared
+//! by many processes. A shared store reports every write to every cache,
+//! which drops its outdated memo copy; values are versioned across the
+//! whole store, so a copy older than a known change is never installed.
 //!
 //! ## Registration
 //!
