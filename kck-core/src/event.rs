@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use crate::error::Error;
 use crate::key::Key;
+use crate::queue::RefreshReason;
 use crate::store::Version;
 
 /// Something the cache decided or did about one key.
@@ -54,10 +55,16 @@ pub enum EventKind {
     /// Another cache sharing the store is computing this product: this one
     /// waits for its value instead of computing it too.
     PeerComputing,
-    /// A background refresh started.
-    RefreshStarted {
+    /// This cache asked for a background refresh: a job is queued for a
+    /// worker.
+    RefreshQueued {
         /// Why.
         reason: RefreshReason,
+    },
+    /// A refresh started: asked for, or run by a worker.
+    RefreshStarted {
+        /// Why.
+        reasons: Vec<RefreshReason>,
     },
     /// The primer ran and its value was stored.
     Computed {
@@ -80,6 +87,23 @@ pub enum EventKind {
     /// A refresh failed and the primer serves its last good value
     /// (`stale_if_error`).
     ServedAfterError,
+    /// A refresh job failed and will be tried again.
+    RetryScheduled {
+        /// The attempt that failed (1 for the first).
+        attempt: u32,
+        /// When the next attempt is due.
+        at: crate::clock::Timestamp,
+        /// The error.
+        error: String,
+    },
+    /// A refresh job failed for the last time (or could never succeed: an
+    /// unknown primer, a malformed key); it is kept as failed.
+    JobFailed {
+        /// Attempts made.
+        attempts: u32,
+        /// The last error.
+        error: String,
+    },
     /// The entry was marked stale.
     Invalidated {
         /// Why.
@@ -106,32 +130,19 @@ impl EventKind {
             EventKind::DecodeFailed { .. } => "decode-failed",
             EventKind::Outdated { .. } => "outdated",
             EventKind::PeerComputing => "peer-computing",
+            EventKind::RefreshQueued { .. } => "refresh-queued",
             EventKind::RefreshStarted { .. } => "refresh-started",
             EventKind::Computed { .. } => "computed",
             EventKind::Conflict => "conflict",
             EventKind::Failed { .. } => "failed",
             EventKind::ServedAfterError => "served-after-error",
+            EventKind::RetryScheduled { .. } => "retry-scheduled",
+            EventKind::JobFailed { .. } => "job-failed",
             EventKind::Invalidated { .. } => "invalidated",
             EventKind::Set { .. } => "set",
             EventKind::Removed => "removed",
         }
     }
-}
-
-/// Why a refresh started.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum RefreshReason {
-    /// A read found the value stale or due for its periodic refresh.
-    Stale,
-    /// A product it read changed value.
-    DependencyChanged {
-        /// The product that changed.
-        from: Key,
-    },
-    /// [`Cache::refresh`](crate::Cache::refresh) or
-    /// [`Cache::refresh_key`](crate::Cache::refresh_key) asked for it.
-    Requested,
 }
 
 /// Why an entry was marked stale.
@@ -157,7 +168,7 @@ impl fmt::Display for Event {
         write!(f, "{} {}", self.kind.name(), self.key)?;
         match &self.kind {
             EventKind::Failed { error } => write!(f, ": {error}"),
-            EventKind::RefreshStarted {
+            EventKind::RefreshQueued {
                 reason: RefreshReason::DependencyChanged { from },
             }
             | EventKind::Invalidated {
@@ -165,6 +176,12 @@ impl fmt::Display for Event {
                     InvalidationCause::DependencyChanged { from } | InvalidationCause::Cascade { from },
             } => write!(f, " (from {from})"),
             EventKind::DecodeFailed { reason } => write!(f, ": {reason}"),
+            EventKind::RetryScheduled { attempt, at, error } => {
+                write!(f, ": attempt {attempt} failed ({error}); next at {at}")
+            }
+            EventKind::JobFailed { attempts, error } => {
+                write!(f, ": gave up after {attempts} attempt(s): {error}")
+            }
             _ => Ok(()),
         }
     }

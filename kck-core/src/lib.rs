@@ -134,19 +134,23 @@ mod event;
 mod key;
 mod key_param;
 mod primer;
+pub mod queue;
 mod registry;
 pub mod store;
+mod worker;
 
 pub use cache::{Cache, CacheBuilder};
 pub use clock::{Clock, MockClock, SystemClock, Timestamp};
 pub use ctx::{Ctx, Scope, ScopeRef};
 pub use error::{BoxError, Error, ErrorKind};
-pub use event::{Event, EventKind, EventListener, InvalidationCause, RefreshReason};
+pub use event::{Event, EventKind, EventListener, InvalidationCause};
 pub use key::{Key, KeyError, KeyWriter, TypedKey, is_valid_primer_name};
 pub use key_param::{KeyParam, KeyParams, ParamError};
 pub use primer::{OnChange, Policy, Primer, PrimerDef};
+pub use queue::{MemoryQueue, Queue, RefreshReason};
 pub use registry::{Registry, RegistryBuilder, RegistryError};
 pub use store::{MemoryStore, Store, Version};
+pub use worker::{Worker, WorkerBuilder};
 
 /// Turns an `async fn` into a primer; see the [crate documentation](crate).
 ///

@@ -111,7 +111,9 @@ on_every_store! {
             event.key == key("basket/x/y")
                 && matches!(
                     &event.kind,
-                    EventKind::RefreshStarted { reason: RefreshReason::DependencyChanged { from } }
+                    EventKind::RefreshQueued {
+                        reason: RefreshReason::DependencyChanged { from }
+                    }
                         if from == &key("price/x")
                 )
         });

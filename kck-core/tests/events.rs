@@ -32,8 +32,9 @@ on_every_store! {
                 "miss",
                 "computed",
                 "hit",
-                "refresh-started",
                 "stale-served",
+                "refresh-queued",
+                "refresh-started",
                 "computed"
             ]
         );

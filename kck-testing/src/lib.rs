@@ -52,7 +52,7 @@ use std::time::Duration;
 
 use kck_core::{
     Cache, CacheBuilder, Clock, Event, Key, MemoryStore, MockClock, Primer, Registry, Scope,
-    ScopeRef, Store, Timestamp, TypedKey,
+    ScopeRef, Store, Timestamp, TypedKey, Worker, WorkerBuilder,
 };
 
 pub use recorder::EventRecorder;
@@ -66,6 +66,7 @@ pub struct TestCache {
     clock: Arc<MockClock>,
     recorder: EventRecorder,
     stubs: Stubs,
+    worker: Worker,
 }
 
 impl TestCache {
@@ -104,9 +105,29 @@ impl TestCache {
         self.cache.now()
     }
 
-    /// Waits until no computation or refresh runs.
+    /// Runs the queue until it is idle on the mock clock: every job due now
+    /// runs, and the jobs those cause, and every computation ends. Jobs due
+    /// later (retries, schedules) wait until the clock gets there:
+    /// `test.advance(..)`, then `settle()` again.
+    ///
+    /// # Panics
+    ///
+    /// If the queue fails, or never settles (jobs keep causing jobs due
+    /// now, 1000 rounds in a row).
     pub async fn settle(&self) {
-        self.cache.wait_idle().await;
+        for _ in 0..1000 {
+            self.cache.wait_idle().await;
+            let ran = self
+                .worker
+                .run_due()
+                .await
+                .unwrap_or_else(|error| panic!("kck-testing: the queue failed: {error}"));
+            self.cache.wait_idle().await;
+            if ran == 0 {
+                return;
+            }
+        }
+        panic!("kck-testing: the queue did not settle: jobs kept causing jobs for 1000 rounds");
     }
 
     /// The recorder of every event of the cache.
@@ -241,6 +262,7 @@ impl Scope for TestCache {
 pub struct TestCacheBuilder {
     registry: Option<Registry>,
     store: Option<Arc<dyn Store>>,
+    worker: Option<Box<dyn FnOnce(WorkerBuilder) -> WorkerBuilder>>,
     start: Timestamp,
     stubs: Stubs,
     configure: Vec<Box<dyn FnOnce(CacheBuilder) -> CacheBuilder>>,
@@ -251,6 +273,7 @@ impl TestCacheBuilder {
         TestCacheBuilder {
             registry: None,
             store: None,
+            worker: None,
             start: MockClock::default().now(),
             stubs: Stubs::default(),
             configure: Vec::new(),
@@ -307,6 +330,13 @@ impl TestCacheBuilder {
         self
     }
 
+    /// Adjusts the worker [`TestCache::settle`] runs the queue with: its
+    /// retries, its job timeout.
+    pub fn worker(mut self, f: impl FnOnce(WorkerBuilder) -> WorkerBuilder + 'static) -> Self {
+        self.worker = Some(Box::new(f));
+        self
+    }
+
     /// Adjusts the underlying [`CacheBuilder`]: state, listeners, back-off.
     pub fn configure(mut self, f: impl FnOnce(CacheBuilder) -> CacheBuilder + 'static) -> Self {
         self.configure.push(Box::new(f));
@@ -327,6 +357,7 @@ impl TestCacheBuilder {
         let mut builder = Cache::builder()
             .clock(clock.clone())
             .shared_store(store)
+            .local_worker(false)
             .on_event(recorder.listener());
         if let Some(registry) = self.registry {
             builder = builder.registry(registry);
@@ -339,7 +370,12 @@ impl TestCacheBuilder {
             Ok(cache) => cache,
             Err(error) => panic!("kck-testing: cannot build the test cache: {error}"),
         };
+        let mut worker = Worker::builder(&cache).id("kck-testing");
+        if let Some(configure) = self.worker {
+            worker = configure(worker);
+        }
         TestCache {
+            worker: worker.build(),
             cache,
             clock,
             recorder,

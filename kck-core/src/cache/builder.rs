@@ -4,6 +4,7 @@ use std::any::{Any, TypeId};
 use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::time::Duration;
 
 use super::flight::WaitGraph;
@@ -15,6 +16,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::erased::{ErasedStub, StubFn, erase_stub};
 use crate::event::{EventListener, Events};
 use crate::primer::Primer;
+use crate::queue::{MemoryQueue, Queue};
 use crate::registry::{Registry, RegistryError};
 use crate::store::{ChangeWatcher, MemoryStore, Store};
 
@@ -45,6 +47,8 @@ pub struct CacheBuilder {
     memo_shards: usize,
     memo: bool,
     lease_ttl: Duration,
+    queue: Option<Arc<dyn Queue>>,
+    local_worker: bool,
 }
 
 impl CacheBuilder {
@@ -61,6 +65,8 @@ impl CacheBuilder {
             memo_shards: cores * 32,
             memo: true,
             lease_ttl: Duration::from_secs(30),
+            queue: None,
+            local_worker: true,
         }
     }
 
@@ -138,6 +144,22 @@ impl CacheBuilder {
         self
     }
 
+    /// The queue of refresh jobs. Default: the store's own queue if it has
+    /// one, else a new [`MemoryQueue`].
+    pub fn queue(mut self, queue: impl Queue) -> Self {
+        self.queue = Some(Arc::new(queue));
+        self
+    }
+
+    /// Whether the cache runs a worker of its own for its queue (default:
+    /// yes). Turn it off in processes that should not refresh anything
+    /// (then run [`Worker`](crate::Worker)s elsewhere), or to drive the
+    /// queue by hand, as `kck-testing` does.
+    pub fn local_worker(mut self, enabled: bool) -> Self {
+        self.local_worker = enabled;
+        self
+    }
+
     /// Builds the cache.
     ///
     /// # Errors
@@ -162,6 +184,10 @@ impl CacheBuilder {
             std::process::id(),
             foldhash::fast::RandomState::default().hash_one(std::process::id())
         );
+        let queue = self
+            .queue
+            .or_else(|| self.store.queue())
+            .unwrap_or_else(|| Arc::new(MemoryQueue::new()));
         let inner = Arc::new_cyclic(|inner| Inner {
             registry,
             store: self.store,
@@ -179,9 +205,15 @@ impl CacheBuilder {
             }),
             holder,
             lease_ttl: self.lease_ttl,
+            queue,
+            local_worker: self.local_worker,
+            local_worker_started: AtomicBool::new(false),
+            queued: AtomicU64::new(0),
+            worked: tokio::sync::watch::Sender::new(0),
         });
         let watcher: Arc<dyn ChangeWatcher> = inner.watcher.clone();
         inner.store.watch(Arc::downgrade(&watcher));
+        inner.start_local_worker();
         Ok(Cache { inner })
     }
 }

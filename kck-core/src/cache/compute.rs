@@ -19,8 +19,9 @@ use crate::clock::Timestamp;
 use crate::ctx::{Ctx, Read};
 use crate::erased::ErasedValue;
 use crate::error::{Error, panic_message};
-use crate::event::{EventKind, RefreshReason};
+use crate::event::EventKind;
 use crate::key::Key;
+use crate::queue::{JobRequest, RefreshReason};
 use crate::store::{
     ContentHash, Edge, Entry, EntryError, EntryMeta, EntryPatch, Expect, Lease, Saved,
 };
@@ -49,7 +50,6 @@ impl FlightGuard {
             return After::default();
         };
         self.leased.store(leased, Ordering::SeqCst);
-        self.flight.started.store(true, Ordering::SeqCst);
         let cache = Cache {
             inner: self.inner.clone(),
         };
@@ -235,7 +235,8 @@ impl FlightGuard {
                 // since it was read makes this flight run again.
                 if let Some(from) = self.changed_dependency(&computed.reads).await {
                     let reason = RefreshReason::DependencyChanged { from };
-                    self.inner.request_refresh(&self.key, self.handle, reason);
+                    let job = JobRequest::new(self.key.clone(), computed.finished_at, reason);
+                    self.inner.queue_refresh(vec![job]).await;
                 }
                 self.deliver(Outcome::Value(served));
                 After {

@@ -15,8 +15,9 @@ use super::freshness::{Freshness, classify};
 use super::memo::{Ready, Slot};
 use crate::erased::PrimerHandle;
 use crate::error::{Error, panic_message};
-use crate::event::{EventKind, RefreshReason};
+use crate::event::EventKind;
 use crate::key::Key;
+use crate::queue::RefreshReason;
 use crate::store::{StoredEntry, Version};
 
 impl Inner {
@@ -135,28 +136,14 @@ impl Inner {
     }
 
     /// Takes a flight that produced its outcome out of its slot, so new
-    /// readers start new flights, and starts the refresh it was asked to run
-    /// again, if any.
-    pub(crate) fn detach_flight(
-        self: &Arc<Self>,
-        key: &Key,
-        handle: PrimerHandle,
-        flight: &Arc<Flight>,
-    ) {
-        let rerun = flight.take_rerun();
-        let restarted = self.memo.update(key, |slot| {
-            if !slot.flight.as_ref().is_some_and(|f| Arc::ptr_eq(f, flight)) {
-                return None;
+    /// readers start new flights.
+    pub(crate) fn detach_flight(&self, key: &Key, flight: &Arc<Flight>) {
+        self.memo.update(key, |slot| {
+            if slot.flight.as_ref().is_some_and(|f| Arc::ptr_eq(f, flight)) {
+                slot.flight = None;
             }
-            slot.flight = None;
-            let reason = rerun?;
-            let started = self.start_flight(slot, key, handle, FlightMode::Refresh, None);
-            started.ok().map(|_| reason)
         });
         flight.end();
-        if let Some(reason) = restarted {
-            self.events.emit(key, EventKind::RefreshStarted { reason });
-        }
     }
 }
 
@@ -196,8 +183,7 @@ impl FlightGuard {
     fn detach(&mut self) {
         if !self.detached {
             self.detached = true;
-            self.inner
-                .detach_flight(&self.key, self.handle, &self.flight);
+            self.inner.detach_flight(&self.key, &self.flight);
         }
     }
 
@@ -237,12 +223,11 @@ impl FlightGuard {
             match usable {
                 Some((ready, freshness)) if !def.policy.on_demand => {
                     self.deliver(Outcome::Value(ready.served()));
-                    if freshness != (Freshness::Stale { refresh: true }) {
-                        return After::default();
+                    if freshness == (Freshness::Stale { refresh: true }) {
+                        self.inner
+                            .queue_refresh_soon(&self.key, RefreshReason::Stale);
                     }
-                    self.emit(EventKind::RefreshStarted {
-                        reason: RefreshReason::Stale,
-                    });
+                    return After::default();
                 }
                 Some(_) => {}
                 None if !def.policy.prime_on_miss => {

@@ -12,9 +12,10 @@ use super::freshness::{Freshness, classify};
 use crate::ctx::{Ctx, Scope, ScopeKind};
 use crate::erased::{ErasedValue, PrimerHandle};
 use crate::error::Error;
-use crate::event::{EventKind, RefreshReason};
+use crate::event::EventKind;
 use crate::key::{Key, KeyWriter};
 use crate::primer::Primer;
+use crate::queue::RefreshReason;
 
 thread_local! {
     /// Where the hot path writes keys, so a hit allocates nothing.
@@ -139,7 +140,7 @@ impl Leader {
     fn end(mut self, outcome: Outcome) {
         if let Some(flight) = self.flight.take() {
             flight.deliver(outcome);
-            self.inner.detach_flight(&self.key, self.handle, &flight);
+            self.inner.detach_flight(&self.key, &flight);
             self.inner.flights.end();
         }
     }
@@ -227,7 +228,7 @@ impl Inner {
             let ready = slot.ready.as_ref().filter(|_| !policy.on_demand)?;
             match classify(ready, now) {
                 Freshness::Fresh => Some((ready.served(), EventKind::Hit)),
-                Freshness::Stale { refresh } if !refresh || slot.flight.is_some() => {
+                Freshness::Stale { refresh } if !refresh || slot.refresh_queued => {
                     Some((ready.served(), EventKind::StaleServed))
                 }
                 _ => None,
@@ -261,19 +262,14 @@ impl Inner {
     fn decide(self: &Arc<Self>, key: &Key, handle: PrimerHandle) -> Step {
         let policy = &handle.def.policy;
         let now = self.clock.now();
-        let mut refresh_started = false;
+        let mut queue_refresh = false;
         let step = self.memo.update(key, |slot| {
             if let Some(ready) = slot.ready.as_ref().filter(|_| !policy.on_demand) {
                 match classify(ready, now) {
                     Freshness::Fresh => return Step::Serve(ready.served(), EventKind::Hit),
                     Freshness::Stale { refresh } => {
                         let value = ready.served();
-                        if refresh && slot.flight.is_none() {
-                            match self.start_flight(slot, key, handle, FlightMode::Refresh, None) {
-                                Ok(_) => refresh_started = true,
-                                Err(error) => return Step::Failed(error),
-                            }
-                        }
+                        queue_refresh = refresh && slot.queue_refresh_once();
                         return Step::Serve(value, EventKind::StaleServed);
                     }
                     Freshness::Expired => {}
@@ -290,9 +286,8 @@ impl Inner {
             };
             result.unwrap_or_else(Step::Failed)
         });
-        if refresh_started {
-            let reason = RefreshReason::Stale;
-            self.events.emit(key, EventKind::RefreshStarted { reason });
+        if queue_refresh {
+            self.queue_refresh_soon(key, RefreshReason::Stale);
         }
         step
     }
@@ -333,14 +328,15 @@ impl Inner {
             .as_ref()
             .map(|ready| (ready.served(), classify(ready, now)));
         match usable {
-            Some((served, Freshness::Fresh | Freshness::Stale { refresh: false })) => {
+            Some((served, Freshness::Fresh)) => {
                 leader.end(Outcome::Value(served.clone()));
                 Ok(served)
             }
-            Some((served, Freshness::Stale { refresh: true })) => {
-                // Serve it, and let the flight refresh it.
-                flight.deliver(Outcome::Value(served.clone()));
-                leader.hand_over(loaded);
+            Some((served, Freshness::Stale { refresh })) => {
+                leader.end(Outcome::Value(served.clone()));
+                if refresh && self.memo.update(key, |slot| slot.queue_refresh_once()) {
+                    self.queue_refresh_soon(key, RefreshReason::Stale);
+                }
                 Ok(served)
             }
             _ => {

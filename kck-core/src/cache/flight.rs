@@ -3,14 +3,12 @@
 //! instead of a hang.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, PoisonError};
 
 use tokio::sync::watch;
 
 use crate::erased::ErasedValue;
 use crate::error::Error;
-use crate::event::RefreshReason;
 use crate::key::Key;
 use crate::store::ContentHash;
 
@@ -81,12 +79,6 @@ pub(crate) struct Flight {
     /// come from the same epoch.
     pub(crate) epoch: u64,
     outcome: watch::Sender<Option<Outcome>>,
-    /// Set when the primer starts running: a dependency change after this
-    /// point may not be seen by it.
-    pub(crate) started: AtomicBool,
-    /// Set when a dependency changed while the primer ran: refresh again
-    /// once this flight ends, for this reason.
-    rerun: Mutex<Option<RefreshReason>>,
     /// Becomes `true` when the flight has left its slot.
     ended: watch::Sender<bool>,
 }
@@ -98,8 +90,6 @@ impl Flight {
             mode,
             epoch,
             outcome: watch::Sender::new(None),
-            started: AtomicBool::new(false),
-            rerun: Mutex::new(None),
             ended: watch::Sender::new(false),
         }
     }
@@ -115,23 +105,6 @@ impl Flight {
             *slot = Some(outcome);
             true
         });
-    }
-
-    /// Asks for a refresh after this flight, because something it may have
-    /// read changed. Not needed for a refresh whose primer has not started:
-    /// it will read the new value.
-    pub(crate) fn request_rerun(&self, reason: RefreshReason) {
-        if self.mode == FlightMode::Get || self.started.load(Ordering::SeqCst) {
-            *self.rerun.lock().unwrap_or_else(PoisonError::into_inner) = Some(reason);
-        }
-    }
-
-    /// The reason to refresh again after this flight, if any.
-    pub(crate) fn take_rerun(&self) -> Option<RefreshReason> {
-        self.rerun
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take()
     }
 
     /// Marks the flight as gone from its slot.

@@ -51,6 +51,9 @@ pub(crate) struct Slot {
     /// Operations outside flights that will install a value keep the slot
     /// (and so its floor) alive.
     pins: u32,
+    /// A refresh of the value held was already asked for: stale reads ask
+    /// once.
+    pub(crate) refresh_queued: bool,
 }
 
 impl Default for Slot {
@@ -60,6 +63,7 @@ impl Default for Slot {
             flight: None,
             floor: Version(i64::MIN),
             pins: 0,
+            refresh_queued: false,
         }
     }
 }
@@ -67,6 +71,11 @@ impl Default for Slot {
 impl Slot {
     fn is_empty(&self) -> bool {
         self.ready.is_none() && self.flight.is_none() && self.pins == 0
+    }
+
+    /// Whether a stale read should queue a refresh: the first one does.
+    pub(crate) fn queue_refresh_once(&mut self) -> bool {
+        !std::mem::replace(&mut self.refresh_queued, true)
     }
 
     /// The entry changed at `version`: drop an older value, and never take
@@ -91,6 +100,7 @@ impl Slot {
             .is_none_or(|held| held.version < ready.version);
         if ready.version >= self.floor && newer {
             self.ready = Some(ready);
+            self.refresh_queued = false;
         }
     }
 }

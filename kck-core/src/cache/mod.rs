@@ -19,10 +19,10 @@ mod propagate;
 use std::any::{Any, TypeId};
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 
 pub use builder::CacheBuilder;
 pub use fetch::get;
@@ -34,8 +34,10 @@ use self::peers::{Peers, Watcher};
 use crate::clock::{Clock, Timestamp};
 use crate::erased::ErasedStub;
 use crate::event::Events;
+use crate::queue::Queue;
 use crate::registry::Registry;
 use crate::store::Store;
+use crate::worker::Worker;
 
 /// A cache of data products: the handle every getter, worker and tool uses.
 ///
@@ -70,6 +72,30 @@ pub(crate) struct Inner {
     /// Who this cache is, as a lease holder.
     pub(crate) holder: String,
     pub(crate) lease_ttl: Duration,
+    pub(crate) queue: Arc<dyn Queue>,
+    /// Whether this cache runs a worker of its own, and whether it started.
+    pub(crate) local_worker: bool,
+    pub(crate) local_worker_started: AtomicBool,
+    /// How many times this cache queued jobs, and how many of those its
+    /// local worker has worked through: what [`Cache::wait_idle`] waits for.
+    pub(crate) queued: AtomicU64,
+    pub(crate) worked: watch::Sender<u64>,
+}
+
+impl Inner {
+    /// Starts the cache's own worker, once, if it has one and a runtime is
+    /// there to run it.
+    pub(crate) fn start_local_worker(self: &Arc<Self>) {
+        if !self.local_worker || self.local_worker_started.load(Ordering::SeqCst) {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        if !self.local_worker_started.swap(true, Ordering::SeqCst) {
+            runtime.spawn(Worker::local(self).run());
+        }
+    }
 }
 
 /// Counts running flights, so [`Cache::wait_idle`] can wait for them.
@@ -126,16 +152,35 @@ impl Cache {
         &self.inner.store
     }
 
+    /// The queue of refresh jobs.
+    pub fn queue(&self) -> &Arc<dyn Queue> {
+        &self.inner.queue
+    }
+
     /// Now, by the cache's clock.
     pub fn now(&self) -> Timestamp {
         self.inner.clock.now()
     }
 
-    /// Waits until no computation or refresh is running: background
-    /// refreshes started by stale reads and dependency changes included.
-    /// Tests use it to let the cache settle; servers, to drain on shutdown.
+    /// Waits until no computation of this process runs, and, if the cache
+    /// runs its own worker, until that worker has run the jobs due that this
+    /// cache queued (stale reads, changed dependencies), and the jobs those
+    /// queued in turn. Jobs that other processes' workers run are theirs.
+    /// Servers use it to drain on shutdown; `kck-testing`, to settle.
     pub async fn wait_idle(&self) {
-        self.inner.flights.wait_idle().await;
+        loop {
+            self.inner.flights.wait_idle().await;
+            if !self.inner.local_worker_started.load(Ordering::SeqCst) {
+                return;
+            }
+            let queued = self.inner.queued.load(Ordering::SeqCst);
+            let mut worked = self.inner.worked.subscribe();
+            if *worked.borrow() >= queued {
+                return;
+            }
+            // The worker lives as long as the cache: this cannot fail.
+            let _ = worked.wait_for(|worked| *worked >= queued).await;
+        }
     }
 
     /// The number of keys held in the in-process memo (values and running

@@ -9,9 +9,10 @@ use super::memo::Ready;
 use super::{Cache, Inner};
 use crate::erased::{ErasedValue, PrimerHandle};
 use crate::error::Error;
-use crate::event::{EventKind, RefreshReason};
+use crate::event::EventKind;
 use crate::key::{Key, TypedKey};
 use crate::primer::Primer;
+use crate::queue::RefreshReason;
 use crate::store::{ContentHash, Entry, EntryMeta, Expect, Saved, StoredEntry, Version};
 
 impl Cache {
@@ -67,7 +68,8 @@ impl Cache {
     /// keeps serving its last good value (`stale_if_error`).
     pub async fn refresh<P: Primer>(&self, key: &TypedKey<P>) -> Result<Arc<P::Value>, Error> {
         let handle = self.inner.typed_handle::<P>()?;
-        downcast::<P>(self.inner.refresh(key, handle).await?.value)
+        let reasons = vec![RefreshReason::Requested];
+        downcast::<P>(self.inner.refresh(key, handle, reasons).await?.value)
     }
 
     /// Marks the entry of `key`, and everything that read it, transitively,
@@ -131,7 +133,8 @@ impl Cache {
     /// [`Error::UnknownPrimer`] if the key does not fit a registered primer.
     pub async fn refresh_key(&self, key: &Key) -> Result<(), Error> {
         let handle = self.inner.checked_handle(key)?;
-        self.inner.refresh(key, handle).await.map(drop)
+        let reasons = vec![RefreshReason::Requested];
+        self.inner.refresh(key, handle, reasons).await.map(drop)
     }
 
     /// The stored entry of `key` (value bytes, version, timestamps, last
@@ -256,7 +259,13 @@ impl Inner {
         }
     }
 
-    async fn refresh(self: &Arc<Self>, key: &Key, handle: PrimerHandle) -> Result<Served, Error> {
+    /// Recomputes `key` now, for `reasons`; see [`Cache::refresh`].
+    pub(crate) async fn refresh(
+        self: &Arc<Self>,
+        key: &Key,
+        handle: PrimerHandle,
+        reasons: Vec<RefreshReason>,
+    ) -> Result<Served, Error> {
         let watermark = self.flights.watermark();
         loop {
             let mut started = false;
@@ -270,8 +279,8 @@ impl Inner {
                 });
             let flight = flight?;
             if started {
-                let reason = RefreshReason::Requested;
-                self.events.emit(key, EventKind::RefreshStarted { reason });
+                let reasons = reasons.clone();
+                self.events.emit(key, EventKind::RefreshStarted { reasons });
             }
             if flight.mode == FlightMode::Refresh && flight.id > watermark {
                 return flight.wait(key).await.for_refresher();

@@ -1,24 +1,28 @@
-//! Changes travel to dependents: refreshed (`on_change = refresh`) or marked
-//! stale (`on_change = invalidate`), and explicit invalidations cascade.
+//! Changes travel to dependents, as refresh jobs (the worker that runs one
+//! applies the dependent's `on_change`), and explicit invalidations
+//! cascade.
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use super::Inner;
-use super::flight::FlightMode;
-use crate::erased::PrimerHandle;
 use crate::error::Error;
-use crate::event::{EventKind, InvalidationCause, RefreshReason};
+use crate::event::{EventKind, InvalidationCause};
 use crate::key::Key;
-use crate::primer::OnChange;
+use crate::queue::{JobRequest, RefreshReason};
 use crate::store::{ContentHash, EntryPatch, Expect, Saved};
 
 impl Inner {
-    /// The value of `key` changed to one hashed `hash`: act on each
-    /// dependent that saw another value, according to its primer's
-    /// `on_change`. A dependent that already read this value (it was
-    /// computed meanwhile) is left alone.
+    /// The value of `key` changed to one hashed `hash`: queue a refresh of
+    /// each dependent that read another value (a dependent computed
+    /// meanwhile already read this one). The worker that runs it applies
+    /// the dependent's `on_change`. A store that queues these jobs itself,
+    /// with the write, needs nothing more.
     pub(crate) async fn value_changed(self: &Arc<Self>, key: &Key, hash: ContentHash) {
+        if self.store.queues_dependents() {
+            return;
+        }
         let dependents = match self.store.dependents(key).await {
             Ok(dependents) => dependents,
             Err(error) => {
@@ -26,56 +30,56 @@ impl Inner {
                 return self.events.emit(key, EventKind::Failed { error });
             }
         };
-        for edge in dependents {
-            if edge.seen == Some(hash) {
-                continue;
+        let now = self.clock.now();
+        let jobs: Vec<JobRequest> = dependents
+            .into_iter()
+            .filter(|edge| edge.seen != Some(hash))
+            .map(|edge| {
+                let reason = RefreshReason::DependencyChanged { from: key.clone() };
+                JobRequest::new(edge.key, now, reason)
+            })
+            .collect();
+        self.queue_refresh(jobs).await;
+    }
+
+    /// Queues refresh jobs, and tells.
+    pub(crate) async fn queue_refresh(self: &Arc<Self>, jobs: Vec<JobRequest>) {
+        if jobs.is_empty() {
+            return;
+        }
+        match self.queue.enqueue(&jobs).await {
+            Ok(()) => {
+                self.queued.fetch_add(1, Ordering::SeqCst);
+                for job in jobs {
+                    let reason = job.reason;
+                    self.events
+                        .emit(&job.key, EventKind::RefreshQueued { reason });
+                }
+                self.start_local_worker();
             }
-            let dependent = edge.key;
-            let handle = match self.registry.handle(dependent.primer()) {
-                Ok(handle) => *handle,
-                Err(error) => {
-                    self.events.emit(&dependent, EventKind::Failed { error });
-                    continue;
-                }
-            };
-            let from = key.clone();
-            match handle.def.policy.on_change {
-                OnChange::Refresh => {
-                    let reason = RefreshReason::DependencyChanged { from };
-                    self.request_refresh(&dependent, handle, reason);
-                }
-                OnChange::Invalidate => {
-                    let cause = InvalidationCause::DependencyChanged { from };
-                    if let Err(error) = self.mark_stale(&dependent, cause).await {
-                        self.events.emit(&dependent, EventKind::Failed { error });
-                    }
+            Err(error) => {
+                let error = Error::Store(error);
+                for job in &jobs {
+                    let error = error.clone();
+                    self.events.emit(&job.key, EventKind::Failed { error });
                 }
             }
         }
     }
 
-    /// Refreshes `key` in the background, once: if a flight is running, asks
-    /// it to run again afterwards instead of starting another.
-    pub(crate) fn request_refresh(
-        self: &Arc<Self>,
-        key: &Key,
-        handle: PrimerHandle,
-        reason: RefreshReason,
-    ) {
-        let started = self.memo.update(key, |slot| match &slot.flight {
-            Some(flight) => {
-                flight.request_rerun(reason.clone());
-                Ok(false)
-            }
-            None => self
-                .start_flight(slot, key, handle, FlightMode::Refresh, None)
-                .map(|_| true),
+    /// Queues a refresh from a context that cannot wait (a read under a
+    /// lock), on a task of its own that [`Cache::wait_idle`] waits for.
+    pub(crate) fn queue_refresh_soon(self: &Arc<Self>, key: &Key, reason: RefreshReason) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let job = JobRequest::new(key.clone(), self.clock.now(), reason);
+        let inner = self.clone();
+        self.flights.begin();
+        runtime.spawn(async move {
+            inner.queue_refresh(vec![job]).await;
+            inner.flights.end();
         });
-        match started {
-            Ok(true) => self.events.emit(key, EventKind::RefreshStarted { reason }),
-            Ok(false) => {}
-            Err(error) => self.events.emit(key, EventKind::Failed { error }),
-        }
     }
 
     /// Marks the entry of `key` stale from now on; returns whether there was

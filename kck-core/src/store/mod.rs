@@ -22,6 +22,7 @@ use futures_util::future::BoxFuture;
 use crate::clock::Timestamp;
 use crate::error::BoxError;
 use crate::key::Key;
+use crate::queue::Queue;
 
 pub use memory::MemoryStore;
 
@@ -67,6 +68,20 @@ pub trait Store: Send + Sync + 'static {
 
     /// What the last computation of `key` read, in first-read order.
     fn dependencies<'a>(&'a self, key: &'a Key) -> BoxFuture<'a, Result<Vec<Edge>, StoreError>>;
+
+    /// The refresh queue that goes with this store, if it has one (a
+    /// database holds both). Default: none; the cache uses a
+    /// [`MemoryQueue`](crate::MemoryQueue).
+    fn queue(&self) -> Option<Arc<dyn Queue>> {
+        None
+    }
+
+    /// Whether a write that changes a value also queues the refresh of its
+    /// dependents, in the same transaction. Default: no; the cache queues
+    /// them after the write.
+    fn queues_dependents(&self) -> bool {
+        false
+    }
 
     /// Registers a cache to be told about every write, removal and lease
     /// release, its own included, for as long as `watcher` lives. Default:
@@ -135,6 +150,12 @@ impl<S: Store + ?Sized> Store for Arc<S> {
     }
     fn watch(&self, watcher: Weak<dyn ChangeWatcher>) {
         (**self).watch(watcher);
+    }
+    fn queue(&self) -> Option<Arc<dyn Queue>> {
+        (**self).queue()
+    }
+    fn queues_dependents(&self) -> bool {
+        (**self).queues_dependents()
     }
     fn acquire_lease<'a>(
         &'a self,

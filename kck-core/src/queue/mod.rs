@@ -1,0 +1,247 @@
+//! The refresh queue: jobs that refresh products in the background.
+//!
+//! A job asks for one key to be refreshed, for one or more reasons. There is
+//! at most one *pending* job per key: a second request merges into it,
+//! keeping the earliest due time, the highest priority and every reason.
+//! Workers claim due jobs with a lease and a claim token; a job whose lease
+//! runs out is claimed again, and the token fences out the worker that lost
+//! it (it can no longer complete or fail the job). Failed jobs are retried
+//! with back-off, then kept as failed with their error.
+//!
+//! [`MemoryQueue`] serves one process; `kck-diesel`'s PostgreSQL store is
+//! also a queue, shared by every process.
+
+mod memory;
+
+use std::fmt;
+use std::sync::Weak;
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+
+use crate::clock::Timestamp;
+use crate::key::Key;
+use crate::store::StoreError;
+
+pub use memory::MemoryQueue;
+
+/// A queue of refresh jobs. Object safe: the cache holds an `Arc<dyn Queue>`.
+///
+/// Times are given by the caller (the cache's clock), so a queue decides
+/// nothing by a clock of its own.
+pub trait Queue: Send + Sync + 'static {
+    /// Adds jobs, merging each into the pending job of its key if there is
+    /// one (earliest due time, highest priority, union of reasons), and wakes
+    /// the watchers.
+    fn enqueue<'a>(&'a self, jobs: &'a [JobRequest]) -> BoxFuture<'a, Result<(), StoreError>>;
+
+    /// Claims up to `limit` jobs that are due at `now` (or whose lease ran
+    /// out), for `worker`, until `now + lease`; highest priority first, then
+    /// earliest due.
+    fn claim<'a>(
+        &'a self,
+        worker: &'a str,
+        limit: usize,
+        lease: Duration,
+        now: Timestamp,
+    ) -> BoxFuture<'a, Result<Vec<Job>, StoreError>>;
+
+    /// Extends the lease of claimed jobs until `now + lease`; says, for each,
+    /// whether the claim still holds.
+    fn extend<'a>(
+        &'a self,
+        claims: &'a [Claim],
+        lease: Duration,
+        now: Timestamp,
+    ) -> BoxFuture<'a, Result<Vec<bool>, StoreError>>;
+
+    /// Removes a job done under `claim`; `false` if the claim no longer
+    /// holds (the job was claimed again meanwhile).
+    fn complete<'a>(&'a self, claim: &'a Claim) -> BoxFuture<'a, Result<bool, StoreError>>;
+
+    /// Puts a failed job back as pending, due at `retry_at`, counting the
+    /// attempt; or, with no `retry_at`, keeps it as failed. Records `error`.
+    /// `false` if the claim no longer holds.
+    fn fail<'a>(
+        &'a self,
+        claim: &'a Claim,
+        error: &'a str,
+        retry_at: Option<Timestamp>,
+    ) -> BoxFuture<'a, Result<bool, StoreError>>;
+
+    /// Gives a claimed job back, untouched, as pending (a worker shutting
+    /// down).
+    fn release<'a>(&'a self, claim: &'a Claim) -> BoxFuture<'a, Result<bool, StoreError>>;
+
+    /// The earliest due time of a pending job, or of a running job's lease
+    /// end: when a worker should look again.
+    fn next_due(&self) -> BoxFuture<'_, Result<Option<Timestamp>, StoreError>>;
+
+    /// The jobs kept as failed, with their errors.
+    fn failed(&self) -> BoxFuture<'_, Result<Vec<FailedJob>, StoreError>>;
+
+    /// Registers a watcher woken whenever jobs are enqueued, for as long as
+    /// it lives.
+    fn watch_jobs(&self, watcher: Weak<dyn JobWatcher>);
+}
+
+/// Told when jobs are enqueued, so idle workers wake up.
+pub trait JobWatcher: Send + Sync + 'static {
+    /// Jobs were enqueued.
+    fn enqueued(&self);
+}
+
+/// A request for a refresh.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobRequest {
+    /// The product to refresh.
+    pub key: Key,
+    /// When it should run.
+    pub due_at: Timestamp,
+    /// Higher runs first.
+    pub priority: i16,
+    /// Why.
+    pub reason: RefreshReason,
+}
+
+impl JobRequest {
+    /// A request to refresh `key` at `due_at`, for `reason`, at priority 0.
+    pub fn new(key: Key, due_at: Timestamp, reason: RefreshReason) -> Self {
+        JobRequest {
+            key,
+            due_at,
+            priority: 0,
+            reason,
+        }
+    }
+}
+
+/// Why a product is refreshed.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum RefreshReason {
+    /// A read found the value stale, or due for its periodic refresh.
+    Stale,
+    /// A product it read changed.
+    DependencyChanged {
+        /// The product that changed.
+        from: Key,
+    },
+    /// Its periodic refresh (`refresh = "…"`) is due.
+    Interval,
+    /// Its primer's schedule (`schedule = "…"`) fired.
+    Schedule,
+    /// Its primer's domain names it, and it is missing.
+    Domain,
+    /// [`Cache::refresh`](crate::Cache::refresh) or
+    /// [`Cache::refresh_key`](crate::Cache::refresh_key) asked for it.
+    Requested,
+}
+
+impl RefreshReason {
+    /// The reason as stored: `stale`, `dependency <key>`, `interval`…
+    pub fn to_text(&self) -> String {
+        match self {
+            RefreshReason::Stale => "stale".to_owned(),
+            RefreshReason::DependencyChanged { from } => format!("dependency {from}"),
+            RefreshReason::Interval => "interval".to_owned(),
+            RefreshReason::Schedule => "schedule".to_owned(),
+            RefreshReason::Domain => "domain".to_owned(),
+            RefreshReason::Requested => "requested".to_owned(),
+        }
+    }
+
+    /// Reads a reason written by [`RefreshReason::to_text`].
+    ///
+    /// # Errors
+    ///
+    /// The text, if it is no reason.
+    pub fn from_text(text: &str) -> Result<Self, String> {
+        match text.split_once(' ') {
+            Some(("dependency", key)) => Key::parse(key)
+                .map(|from| RefreshReason::DependencyChanged { from })
+                .map_err(|_| text.to_owned()),
+            _ => match text {
+                "stale" => Ok(RefreshReason::Stale),
+                "interval" => Ok(RefreshReason::Interval),
+                "schedule" => Ok(RefreshReason::Schedule),
+                "domain" => Ok(RefreshReason::Domain),
+                "requested" => Ok(RefreshReason::Requested),
+                _ => Err(text.to_owned()),
+            },
+        }
+    }
+}
+
+impl fmt::Display for RefreshReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_text())
+    }
+}
+
+/// The identity of a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct JobId(pub i64);
+
+/// A worker's hold on a claimed job. The token changes with every claim:
+/// a worker that lost the job cannot complete or fail it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claim {
+    /// The job.
+    pub job: JobId,
+    /// The claim's token.
+    pub token: i64,
+}
+
+/// A claimed job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Job {
+    /// The product to refresh.
+    pub key: Key,
+    /// When it was due.
+    pub due_at: Timestamp,
+    /// Its priority.
+    pub priority: i16,
+    /// Every reason merged into it.
+    pub reasons: Vec<RefreshReason>,
+    /// Failed attempts so far.
+    pub attempts: u32,
+    /// The claim to complete or fail it with.
+    pub claim: Claim,
+}
+
+/// A job kept as failed after its last attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailedJob {
+    /// The product it refreshed.
+    pub key: Key,
+    /// Attempts made.
+    pub attempts: u32,
+    /// The last error.
+    pub error: String,
+    /// Its reasons.
+    pub reasons: Vec<RefreshReason>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reasons_round_trip_as_text() {
+        let reasons = [
+            RefreshReason::Stale,
+            RefreshReason::DependencyChanged {
+                from: Key::parse("a/b%2Fc").unwrap(),
+            },
+            RefreshReason::Interval,
+            RefreshReason::Schedule,
+            RefreshReason::Domain,
+            RefreshReason::Requested,
+        ];
+        for reason in reasons {
+            assert_eq!(RefreshReason::from_text(&reason.to_text()), Ok(reason));
+        }
+        assert!(RefreshReason::from_text("whatever").is_err());
+    }
+}

@@ -1,0 +1,492 @@
+//! Workers: they claim refresh jobs from the queue and run them.
+//!
+//! A worker runs next to a web server or in a process of its own, on any
+//! machine that shares the cache's store and queue. It claims due jobs
+//! (leased, so a worker that dies gives them back when the lease runs out),
+//! refreshes their keys through the registry, keeps its leases alive while
+//! they run, and completes them, or retries them with exponential back-off
+//! and jitter, or keeps them as failed after the last attempt. A job that
+//! fails, panics or names an unknown primer never stops the worker.
+//!
+//! ```no_run
+//! # async fn run(cache: kck_core::Cache) -> Result<(), kck_core::Error> {
+//! use std::time::Duration;
+//! use kck_core::Worker;
+//!
+//! let worker = Worker::builder(&cache)
+//!     .concurrency(16)
+//!     .job_timeout(Duration::from_secs(120))
+//!     .retries(5, Duration::from_secs(1), Duration::from_secs(300))
+//!     .shutdown(async { /* resolve on SIGTERM, for example */ })
+//!     .build();
+//! worker.run().await
+//! # }
+//! ```
+
+use std::future::Future;
+use std::hash::BuildHasher;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::time::Duration;
+
+use futures_util::FutureExt;
+use futures_util::future::BoxFuture;
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
+
+use crate::cache::{Cache, Inner};
+use crate::clock::Timestamp;
+use crate::error::{Error, panic_message};
+use crate::event::{EventKind, InvalidationCause};
+use crate::primer::OnChange;
+use crate::queue::{Job, JobWatcher, RefreshReason};
+
+/// A worker; see the [module documentation](self).
+pub struct Worker {
+    source: Source,
+    config: Arc<Config>,
+    /// Taken by [`Worker::run`]; in a mutex so a worker can be shared.
+    shutdown: Mutex<Option<BoxFuture<'static, ()>>>,
+}
+
+/// The cache a worker works for: held, or (for a cache's own local worker)
+/// only referred to, so the cache can go away.
+#[derive(Clone)]
+enum Source {
+    Held(Cache),
+    Local(Weak<Inner>),
+}
+
+impl Source {
+    fn is_local(&self) -> bool {
+        matches!(self, Source::Local(_))
+    }
+
+    fn get(&self) -> Option<Cache> {
+        match self {
+            Source::Held(cache) => Some(cache.clone()),
+            Source::Local(inner) => inner.upgrade().map(|inner| Cache { inner }),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Config {
+    id: String,
+    concurrency: usize,
+    job_timeout: Duration,
+    attempts: u32,
+    backoff_base: Duration,
+    backoff_max: Duration,
+    lease: Duration,
+    poll: Duration,
+    grace: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            id: format!(
+                "worker-{}-{:08x}",
+                std::process::id(),
+                foldhash::fast::RandomState::default().hash_one(std::process::id()) as u32
+            ),
+            concurrency: 8,
+            job_timeout: Duration::from_secs(300),
+            attempts: 5,
+            backoff_base: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(300),
+            lease: Duration::from_secs(30),
+            poll: Duration::from_secs(1),
+            grace: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Builds a [`Worker`].
+pub struct WorkerBuilder {
+    cache: Cache,
+    config: Config,
+    shutdown: Option<BoxFuture<'static, ()>>,
+}
+
+impl WorkerBuilder {
+    /// A name for this worker in the queue (default: `worker-<pid>-<random>`).
+    pub fn id(mut self, id: impl Into<String>) -> Self {
+        self.config.id = id.into();
+        self
+    }
+
+    /// How many jobs run at once (default 8).
+    pub fn concurrency(mut self, jobs: usize) -> Self {
+        self.config.concurrency = jobs.max(1);
+        self
+    }
+
+    /// How long one job may run before it counts as failed (default 5 min).
+    pub fn job_timeout(mut self, timeout: Duration) -> Self {
+        self.config.job_timeout = timeout;
+        self
+    }
+
+    /// At most `attempts` attempts per job (default 5), the retries waiting
+    /// `base`, doubling up to `max` (default 1 s to 5 min), plus up to a
+    /// quarter more at random.
+    pub fn retries(mut self, attempts: u32, base: Duration, max: Duration) -> Self {
+        self.config.attempts = attempts.max(1);
+        self.config.backoff_base = base;
+        self.config.backoff_max = max;
+        self
+    }
+
+    /// How long a claim lasts without a heartbeat (default 30 s); it is
+    /// renewed every third of that while the job runs.
+    pub fn lease(mut self, lease: Duration) -> Self {
+        self.config.lease = lease.max(Duration::from_millis(30));
+        self
+    }
+
+    /// How often an idle worker looks at the queue when nothing wakes it
+    /// (default 1 s). A queue that announces new jobs wakes it at once.
+    pub fn poll_interval(mut self, poll: Duration) -> Self {
+        self.config.poll = poll.max(Duration::from_millis(1));
+        self
+    }
+
+    /// How long [`Worker::run`] waits for running jobs after the shutdown
+    /// signal (default 30 s); jobs still running then are dropped, and their
+    /// claims run out and are claimed again.
+    pub fn grace_period(mut self, grace: Duration) -> Self {
+        self.config.grace = grace;
+        self
+    }
+
+    /// Stops the worker when `signal` completes.
+    pub fn shutdown(mut self, signal: impl Future<Output = ()> + Send + 'static) -> Self {
+        self.shutdown = Some(Box::pin(signal));
+        self
+    }
+
+    /// The worker.
+    pub fn build(self) -> Worker {
+        Worker {
+            source: Source::Held(self.cache),
+            config: Arc::new(self.config),
+            shutdown: Mutex::new(self.shutdown),
+        }
+    }
+}
+
+/// Wakes an idle worker when jobs are enqueued.
+struct Wake(Notify);
+
+impl JobWatcher for Wake {
+    fn enqueued(&self) {
+        self.0.notify_waiters();
+    }
+}
+
+/// What became of a job.
+enum Outcome {
+    Done,
+    /// Worth another attempt.
+    Retry(String),
+    /// Never worth another attempt (an unknown primer, a malformed key).
+    GiveUp(String),
+}
+
+impl Worker {
+    /// A builder for a worker of `cache`.
+    pub fn builder(cache: &Cache) -> WorkerBuilder {
+        WorkerBuilder {
+            cache: cache.clone(),
+            config: Config::default(),
+            shutdown: None,
+        }
+    }
+
+    /// The worker a cache runs for itself, holding it only weakly: it ends
+    /// with the cache.
+    pub(crate) fn local(inner: &Arc<Inner>) -> Worker {
+        Worker {
+            source: Source::Local(Arc::downgrade(inner)),
+            config: Arc::new(Config {
+                id: format!("local-{}", inner.holder),
+                ..Config::default()
+            }),
+            shutdown: Mutex::new(None),
+        }
+    }
+
+    /// Runs until the shutdown signal (or, for a cache's local worker, until
+    /// the cache is dropped): claims due jobs as capacity allows, and sleeps
+    /// until the next is due, a job ends, or new jobs are announced.
+    ///
+    /// # Errors
+    ///
+    /// None so far: queue errors are reported as events and retried.
+    pub async fn run(self) -> Result<(), Error> {
+        let Worker {
+            source,
+            config,
+            shutdown,
+        } = self;
+        let wake = Arc::new(Wake(Notify::new()));
+        if let Some(cache) = source.get() {
+            let watcher: Arc<dyn JobWatcher> = wake.clone();
+            cache.inner.queue.watch_jobs(Arc::downgrade(&watcher));
+        }
+        let shutdown = shutdown
+            .into_inner()
+            .unwrap_or_else(PoisonError::into_inner);
+        let mut shutdown: Pin<Box<dyn Future<Output = ()> + Send>> = match shutdown {
+            Some(signal) => signal,
+            None => Box::pin(std::future::pending()),
+        };
+        let mut running: JoinSet<()> = JoinSet::new();
+        loop {
+            let Some(cache) = source.get() else { break };
+            let woken = wake.0.notified();
+            // What this cache had queued before looking: once nothing is due
+            // and nothing runs, all of it is worked through.
+            let queued = cache.inner.queued.load(Ordering::SeqCst);
+            let capacity = config.concurrency.saturating_sub(running.len());
+            let mut claimed = false;
+            if capacity > 0 {
+                for job in claim(&cache, &config, capacity).await {
+                    claimed = true;
+                    running.spawn(process(cache.clone(), config.clone(), job));
+                }
+            }
+            if source.is_local() && !claimed && running.is_empty() {
+                cache.inner.worked.send_if_modified(|worked| {
+                    let newer = *worked < queued;
+                    *worked = (*worked).max(queued);
+                    newer
+                });
+            }
+            let idle = idle_time(&cache, &config).await;
+            drop(cache);
+            tokio::select! {
+                () = &mut shutdown => break,
+                Some(_) = running.join_next(), if !running.is_empty() => {}
+                () = woken => {}
+                () = tokio::time::sleep(idle) => {}
+            }
+        }
+        // Let running jobs finish; the ones that do not in time are dropped,
+        // and their claims run out and are claimed again.
+        let finished = tokio::time::timeout(config.grace, async {
+            while running.join_next().await.is_some() {}
+        });
+        if finished.await.is_err() {
+            running.abort_all();
+        }
+        Ok(())
+    }
+
+    /// Runs every job due now, and the jobs they cause that are due now
+    /// too, then returns how many ran. Tests use it to drive the queue on a
+    /// mock clock.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Store`] if the queue fails.
+    pub async fn run_due(&self) -> Result<usize, Error> {
+        let Some(cache) = self.source.get() else {
+            return Ok(0);
+        };
+        let mut ran = 0;
+        loop {
+            let now = cache.now();
+            let jobs = cache
+                .inner
+                .queue
+                .claim(&self.config.id, 1024, self.config.lease, now)
+                .await?;
+            if jobs.is_empty() {
+                return Ok(ran);
+            }
+            ran += jobs.len();
+            let jobs = jobs
+                .into_iter()
+                .map(|job| process(cache.clone(), self.config.clone(), job));
+            futures_util::future::join_all(jobs).await;
+            cache.wait_idle().await;
+        }
+    }
+}
+
+async fn claim(cache: &Cache, config: &Config, capacity: usize) -> Vec<Job> {
+    let queue = &cache.inner.queue;
+    let claimed = queue
+        .claim(&config.id, capacity, config.lease, cache.now())
+        .await;
+    claimed.unwrap_or_else(|error| {
+        tracing::warn!(target: "kck", %error, worker = %config.id, "cannot claim jobs");
+        Vec::new()
+    })
+}
+
+/// How long to sleep: until the next job is due, at most the poll
+/// interval.
+async fn idle_time(cache: &Cache, config: &Config) -> Duration {
+    match cache.inner.queue.next_due().await {
+        Ok(Some(due)) => due.saturating_duration_since(cache.now()).min(config.poll),
+        _ => config.poll,
+    }
+}
+
+/// Runs one job and settles it with the queue: complete, retry or keep as
+/// failed. Never panics: a panic in the job counts as a failed attempt.
+async fn process(cache: Cache, config: Arc<Config>, job: Job) {
+    cache.inner.flights.begin();
+    settle(&cache, &config, job).await;
+    cache.inner.flights.end();
+}
+
+async fn settle(cache: &Cache, config: &Config, job: Job) {
+    let run = AssertUnwindSafe(while_held(
+        cache,
+        config,
+        &job,
+        execute(cache, config, &job),
+    ));
+    let outcome = run.catch_unwind().await.unwrap_or_else(|panic| {
+        Outcome::Retry(format!("the job panicked: {}", panic_message(&*panic)))
+    });
+    let inner = &cache.inner;
+    let queue = &inner.queue;
+    let settled = match outcome {
+        Outcome::Done => queue.complete(&job.claim).await,
+        Outcome::Retry(error) if job.attempts + 1 < config.attempts => {
+            let attempt = job.attempts + 1;
+            let at = retry_at(config, cache.now(), attempt, job.claim.job.0);
+            inner.events.emit(
+                &job.key,
+                EventKind::RetryScheduled {
+                    attempt,
+                    at,
+                    error: error.clone(),
+                },
+            );
+            queue.fail(&job.claim, &error, Some(at)).await
+        }
+        Outcome::Retry(error) | Outcome::GiveUp(error) => {
+            let attempts = job.attempts + 1;
+            inner.events.emit(
+                &job.key,
+                EventKind::JobFailed {
+                    attempts,
+                    error: error.clone(),
+                },
+            );
+            queue.fail(&job.claim, &error, None).await
+        }
+    };
+    match settled {
+        Ok(true) => {}
+        Ok(false) => {
+            tracing::debug!(target: "kck", key = %job.key, "lost the claim on a job before settling it")
+        }
+        Err(error) => tracing::warn!(target: "kck", key = %job.key, %error, "cannot settle a job"),
+    }
+}
+
+/// When to try again: `base * 2^(attempt - 1)`, at most `max`, plus up to a
+/// quarter more, spread by job and attempt.
+fn retry_at(config: &Config, now: Timestamp, attempt: u32, job: i64) -> Timestamp {
+    let exponent = attempt.saturating_sub(1).min(31);
+    let delay = config
+        .backoff_base
+        .saturating_mul(1 << exponent)
+        .min(config.backoff_max);
+    let spread = foldhash::fast::FixedState::with_seed(0x6b636b).hash_one((job, attempt));
+    let jitter = delay.mul_f64((spread % 1000) as f64 / 4000.0);
+    now + delay + jitter
+}
+
+/// Runs `work` while renewing the job's claim every third of its lease.
+async fn while_held<F: Future<Output = Outcome>>(
+    cache: &Cache,
+    config: &Config,
+    job: &Job,
+    work: F,
+) -> Outcome {
+    let claims = std::slice::from_ref(&job.claim);
+    let heartbeat = async {
+        loop {
+            tokio::time::sleep(config.lease / 3).await;
+            let extended = cache
+                .inner
+                .queue
+                .extend(claims, config.lease, cache.now())
+                .await;
+            if !matches!(extended.as_deref(), Ok([true])) {
+                // Lost the claim: finish all the same; the version fence
+                // keeps an older write from replacing a newer one.
+                return;
+            }
+        }
+    };
+    let work = std::pin::pin!(work);
+    match futures_util::future::select(work, std::pin::pin!(heartbeat)).await {
+        futures_util::future::Either::Left((outcome, _)) => outcome,
+        futures_util::future::Either::Right(((), work)) => work.await,
+    }
+}
+
+/// Does what the job asks.
+async fn execute(cache: &Cache, config: &Config, job: &Job) -> Outcome {
+    let inner = &cache.inner;
+    let handle = match inner.registry.handle(job.key.primer()) {
+        Ok(handle) => *handle,
+        Err(error) => return Outcome::GiveUp(error.to_string()),
+    };
+    if let Err(error) = (handle.check_key)(&job.key) {
+        return Outcome::GiveUp(Error::from(error).to_string());
+    }
+    // A dependent that only asked to be told of changes is marked stale.
+    let changed_from = job.reasons.iter().find_map(|reason| match reason {
+        RefreshReason::DependencyChanged { from } => Some(from.clone()),
+        _ => None,
+    });
+    let only_changes = job
+        .reasons
+        .iter()
+        .all(|reason| matches!(reason, RefreshReason::DependencyChanged { .. }));
+    if let (Some(from), true, OnChange::Invalidate) =
+        (changed_from, only_changes, handle.def.policy.on_change)
+    {
+        let cause = InvalidationCause::DependencyChanged { from };
+        return match inner.mark_stale(&job.key, cause).await {
+            Ok(_) => Outcome::Done,
+            Err(error) => Outcome::Retry(error.to_string()),
+        };
+    }
+    let refresh = inner.refresh(&job.key, handle, job.reasons.clone());
+    match tokio::time::timeout(config.job_timeout, refresh).await {
+        Ok(Ok(_)) => Outcome::Done,
+        Ok(Err(error)) => Outcome::Retry(error.to_string()),
+        Err(_) => Outcome::Retry(format!("timed out after {:?}", config.job_timeout)),
+    }
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker")
+            .field("id", &self.config.id)
+            .field("concurrency", &self.config.concurrency)
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for WorkerBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkerBuilder")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
