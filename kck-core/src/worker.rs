@@ -1,27 +1,4 @@
 //! Workers: they claim refresh jobs from the queue and run them.
-//!
-//! A worker runs next to a web server or in a process of its own, on any
-//! machine that shares the cache's store and queue. It claims due jobs
-//! (leased, so a worker that dies gives them back when the lease runs out),
-//! refreshes their keys through the registry, keeps its leases alive while
-//! they run, and completes them, or retries them with exponential back-off
-//! and jitter, or keeps them as failed after the last attempt. A job that
-//! fails, panics or names an unknown primer never stops the worker.
-//!
-//! ```no_run
-//! # async fn run(cache: kck_core::Cache) -> Result<(), kck_core::Error> {
-//! use std::time::Duration;
-//! use kck_core::Worker;
-//!
-//! let worker = Worker::builder(&cache)
-//!     .concurrency(16)
-//!     .job_timeout(Duration::from_secs(120))
-//!     .retries(5, Duration::from_secs(1), Duration::from_secs(300))
-//!     .shutdown(async { /* resolve on SIGTERM, for example */ })
-//!     .build();
-//! worker.run().await
-//! # }
-//! ```
 
 use std::future::Future;
 use std::hash::BuildHasher;
@@ -43,7 +20,30 @@ use crate::event::{EventKind, InvalidationCause};
 use crate::primer::OnChange;
 use crate::queue::{Job, JobWatcher, RefreshReason};
 
-/// A worker; see the [module documentation](self).
+/// Claims refresh jobs from the cache's queue and runs them.
+///
+/// A worker runs next to a web server or in a process of its own, on any
+/// machine that shares the cache's store and queue. It claims due jobs
+/// (leased, so a worker that dies gives them back when the lease runs out),
+/// refreshes their keys through the registry, keeps its leases alive while
+/// they run, and completes them, or retries them with exponential back-off
+/// and jitter, or keeps them as failed after the last attempt. A job that
+/// fails, panics or names an unknown primer never stops the worker.
+///
+/// ```no_run
+/// # async fn run(cache: kck_core::Cache) -> Result<(), kck_core::Error> {
+/// use std::time::Duration;
+/// use kck_core::Worker;
+///
+/// let worker = Worker::builder(&cache)
+///     .concurrency(16)
+///     .job_timeout(Duration::from_secs(120))
+///     .retries(5, Duration::from_secs(1), Duration::from_secs(300))
+///     .shutdown(async { /* resolve on SIGTERM, for example */ })
+///     .build();
+/// worker.run().await
+/// # }
+/// ```
 pub struct Worker {
     source: Source,
     config: Arc<Config>,
