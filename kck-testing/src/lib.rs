@@ -44,6 +44,7 @@
 pub mod conformance;
 #[cfg(feature = "postgres")]
 pub mod postgres;
+pub mod queue_conformance;
 mod recorder;
 mod stub;
 

@@ -8,3 +8,8 @@ use kck_core::MemoryStore;
 async fn the_memory_store_passes_the_conformance_suite() {
     kck_testing::conformance::check_store(Arc::new(MemoryStore::new())).await;
 }
+
+#[tokio::test]
+async fn the_memory_queue_passes_the_conformance_suite() {
+    kck_testing::queue_conformance::check_queue(Arc::new(kck_core::MemoryQueue::new())).await;
+}

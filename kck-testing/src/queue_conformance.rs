@@ -1,0 +1,288 @@
+//! The queue conformance suite: the contract every [`Queue`] must keep.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! use std::sync::Arc;
+//! use kck_core::MemoryQueue;
+//!
+//! kck_testing::queue_conformance::check_queue(Arc::new(MemoryQueue::new())).await;
+//! # }
+//! ```
+//!
+//! It checks: one pending job per key, merged (earliest due time, highest
+//! priority, every reason); claims in priority then due order, only of due
+//! jobs; leases that run out make a job claimable again, and the token then
+//! fences the first claimant out; retries come back pending at their time
+//! with the attempt counted; a job given up is kept as failed with its
+//! error; a released job is pending again; the next due time; and that
+//! watchers hear of new jobs.
+
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use kck_core::queue::{Claim, JobRequest, JobWatcher, Queue, RefreshReason};
+use kck_core::{Key, Timestamp};
+use tokio::sync::watch;
+
+fn key(text: &str) -> Key {
+    Key::parse(text).unwrap_or_else(|error| panic!("a valid key: {error}"))
+}
+
+fn at(seconds: i64) -> Timestamp {
+    Timestamp::from_unix_micros(1_767_225_600_000_000 + seconds * 1_000_000)
+}
+
+const LEASE: Duration = Duration::from_secs(30);
+
+/// Runs every check against `queue`, which must be empty and used by no one
+/// else meanwhile. Times are far in the future of any real clock's jobs.
+///
+/// # Panics
+///
+/// On the first broken rule, saying which.
+pub async fn check_queue(queue: Arc<dyn Queue>) {
+    let (wake, woken) = Counter::new();
+    queue.watch_jobs(Arc::downgrade(&wake) as Weak<dyn JobWatcher>);
+
+    merging(&*queue).await;
+    ordering(&*queue).await;
+    leases_and_fencing(&*queue).await;
+    retries_and_failures(&*queue).await;
+    release(&*queue).await;
+    let mut woken = woken;
+    let heard = tokio::time::timeout(Duration::from_secs(10), woken.wait_for(|n| *n > 0)).await;
+    assert!(matches!(heard, Ok(Ok(_))), "watchers hear of new jobs");
+}
+
+async fn enqueue(queue: &dyn Queue, jobs: &[JobRequest]) {
+    queue
+        .enqueue(jobs)
+        .await
+        .unwrap_or_else(|e| panic!("enqueue: {e}"));
+}
+
+async fn claim(
+    queue: &dyn Queue,
+    worker: &str,
+    limit: usize,
+    now: Timestamp,
+) -> Vec<kck_core::queue::Job> {
+    queue
+        .claim(worker, limit, LEASE, now)
+        .await
+        .unwrap_or_else(|e| panic!("claim: {e}"))
+}
+
+async fn complete(queue: &dyn Queue, claim: &Claim) -> bool {
+    queue
+        .complete(claim)
+        .await
+        .unwrap_or_else(|e| panic!("complete: {e}"))
+}
+
+async fn merging(queue: &dyn Queue) {
+    let k = key("queue_merge/1");
+    let dependency = RefreshReason::DependencyChanged {
+        from: key("queue_merge/source"),
+    };
+    enqueue(
+        queue,
+        &[JobRequest::new(k.clone(), at(20), RefreshReason::Stale)],
+    )
+    .await;
+    let mut urgent = JobRequest::new(k.clone(), at(10), dependency.clone());
+    urgent.priority = 5;
+    enqueue(
+        queue,
+        &[
+            urgent,
+            JobRequest::new(k.clone(), at(30), RefreshReason::Stale),
+        ],
+    )
+    .await;
+    assert!(
+        claim(queue, "w", 10, at(9)).await.is_empty(),
+        "nothing is due before its time"
+    );
+    let jobs = claim(queue, "w", 10, at(10)).await;
+    assert_eq!(jobs.len(), 1, "one pending job per key");
+    let job = &jobs[0];
+    assert_eq!(job.key, k);
+    assert_eq!(job.due_at, at(10), "the earliest due time wins");
+    assert_eq!(job.priority, 5, "the highest priority wins");
+    assert_eq!(
+        job.reasons,
+        [RefreshReason::Stale, dependency],
+        "every reason is kept, once"
+    );
+    assert_eq!(job.attempts, 0);
+
+    // A claimed job does not absorb new requests: they make a new job.
+    enqueue(
+        queue,
+        &[JobRequest::new(k.clone(), at(10), RefreshReason::Interval)],
+    )
+    .await;
+    let again = claim(queue, "w", 10, at(10)).await;
+    assert_eq!(
+        again.len(),
+        1,
+        "a request for a running key makes a new pending job"
+    );
+    assert_eq!(again[0].reasons, [RefreshReason::Interval]);
+    assert!(complete(queue, &job.claim).await);
+    assert!(complete(queue, &again[0].claim).await);
+    assert!(!complete(queue, &job.claim).await, "a job completes once");
+}
+
+async fn ordering(queue: &dyn Queue) {
+    let mut low = JobRequest::new(key("queue_order/low"), at(100), RefreshReason::Stale);
+    low.priority = -1;
+    let late = JobRequest::new(key("queue_order/late"), at(102), RefreshReason::Stale);
+    let early = JobRequest::new(key("queue_order/early"), at(101), RefreshReason::Stale);
+    let mut high = JobRequest::new(key("queue_order/high"), at(103), RefreshReason::Stale);
+    high.priority = 3;
+    enqueue(queue, &[low, late, early, high]).await;
+    let jobs = claim(queue, "w", 10, at(200)).await;
+    let order: Vec<Key> = jobs.iter().map(|j| j.key.clone()).collect();
+    assert_eq!(
+        order,
+        ["high", "early", "late", "low"].map(|n| key(&format!("queue_order/{n}"))),
+        "higher priority first, then earlier due"
+    );
+    assert!(
+        claim(queue, "w", 10, at(201)).await.is_empty(),
+        "claimed jobs are not claimed twice while their lease runs"
+    );
+    for job in &jobs {
+        assert!(complete(queue, &job.claim).await);
+    }
+}
+
+async fn leases_and_fencing(queue: &dyn Queue) {
+    let k = key("queue_lease/1");
+    enqueue(
+        queue,
+        &[JobRequest::new(k.clone(), at(1000), RefreshReason::Stale)],
+    )
+    .await;
+    let first = claim(queue, "a", 1, at(1000)).await.remove(0);
+    let extended = queue
+        .extend(std::slice::from_ref(&first.claim), LEASE, at(1020))
+        .await;
+    assert_eq!(
+        extended.ok(),
+        Some(vec![true]),
+        "the holder extends its lease"
+    );
+    assert!(
+        claim(queue, "b", 1, at(1049)).await.is_empty(),
+        "an extended lease holds"
+    );
+    let second = claim(queue, "b", 1, at(1051)).await;
+    assert_eq!(
+        second.len(),
+        1,
+        "a job whose lease ran out is claimed again"
+    );
+    let second = &second[0];
+    assert_ne!(
+        second.claim.token, first.claim.token,
+        "each claim has its own token"
+    );
+    assert!(
+        !complete(queue, &first.claim).await,
+        "the first claimant is fenced out"
+    );
+    assert_eq!(
+        queue
+            .extend(std::slice::from_ref(&first.claim), LEASE, at(1052))
+            .await
+            .ok(),
+        Some(vec![false]),
+        "and cannot extend"
+    );
+    let failed = queue.fail(&first.claim, "late", None).await.ok();
+    assert_eq!(failed, Some(false), "nor fail the job");
+    assert!(
+        complete(queue, &second.claim).await,
+        "the second claimant completes"
+    );
+}
+
+async fn retries_and_failures(queue: &dyn Queue) {
+    let k = key("queue_retry/1");
+    enqueue(
+        queue,
+        &[JobRequest::new(k.clone(), at(2000), RefreshReason::Stale)],
+    )
+    .await;
+    let job = claim(queue, "w", 1, at(2000)).await.remove(0);
+    let retried = queue.fail(&job.claim, "boom", Some(at(2010))).await.ok();
+    assert_eq!(retried, Some(true));
+    assert_eq!(
+        queue.next_due().await.ok().flatten(),
+        Some(at(2010)),
+        "the retry is the next due"
+    );
+    assert!(
+        claim(queue, "w", 1, at(2009)).await.is_empty(),
+        "a retry waits for its time"
+    );
+    let job = claim(queue, "w", 1, at(2010)).await.remove(0);
+    assert_eq!(job.attempts, 1, "the attempt is counted");
+    assert_eq!(
+        queue.fail(&job.claim, "boom again", None).await.ok(),
+        Some(true)
+    );
+    assert!(
+        claim(queue, "w", 1, at(9999)).await.is_empty(),
+        "a failed job is not claimed"
+    );
+    let failed = queue
+        .failed()
+        .await
+        .unwrap_or_else(|e| panic!("failed: {e}"));
+    let failed: Vec<_> = failed.into_iter().filter(|f| f.key == k).collect();
+    assert_eq!(failed.len(), 1, "the job is kept as failed");
+    assert_eq!(failed[0].attempts, 2);
+    assert_eq!(failed[0].error, "boom again", "with its last error");
+    assert_eq!(failed[0].reasons, [RefreshReason::Stale]);
+}
+
+async fn release(queue: &dyn Queue) {
+    let k = key("queue_release/1");
+    enqueue(
+        queue,
+        &[JobRequest::new(
+            k.clone(),
+            at(3000),
+            RefreshReason::Schedule,
+        )],
+    )
+    .await;
+    let job = claim(queue, "w", 1, at(3000)).await.remove(0);
+    assert_eq!(queue.release(&job.claim).await.ok(), Some(true));
+    let again = claim(queue, "w", 1, at(3000)).await;
+    assert_eq!(again.len(), 1, "a released job is pending again");
+    assert_eq!(again[0].attempts, 0, "a release is not a failure");
+    assert!(complete(queue, &again[0].claim).await);
+}
+
+/// Counts the times it is woken.
+struct Counter(watch::Sender<u64>);
+
+impl Counter {
+    fn new() -> (Arc<Counter>, watch::Receiver<u64>) {
+        let sender = watch::Sender::new(0);
+        let receiver = sender.subscribe();
+        (Arc::new(Counter(sender)), receiver)
+    }
+}
+
+impl JobWatcher for Counter {
+    fn enqueued(&self) {
+        self.0.send_modify(|n| *n += 1);
+    }
+}
