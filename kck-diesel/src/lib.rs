@@ -74,7 +74,10 @@
 
 mod convert;
 mod listen;
+#[macro_use]
 mod sql;
+mod queue;
+mod queue_sql;
 mod statement;
 mod store;
 

@@ -14,15 +14,18 @@ use std::time::Duration;
 use diesel_async::{AsyncPgConnection, RunQueryDsl as _};
 use futures_util::StreamExt;
 use kck_core::Key;
+use kck_core::queue::JobWatcher;
 use kck_core::store::{ChangeWatcher, StoreError, Version};
 
 use crate::convert::query_error;
+use crate::queue_sql::JOBS_CHANNEL;
 use crate::sql::CHANNEL;
 
 /// The caches to tell, and whether changes are being heard.
 #[derive(Default)]
 pub(crate) struct Watchers {
     list: Mutex<Vec<Weak<dyn ChangeWatcher>>>,
+    jobs: Mutex<Vec<Weak<dyn JobWatcher>>>,
     tracking: AtomicBool,
 }
 
@@ -37,6 +40,25 @@ impl Watchers {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .push(watcher);
+    }
+
+    pub(crate) fn add_jobs(&self, watcher: Weak<dyn JobWatcher>) {
+        self.jobs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(watcher);
+    }
+
+    /// Wakes the workers: jobs were queued.
+    fn jobs_queued(&self) {
+        let live: Vec<Arc<dyn JobWatcher>> = {
+            let mut list = self.jobs.lock().unwrap_or_else(PoisonError::into_inner);
+            list.retain(|watcher| watcher.strong_count() > 0);
+            list.iter().filter_map(Weak::upgrade).collect()
+        };
+        for watcher in live {
+            watcher.enqueued();
+        }
     }
 
     fn each(&self, f: impl Fn(&dyn ChangeWatcher)) {
@@ -87,10 +109,12 @@ pub(crate) async fn connect(url: &str, timeout: Duration) -> Result<AsyncPgConne
         let mut conn = AsyncPgConnection::try_from_client_and_connection(client, connection)
             .await
             .map_err(StoreError::unavailable)?;
-        diesel::sql_query(format!("LISTEN {CHANNEL}"))
-            .execute(&mut conn)
-            .await
-            .map_err(query_error)?;
+        for channel in [CHANNEL, JOBS_CHANNEL] {
+            diesel::sql_query(format!("LISTEN {channel}"))
+                .execute(&mut conn)
+                .await
+                .map_err(query_error)?;
+        }
         Ok(conn)
     };
     tokio::time::timeout(timeout, connect)
@@ -135,6 +159,9 @@ async fn serve(conn: &mut AsyncPgConnection, watchers: &Watchers, heartbeat: Dur
             tokio::time::timeout(heartbeat, notifications.next()).await
         };
         match next {
+            Ok(Some(Ok(notification))) if notification.channel == JOBS_CHANNEL => {
+                watchers.jobs_queued();
+            }
             Ok(Some(Ok(notification))) => watchers.dispatch(&notification.payload),
             Ok(Some(Err(_)) | None) => return,
             Err(_quiet) => {

@@ -14,6 +14,33 @@ use crate::statement::statements;
 /// is `<version> <key>` for a change, `! <key>` for a released lease.
 pub(crate) const CHANNEL: &str = "kck_changes";
 
+/// Merges the reasons of two jobs, each once, in first-seen order.
+macro_rules! merged_reasons {
+    () => {
+        "ARRAY(SELECT r FROM unnest(j.reasons || EXCLUDED.reasons) WITH ORDINALITY AS t(r, n) \
+               GROUP BY r ORDER BY min(n))"
+    };
+}
+
+/// Inserts pending jobs from a `jobs(key, due_at, priority, reasons,
+/// attempts, error)` CTE, merging each into its key's pending job.
+macro_rules! insert_pending {
+    () => {
+        concat!(
+            "INSERT INTO kck_jobs AS j (key, status, due_at, priority, reasons, attempts, error) \
+             SELECT key, 'pending', due_at, priority, reasons, attempts, error FROM jobs \
+             ON CONFLICT (key) WHERE status = 'pending' DO UPDATE SET \
+                 due_at = LEAST(j.due_at, EXCLUDED.due_at), \
+                 priority = GREATEST(j.priority, EXCLUDED.priority), \
+                 reasons = ",
+            merged_reasons!(),
+            ", attempts = GREATEST(j.attempts, EXCLUDED.attempts), \
+                 error = COALESCE(EXCLUDED.error, j.error) \
+             RETURNING 1"
+        )
+    };
+}
+
 /// The columns written by a save, in bind order after the key.
 macro_rules! entry_columns {
     () => {
@@ -31,23 +58,38 @@ macro_rules! entry_values {
 
 /// What every write statement ends with: its edges (binds: the
 /// dependencies as a text array, twice, then what was seen of each as a
-/// bytea array), and the report.
+/// bytea array), the refresh jobs of the dependents that saw another value
+/// when the value changed (binds: the new content hash, twice, and the jobs'
+/// due time), and the report (bind: the key).
 macro_rules! write_tail {
     () => {
-        "), unlinked AS ( \
-             DELETE FROM kck_edges \
-             WHERE dependent = (SELECT key FROM written) AND NOT (dependency = ANY({})) \
-         ), linked AS ( \
-             INSERT INTO kck_edges (dependent, dependency, seen, position) \
-             SELECT w.key, d.dependency, d.seen, d.position::integer \
-             FROM written w, \
-                  unnest({}::text[], {}::bytea[]) WITH ORDINALITY AS d(dependency, seen, position) \
-             ON CONFLICT (dependent, dependency) \
-             DO UPDATE SET seen = EXCLUDED.seen, position = EXCLUDED.position \
-         ) \
-         SELECT (SELECT version FROM written) AS written, \
-                (SELECT version FROM kck_entries WHERE key = {}) AS current, \
-                (SELECT count(pg_notify('kck_changes', version || ' ' || key)) FROM written) AS notified"
+        concat!(
+            "), unlinked AS ( \
+                 DELETE FROM kck_edges \
+                 WHERE dependent = (SELECT key FROM written) AND NOT (dependency = ANY({})) \
+             ), linked AS ( \
+                 INSERT INTO kck_edges (dependent, dependency, seen, position) \
+                 SELECT w.key, d.dependency, d.seen, d.position::integer \
+                 FROM written w, \
+                      unnest({}::text[], {}::bytea[]) WITH ORDINALITY AS d(dependency, seen, position) \
+                 ON CONFLICT (dependent, dependency) \
+                 DO UPDATE SET seen = EXCLUDED.seen, position = EXCLUDED.position \
+             ), dependents AS ( \
+                 SELECT e.dependent AS key FROM kck_edges e, written w \
+                 WHERE e.dependency = w.key AND e.seen IS DISTINCT FROM {} \
+                   AND (SELECT content_hash FROM kck_entries WHERE key = w.key) IS DISTINCT FROM {} \
+             ), jobs AS ( \
+                 SELECT d.key, {}::timestamptz AS due_at, 0::smallint AS priority, \
+                        ARRAY['dependency ' || w.key] AS reasons, 0 AS attempts, NULL::text AS error \
+                 FROM dependents d, written w \
+             ), queued AS (",
+            insert_pending!(),
+            ") \
+             SELECT (SELECT version FROM written) AS written, \
+                    (SELECT version FROM kck_entries WHERE key = {}) AS current, \
+                    (SELECT count(pg_notify('kck_changes', version || ' ' || key)) FROM written) AS notified, \
+                    (SELECT count(pg_notify('kck_jobs', '')) FROM (SELECT 1 FROM queued LIMIT 1) AS queued_any) AS jobs_notified"
+        )
     };
 }
 
@@ -58,8 +100,7 @@ statements! {
                  error_message, error_at, error_attempts \
                  FROM kck_entries WHERE key = {}";
 
-    /// Saves whatever is there. Binds: key, 13 values, deps, deps, seen,
-    /// key.
+    /// Saves whatever is there. Binds: key, 13 values, then the tail's.
     SaveAny = concat!(
         "WITH written AS ( INSERT INTO kck_entries AS e (key, ", entry_columns!(), ") ",
         "VALUES ({}, ", entry_values!(), ") ",
@@ -83,7 +124,7 @@ statements! {
     );
 
     /// Saves only over the expected version. Binds: 13 values, key, the
-    /// expected version, deps, deps, seen, key.
+    /// expected version, then the tail's.
     SaveOver = concat!(
         "WITH written AS ( UPDATE kck_entries AS e SET (", entry_columns!(), ") = ",
         "ROW(", entry_values!(), ") ",

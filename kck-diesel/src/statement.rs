@@ -13,7 +13,7 @@ use diesel::pg::Pg;
 use diesel::pg::data_types::PgTimestamp;
 use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
 use diesel::sql_types::{
-    Array, BigInt, Bool, Bytea, Integer, Nullable, Text, Timestamptz, Untyped,
+    Array, BigInt, Bool, Bytea, Integer, Nullable, SmallInt, Text, Timestamptz, Untyped,
 };
 
 /// The SQL text of one statement, with a `{}` for each bind parameter.
@@ -35,6 +35,9 @@ pub(crate) enum Bind {
     OptTime(Option<PgTimestamp>),
     Texts(Vec<String>),
     OptBytesArray(Vec<Option<Vec<u8>>>),
+    Times(Vec<PgTimestamp>),
+    SmallInts(Vec<i16>),
+    BigInts(Vec<i64>),
 }
 
 /// A statement of text `S` with its bind parameters, in order. A statement
@@ -83,6 +86,9 @@ impl<S: Sql> QueryFragment<Pg> for Statement<S> {
                     Some(Bind::OptBytesArray(v)) => {
                         out.push_bind_param::<Array<Nullable<Bytea>>, _>(v)?
                     }
+                    Some(Bind::Times(v)) => out.push_bind_param::<Array<Timestamptz>, _>(v)?,
+                    Some(Bind::SmallInts(v)) => out.push_bind_param::<Array<SmallInt>, _>(v)?,
+                    Some(Bind::BigInts(v)) => out.push_bind_param::<Array<BigInt>, _>(v)?,
                     None => {
                         return Err(diesel::result::Error::QueryBuilderError(
                             format!("missing bind parameter {i} of: {}", S::SQL).into(),

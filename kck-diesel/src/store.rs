@@ -79,7 +79,20 @@ impl PgStore {
         &self.shared.pool
     }
 
-    async fn run<S: Sql, R>(&self, binds: Vec<Bind>) -> Result<Vec<R>, StoreError>
+    pub(crate) fn watchers(&self) -> &Watchers {
+        &self.shared.watchers
+    }
+
+    /// Runs a statement that returns nothing; returns the rows it touched.
+    pub(crate) async fn execute<S: Sql>(&self, binds: Vec<Bind>) -> Result<usize, StoreError> {
+        let mut conn = self.shared.pool.get().await.map_err(pool_error)?;
+        Statement::<S>::new(binds)
+            .execute(&mut *conn)
+            .await
+            .map_err(query_error)
+    }
+
+    pub(crate) async fn run<S: Sql, R>(&self, binds: Vec<Bind>) -> Result<Vec<R>, StoreError>
     where
         R: diesel::QueryableByName<diesel::pg::Pg> + Send + 'static,
     {
@@ -90,7 +103,7 @@ impl PgStore {
             .map_err(query_error)
     }
 
-    async fn run_one<S: Sql, R>(&self, binds: Vec<Bind>) -> Result<R, StoreError>
+    pub(crate) async fn run_one<S: Sql, R>(&self, binds: Vec<Bind>) -> Result<R, StoreError>
     where
         R: diesel::QueryableByName<diesel::pg::Pg> + Send + 'static,
     {
@@ -291,10 +304,14 @@ impl Store for PgStore {
                 .iter()
                 .map(|edge| edge.seen.map(|hash| hash.0.to_vec()))
                 .collect();
+            let hash = entry.meta.content_hash.0.to_vec();
             let tail = [
                 Bind::Texts(dependencies.clone()),
                 Bind::Texts(dependencies),
                 Bind::OptBytesArray(seen),
+                Bind::Bytes(hash.clone()),
+                Bind::Bytes(hash),
+                Bind::Time(to_pg(entry.meta.computed_at)),
                 key.clone(),
             ];
             let row: WriteRow = match expect {
@@ -377,6 +394,14 @@ impl Store for PgStore {
         self.shared.watchers.add(watcher);
     }
 
+    fn queue(&self) -> Option<Arc<dyn kck_core::Queue>> {
+        Some(crate::queue::as_queue(self))
+    }
+
+    fn queues_dependents(&self) -> bool {
+        true
+    }
+
     fn acquire_lease<'a>(
         &'a self,
         key: &'a Key,
@@ -409,17 +434,12 @@ impl Store for PgStore {
         ttl: Duration,
     ) -> BoxFuture<'a, Result<bool, StoreError>> {
         Box::pin(async move {
-            let mut conn = self.shared.pool.get().await.map_err(pool_error)?;
             let binds = vec![
                 Bind::BigInt(micros(ttl)),
                 text(key),
                 Bind::Text(holder.to_owned()),
             ];
-            let renewed = Statement::<RenewLease>::new(binds)
-                .execute(&mut *conn)
-                .await
-                .map_err(query_error)?;
-            Ok(renewed == 1)
+            Ok(self.execute::<RenewLease>(binds).await? == 1)
         })
     }
 

@@ -42,3 +42,12 @@ async fn connecting_twice_runs_the_migrations_once() {
     first.expect("the first connects");
     second.expect("the second connects");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_postgres_store_passes_the_queue_conformance_suite() {
+    let Some(db) = TestDatabase::create().await else {
+        return;
+    };
+    let store = PgStore::connect(db.url()).await.expect("connects");
+    kck_testing::queue_conformance::check_queue(Arc::new(store)).await;
+}

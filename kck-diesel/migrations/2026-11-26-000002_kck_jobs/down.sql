@@ -1,0 +1,2 @@
+DROP SEQUENCE kck_claims;
+DROP TABLE kck_jobs;

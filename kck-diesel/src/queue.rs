@@ -1,0 +1,200 @@
+//! [`PgStore`] as a [`Queue`]: refresh jobs in `kck_jobs`, shared by every
+//! worker of every process.
+
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use kck_core::queue::{Claim, FailedJob, Job, JobId, JobRequest, JobWatcher, Queue, RefreshReason};
+use kck_core::store::StoreError;
+use kck_core::{Key, Timestamp};
+
+use crate::convert::{from_pg, micros, to_pg};
+use crate::queue_sql::{
+    ClaimJobs, ClaimedRow, CompleteJob, DueRow, Enqueue, ExtendJobs, FailJob, FailedJobs,
+    FailedRow, IdRow, NextDue, RequeueJob, RowsRow,
+};
+use crate::statement::Bind;
+use crate::store::PgStore;
+
+fn corrupt(key: &str, reason: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt {
+        key: key.to_owned(),
+        reason: reason.to_string(),
+    }
+}
+
+fn reasons(key: &str, texts: Vec<String>) -> Result<Vec<RefreshReason>, StoreError> {
+    texts
+        .iter()
+        .map(|text| {
+            RefreshReason::from_text(text)
+                .map_err(|text| corrupt(key, format!("unknown job reason `{text}`")))
+        })
+        .collect()
+}
+
+impl ClaimedRow {
+    fn into_job(self) -> Result<Job, StoreError> {
+        let key = Key::parse(&self.key).map_err(|e| corrupt(&self.key, e))?;
+        Ok(Job {
+            reasons: reasons(&self.key, self.reasons)?,
+            key,
+            due_at: from_pg(self.due_at),
+            priority: self.priority,
+            attempts: u32::try_from(self.attempts).unwrap_or(0),
+            claim: Claim {
+                job: JobId(self.id),
+                token: self.token,
+            },
+        })
+    }
+}
+
+impl FailedRow {
+    fn into_failed(self) -> Result<FailedJob, StoreError> {
+        let key = Key::parse(&self.key).map_err(|e| corrupt(&self.key, e))?;
+        Ok(FailedJob {
+            reasons: reasons(&self.key, self.reasons)?,
+            key,
+            attempts: u32::try_from(self.attempts).unwrap_or(0),
+            error: self.error,
+        })
+    }
+}
+
+impl PgStore {
+    /// Puts a held job back as pending; see [`RequeueJob`].
+    async fn requeue(
+        &self,
+        claim: &Claim,
+        due_at: Option<Timestamp>,
+        failed: bool,
+        error: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        let binds = vec![
+            Bind::BigInt(claim.job.0),
+            Bind::BigInt(claim.token),
+            Bind::OptTime(due_at.map(to_pg)),
+            Bind::Int(i32::from(failed)),
+            Bind::OptText(error.map(str::to_owned)),
+        ];
+        let row: RowsRow = self.run_one::<RequeueJob, _>(binds).await?;
+        Ok(row.rows > 0)
+    }
+}
+
+impl Queue for PgStore {
+    fn enqueue<'a>(&'a self, jobs: &'a [JobRequest]) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            if jobs.is_empty() {
+                return Ok(());
+            }
+            let binds = vec![
+                Bind::Texts(jobs.iter().map(|j| j.key.as_str().to_owned()).collect()),
+                Bind::Times(jobs.iter().map(|j| to_pg(j.due_at)).collect()),
+                Bind::SmallInts(jobs.iter().map(|j| j.priority).collect()),
+                Bind::Texts(jobs.iter().map(|j| j.reason.to_text()).collect()),
+            ];
+            let _: RowsRow = self.run_one::<Enqueue, _>(binds).await?;
+            Ok(())
+        })
+    }
+
+    fn claim<'a>(
+        &'a self,
+        worker: &'a str,
+        limit: usize,
+        lease: Duration,
+        now: Timestamp,
+    ) -> BoxFuture<'a, Result<Vec<Job>, StoreError>> {
+        Box::pin(async move {
+            let binds = vec![
+                Bind::Time(to_pg(now)),
+                Bind::Time(to_pg(now)),
+                Bind::BigInt(i64::try_from(limit).unwrap_or(i64::MAX)),
+                Bind::Text(worker.to_owned()),
+                Bind::Time(to_pg(now)),
+                Bind::BigInt(micros(lease)),
+            ];
+            let rows: Vec<ClaimedRow> = self.run::<ClaimJobs, _>(binds).await?;
+            rows.into_iter().map(ClaimedRow::into_job).collect()
+        })
+    }
+
+    fn extend<'a>(
+        &'a self,
+        claims: &'a [Claim],
+        lease: Duration,
+        now: Timestamp,
+    ) -> BoxFuture<'a, Result<Vec<bool>, StoreError>> {
+        Box::pin(async move {
+            let binds = vec![
+                Bind::Time(to_pg(now)),
+                Bind::BigInt(micros(lease)),
+                Bind::BigInts(claims.iter().map(|c| c.job.0).collect()),
+                Bind::BigInts(claims.iter().map(|c| c.token).collect()),
+            ];
+            let held: Vec<IdRow> = self.run::<ExtendJobs, _>(binds).await?;
+            Ok(claims
+                .iter()
+                .map(|claim| held.iter().any(|row| row.id == claim.job.0))
+                .collect())
+        })
+    }
+
+    fn complete<'a>(&'a self, claim: &'a Claim) -> BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(async move {
+            let binds = vec![Bind::BigInt(claim.job.0), Bind::BigInt(claim.token)];
+            Ok(self.execute::<CompleteJob>(binds).await? == 1)
+        })
+    }
+
+    fn fail<'a>(
+        &'a self,
+        claim: &'a Claim,
+        error: &'a str,
+        retry_at: Option<Timestamp>,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(async move {
+            match retry_at {
+                Some(at) => self.requeue(claim, Some(at), true, Some(error)).await,
+                None => {
+                    let binds = vec![
+                        Bind::Text(error.to_owned()),
+                        Bind::BigInt(claim.job.0),
+                        Bind::BigInt(claim.token),
+                    ];
+                    Ok(self.execute::<FailJob>(binds).await? == 1)
+                }
+            }
+        })
+    }
+
+    fn release<'a>(&'a self, claim: &'a Claim) -> BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(self.requeue(claim, None, false, None))
+    }
+
+    fn next_due(&self) -> BoxFuture<'_, Result<Option<Timestamp>, StoreError>> {
+        Box::pin(async move {
+            let row: DueRow = self.run_one::<NextDue, _>(Vec::new()).await?;
+            Ok(row.due.map(from_pg))
+        })
+    }
+
+    fn failed(&self) -> BoxFuture<'_, Result<Vec<FailedJob>, StoreError>> {
+        Box::pin(async move {
+            let rows: Vec<FailedRow> = self.run::<FailedJobs, _>(Vec::new()).await?;
+            rows.into_iter().map(FailedRow::into_failed).collect()
+        })
+    }
+
+    fn watch_jobs(&self, watcher: Weak<dyn JobWatcher>) {
+        self.watchers().add_jobs(watcher);
+    }
+}
+
+/// The store as a queue, for [`Store::queue`](kck_core::Store::queue).
+pub(crate) fn as_queue(store: &PgStore) -> Arc<dyn Queue> {
+    Arc::new(store.clone())
+}
