@@ -224,6 +224,7 @@ async fn store_raw(store: &dyn Store, key: &Key, value: &[u8], code_version: &st
             code_version: code_version.to_owned(),
             compute_duration: Duration::ZERO,
             last_error: None,
+            read_at: None,
         },
         dependencies: Vec::new(),
     };

@@ -28,16 +28,12 @@ impl EntryRow {
     /// The stored entry, or [`StoreError::Corrupt`] if a column holds what
     /// kck never writes.
     pub(crate) fn into_entry(self) -> Result<StoredEntry, StoreError> {
-        let corrupt = |reason: &str| StoreError::Corrupt {
-            key: self.key.clone(),
-            reason: reason.to_owned(),
-        };
-        let key = Key::parse(&self.key).map_err(|e| corrupt(&e.to_string()))?;
+        let key = parse_key(&self.key)?;
         let hash: [u8; 16] = self
             .content_hash
             .as_slice()
             .try_into()
-            .map_err(|_| corrupt("the content hash is not 16 bytes"))?;
+            .map_err(|_| corrupt(&self.key, "the content hash is not 16 bytes"))?;
         let last_error = match (self.error_message, self.error_at) {
             (Some(message), Some(at)) => Some(EntryError {
                 message,
@@ -60,22 +56,32 @@ impl EntryRow {
                 code_version: self.code_version,
                 compute_duration: Duration::from_micros(self.compute_micros.unsigned_abs()),
                 last_error,
+                read_at: self.read_at.map(from_pg),
             },
         })
     }
 }
 
+/// A store error for a row that kck cannot read back.
+pub(crate) fn corrupt(key: &str, reason: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt {
+        key: key.to_owned(),
+        reason: reason.to_string(),
+    }
+}
+
+/// A key read back from the database.
+pub(crate) fn parse_key(key: &str) -> Result<Key, StoreError> {
+    Key::parse(key).map_err(|e| corrupt(key, e))
+}
+
 impl EdgeRow {
     pub(crate) fn into_edge(self) -> Result<kck_core::store::Edge, StoreError> {
-        let corrupt = |reason: String| StoreError::Corrupt {
-            key: self.key.clone(),
-            reason,
-        };
-        let key = Key::parse(&self.key).map_err(|e| corrupt(e.to_string()))?;
+        let key = parse_key(&self.key)?;
         let seen = match &self.seen {
             Some(bytes) => {
                 Some(ContentHash(bytes.as_slice().try_into().map_err(|_| {
-                    corrupt("a seen hash is not 16 bytes".to_owned())
+                    corrupt(&self.key, "a seen hash is not 16 bytes")
                 })?))
             }
             None => None,

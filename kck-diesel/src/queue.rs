@@ -5,24 +5,17 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
+use kck_core::Timestamp;
 use kck_core::queue::{Claim, FailedJob, Job, JobId, JobRequest, JobWatcher, Queue, RefreshReason};
 use kck_core::store::StoreError;
-use kck_core::{Key, Timestamp};
 
-use crate::convert::{from_pg, micros, to_pg};
+use crate::convert::{corrupt, from_pg, micros, parse_key, to_pg};
 use crate::queue_sql::{
     ClaimJobs, ClaimedRow, CompleteJob, DueRow, Enqueue, ExtendJobs, FailJob, FailedJobs,
     FailedRow, IdRow, NextDue, RequeueJob, RowsRow,
 };
 use crate::statement::Bind;
 use crate::store::PgStore;
-
-fn corrupt(key: &str, reason: impl std::fmt::Display) -> StoreError {
-    StoreError::Corrupt {
-        key: key.to_owned(),
-        reason: reason.to_string(),
-    }
-}
 
 fn reasons(key: &str, texts: Vec<String>) -> Result<Vec<RefreshReason>, StoreError> {
     texts
@@ -36,7 +29,7 @@ fn reasons(key: &str, texts: Vec<String>) -> Result<Vec<RefreshReason>, StoreErr
 
 impl ClaimedRow {
     fn into_job(self) -> Result<Job, StoreError> {
-        let key = Key::parse(&self.key).map_err(|e| corrupt(&self.key, e))?;
+        let key = parse_key(&self.key)?;
         Ok(Job {
             reasons: reasons(&self.key, self.reasons)?,
             key,
@@ -53,7 +46,7 @@ impl ClaimedRow {
 
 impl FailedRow {
     fn into_failed(self) -> Result<FailedJob, StoreError> {
-        let key = Key::parse(&self.key).map_err(|e| corrupt(&self.key, e))?;
+        let key = parse_key(&self.key)?;
         Ok(FailedJob {
             reasons: reasons(&self.key, self.reasons)?,
             key,

@@ -6,7 +6,7 @@
 
 use diesel::QueryableByName;
 use diesel::pg::data_types::PgTimestamp;
-use diesel::sql_types::{BigInt, Bytea, Integer, Nullable, Text, Timestamptz};
+use diesel::sql_types::{BigInt, Bool, Bytea, Integer, Nullable, Text, Timestamptz};
 
 use crate::statement::statements;
 
@@ -49,7 +49,8 @@ macro_rules! entry_columns {
     };
 }
 
-/// The values of a save, after the key: 14 columns, 13 binds.
+/// The values of a save, after the key: 14 columns, 13 binds. The read
+/// time (the 14th bind) is written apart: a save keeps the later one.
 macro_rules! entry_values {
     () => {
         "{}, {}::jsonb, nextval('kck_versions'), {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}"
@@ -97,37 +98,39 @@ statements! {
     /// The entry of a key, its value as JSON text.
     LoadEntry = "SELECT key, version, value::text AS value, computed_at, changed_at, stale_at, \
                  refresh_at, expires_at, content_hash, code_version, compute_micros, \
-                 error_message, error_at, error_attempts \
+                 error_message, error_at, error_attempts, read_at \
                  FROM kck_entries WHERE key = {}";
 
-    /// Saves whatever is there. Binds: key, 13 values, then the tail's.
+    /// Saves whatever is there. Binds: key, 13 values, the read time, then
+    /// the tail's.
     SaveAny = concat!(
-        "WITH written AS ( INSERT INTO kck_entries AS e (key, ", entry_columns!(), ") ",
-        "VALUES ({}, ", entry_values!(), ") ",
+        "WITH written AS ( INSERT INTO kck_entries AS e (key, ", entry_columns!(), ", read_at) ",
+        "VALUES ({}, ", entry_values!(), ", {}) ",
         "ON CONFLICT (key) DO UPDATE SET primer = EXCLUDED.primer, value = EXCLUDED.value, \
          version = EXCLUDED.version, computed_at = EXCLUDED.computed_at, \
          changed_at = EXCLUDED.changed_at, stale_at = EXCLUDED.stale_at, \
          refresh_at = EXCLUDED.refresh_at, expires_at = EXCLUDED.expires_at, \
          content_hash = EXCLUDED.content_hash, code_version = EXCLUDED.code_version, \
          compute_micros = EXCLUDED.compute_micros, error_message = EXCLUDED.error_message, \
-         error_at = EXCLUDED.error_at, error_attempts = EXCLUDED.error_attempts ",
+         error_at = EXCLUDED.error_at, error_attempts = EXCLUDED.error_attempts, \
+         read_at = GREATEST(e.read_at, EXCLUDED.read_at), retired = false ",
         "RETURNING e.key, e.version ",
         write_tail!()
     );
 
     /// Saves only if there is no entry. Binds: as [`SaveAny`].
     SaveAbsent = concat!(
-        "WITH written AS ( INSERT INTO kck_entries (key, ", entry_columns!(), ") ",
-        "VALUES ({}, ", entry_values!(), ") ",
+        "WITH written AS ( INSERT INTO kck_entries (key, ", entry_columns!(), ", read_at) ",
+        "VALUES ({}, ", entry_values!(), ", {}) ",
         "ON CONFLICT (key) DO NOTHING RETURNING key, version ",
         write_tail!()
     );
 
-    /// Saves only over the expected version. Binds: 13 values, key, the
-    /// expected version, then the tail's.
+    /// Saves only over the expected version. Binds: 13 values, the read
+    /// time, key, the expected version, then the tail's.
     SaveOver = concat!(
         "WITH written AS ( UPDATE kck_entries AS e SET (", entry_columns!(), ") = ",
-        "ROW(", entry_values!(), ") ",
+        "ROW(", entry_values!(), "), read_at = GREATEST(e.read_at, {}), retired = false ",
         "WHERE e.key = {} AND e.version = {} RETURNING e.key, e.version ",
         write_tail!()
     );
@@ -163,6 +166,47 @@ statements! {
 
     /// What a key read, in first-read order.
     Dependencies = "SELECT dependency AS key, seen FROM kck_edges WHERE dependent = {} ORDER BY position";
+
+    /// Takes the due entries (see `Store::take_due_refreshes`) through the
+    /// index on the refresh time. Binds: read_since twice, now, limit,
+    /// until.
+    TakeDueRefreshes = "WITH due AS ( \
+            SELECT key, ({}::timestamptz IS NULL OR COALESCE(read_at >= {}, false)) AS live \
+            FROM kck_entries WHERE refresh_at <= {} \
+            ORDER BY refresh_at LIMIT {} FOR UPDATE SKIP LOCKED \
+        ), taken AS ( \
+            UPDATE kck_entries e SET \
+                retired = NOT due.live, \
+                refresh_at = CASE WHEN due.live THEN {}::timestamptz END \
+            FROM due WHERE e.key = due.key \
+            RETURNING e.key, due.live \
+        ) \
+        SELECT key, live FROM taken ORDER BY key";
+
+    /// Fires a schedule's tick if it is due (see `Store::claim_tick`).
+    /// Binds: name, name, next, now.
+    ClaimTick = "WITH old AS ( SELECT 1 FROM kck_ticks WHERE name = {} ), \
+             moved AS ( \
+                 INSERT INTO kck_ticks AS t (name, next_at) VALUES ({}, {}) \
+                 ON CONFLICT (name) DO UPDATE SET next_at = EXCLUDED.next_at \
+                 WHERE t.next_at <= {} \
+                 RETURNING 1 \
+             ) \
+        SELECT (SELECT count(*) FROM old) AS existed, (SELECT count(*) FROM moved) AS moved";
+
+    /// The keys of a primer's entries. Binds: primer.
+    KeysOf = "SELECT key FROM kck_entries WHERE primer = {} ORDER BY key";
+
+    /// Records reads, locking the rows in key order so that concurrent
+    /// reports cannot deadlock. Binds: keys, then the time twice.
+    Touch = "WITH locked AS ( \
+            SELECT key FROM kck_entries WHERE key = ANY({}) ORDER BY key FOR UPDATE \
+        ) \
+        UPDATE kck_entries e SET \
+            read_at = GREATEST(e.read_at, {}), \
+            refresh_at = CASE WHEN e.retired THEN {} ELSE e.refresh_at END, \
+            retired = false \
+        FROM locked WHERE e.key = locked.key";
 
     /// Takes the lease on a key if it is free, expired or already ours.
     /// Binds: key, holder, ttl in microseconds, key.
@@ -220,6 +264,33 @@ pub(crate) struct EntryRow {
     pub(crate) error_at: Option<PgTimestamp>,
     #[diesel(sql_type = Integer)]
     pub(crate) error_attempts: i32,
+    #[diesel(sql_type = Nullable<Timestamptz>)]
+    pub(crate) read_at: Option<PgTimestamp>,
+}
+
+/// An entry taken by `TakeDueRefreshes`.
+#[derive(Debug, QueryableByName)]
+pub(crate) struct DueRow {
+    #[diesel(sql_type = Text)]
+    pub(crate) key: String,
+    #[diesel(sql_type = Bool)]
+    pub(crate) live: bool,
+}
+
+/// What `ClaimTick` reports.
+#[derive(Debug, QueryableByName)]
+pub(crate) struct TickRow {
+    #[diesel(sql_type = BigInt)]
+    pub(crate) existed: i64,
+    #[diesel(sql_type = BigInt)]
+    pub(crate) moved: i64,
+}
+
+/// A key.
+#[derive(Debug, QueryableByName)]
+pub(crate) struct KeyRow {
+    #[diesel(sql_type = Text)]
+    pub(crate) key: String,
 }
 
 /// What a write statement reports.

@@ -11,19 +11,19 @@ use diesel_async::pooled_connection::bb8::Pool;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 use futures_util::future::BoxFuture;
-use kck_core::Key;
 use kck_core::store::{
-    ChangeWatcher, Edge, Entry, EntryPatch, Expect, Lease, Saved, Store, StoreError, StoredEntry,
-    Version,
+    ChangeWatcher, DueRefreshes, Edge, Entry, EntryPatch, Expect, Lease, Saved, Store, StoreError,
+    StoredEntry, Version,
 };
+use kck_core::{Key, Timestamp};
 use tokio::task::AbortHandle;
 
-use crate::convert::{micros, pool_error, query_error, to_pg};
+use crate::convert::{micros, parse_key, pool_error, query_error, to_pg};
 use crate::listen::{self, Watchers};
 use crate::sql::{
-    AcquireLease, Dependencies, Dependents, EdgeRow, EntryRow, LeaseRow, LoadEntry, PatchEntry,
-    ReleaseLease, ReleaseRow, RemoveEntry, RemoveRow, RenewLease, SaveAbsent, SaveAny, SaveOver,
-    WriteRow,
+    AcquireLease, ClaimTick, Dependencies, Dependents, DueRow, EdgeRow, EntryRow, KeyRow, KeysOf,
+    LeaseRow, LoadEntry, PatchEntry, ReleaseLease, ReleaseRow, RemoveEntry, RemoveRow, RenewLease,
+    SaveAbsent, SaveAny, SaveOver, TakeDueRefreshes, TickRow, Touch, WriteRow,
 };
 use crate::statement::{Bind, Sql, Statement};
 
@@ -248,7 +248,8 @@ fn text(key: &Key) -> Bind {
     Bind::Text(key.as_str().to_owned())
 }
 
-/// The 13 binds of an entry's columns after its key.
+/// The 14 binds of an entry's columns after its key (the last is its read
+/// time).
 fn entry_binds(entry: &Entry) -> Result<Vec<Bind>, StoreError> {
     let meta = &entry.meta;
     let value = String::from_utf8(entry.value.clone()).map_err(StoreError::backend)?;
@@ -267,6 +268,7 @@ fn entry_binds(entry: &Entry) -> Result<Vec<Bind>, StoreError> {
         Bind::OptText(error.map(|e| e.message.clone())),
         Bind::OptTime(error.map(|e| to_pg(e.at))),
         Bind::Int(error.map_or(0, |e| i32::try_from(e.attempts).unwrap_or(i32::MAX))),
+        Bind::OptTime(meta.read_at.map(to_pg)),
     ])
 }
 
@@ -388,6 +390,80 @@ impl Store for PgStore {
 
     fn dependencies<'a>(&'a self, key: &'a Key) -> BoxFuture<'a, Result<Vec<Edge>, StoreError>> {
         Box::pin(self.edges::<Dependencies>(key))
+    }
+
+    fn take_due_refreshes<'a>(
+        &'a self,
+        now: Timestamp,
+        until: Timestamp,
+        read_since: Option<Timestamp>,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<DueRefreshes, StoreError>> {
+        Box::pin(async move {
+            let since = read_since.map(to_pg);
+            let binds = vec![
+                Bind::OptTime(since),
+                Bind::OptTime(since),
+                Bind::Time(to_pg(now)),
+                Bind::BigInt(i64::try_from(limit).unwrap_or(i64::MAX)),
+                Bind::Time(to_pg(until)),
+            ];
+            let rows: Vec<DueRow> = self.run::<TakeDueRefreshes, _>(binds).await?;
+            let mut taken = DueRefreshes::default();
+            for row in rows {
+                let key = parse_key(&row.key)?;
+                if row.live {
+                    taken.refresh.push(key);
+                } else {
+                    taken.retired.push(key);
+                }
+            }
+            Ok(taken)
+        })
+    }
+
+    fn claim_tick<'a>(
+        &'a self,
+        name: &'a str,
+        now: Timestamp,
+        next: Timestamp,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(async move {
+            let binds = vec![
+                Bind::Text(name.to_owned()),
+                Bind::Text(name.to_owned()),
+                Bind::Time(to_pg(next)),
+                Bind::Time(to_pg(now)),
+            ];
+            let row: TickRow = self.run_one::<ClaimTick, _>(binds).await?;
+            Ok(row.existed > 0 && row.moved > 0)
+        })
+    }
+
+    fn keys_of<'a>(&'a self, primer: &'a str) -> BoxFuture<'a, Result<Vec<Key>, StoreError>> {
+        Box::pin(async move {
+            let rows: Vec<KeyRow> = self
+                .run::<KeysOf, _>(vec![Bind::Text(primer.to_owned())])
+                .await?;
+            rows.into_iter().map(|row| parse_key(&row.key)).collect()
+        })
+    }
+
+    fn touch<'a>(
+        &'a self,
+        keys: &'a [Key],
+        at: Timestamp,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            let keys = keys.iter().map(|key| key.as_str().to_owned()).collect();
+            let binds = vec![
+                Bind::Texts(keys),
+                Bind::Time(to_pg(at)),
+                Bind::Time(to_pg(at)),
+            ];
+            self.execute::<Touch>(binds).await?;
+            Ok(())
+        })
     }
 
     fn watch(&self, watcher: Weak<dyn ChangeWatcher>) {

@@ -17,16 +17,19 @@
 //! reporting the version found; that versions grow across keys and across a
 //! removal; dependency edges both ways, their order and their replacement;
 //! patches (earlier expiries win, errors set and cleared, versions bumped);
-//! that every change and lease release is reported to watchers; and, if the
-//! store leases computations once several caches share it, that leases
-//! exclude, renew, release and expire.
+//! that every change and lease release is reported to watchers; the
+//! scheduler's primitives (due refreshes taken once, earliest first, live or
+//! retired by their last read; reads recorded and kept at their latest;
+//! schedule ticks fired once; the keys of a primer); and, if the store
+//! leases computations once several caches share it, that leases exclude,
+//! renew, release and expire.
 
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use kck_core::store::{
-    ChangeWatcher, ContentHash, Edge, Entry, EntryError, EntryMeta, EntryPatch, Expect, Lease,
-    Saved, Store, StoredEntry, Version,
+    ChangeWatcher, ContentHash, DueRefreshes, Edge, Entry, EntryError, EntryMeta, EntryPatch,
+    Expect, Lease, Saved, Store, StoredEntry, Version,
 };
 use kck_core::{Key, Timestamp};
 use tokio::sync::mpsc;
@@ -44,6 +47,7 @@ pub async fn check_store(store: Arc<dyn Store>) {
     store.watch(Arc::downgrade(&watcher) as Weak<dyn ChangeWatcher>);
     store.watch(Arc::downgrade(&other) as Weak<dyn ChangeWatcher>);
 
+    scheduling(&*store).await;
     missing_keys(&*store).await;
     round_trip(&*store, &mut notices).await;
     compare_and_set(&*store).await;
@@ -80,6 +84,7 @@ fn entry(key: &Key, value: &str, dependencies: &[&str]) -> Entry {
                 at: at(-5),
                 attempts: 2,
             }),
+            read_at: Some(at(-1)),
         },
         dependencies: dependencies
             .iter()
@@ -131,6 +136,156 @@ async fn save(store: &dyn Store, entry: Entry, expect: Expect) -> Saved {
         .save(entry, expect)
         .await
         .unwrap_or_else(|e| panic!("save {key}: {e}"))
+}
+
+/// An entry due for its refresh at `refresh` and last read at `read`
+/// (seconds from the suite's epoch).
+fn scheduled(key: &Key, refresh: i64, read: Option<i64>) -> Entry {
+    let mut entry = entry(key, "1", &[]);
+    entry.meta.refresh_at = Some(at(refresh));
+    entry.meta.read_at = read.map(at);
+    entry
+}
+
+async fn take_due(
+    store: &dyn Store,
+    now: i64,
+    until: i64,
+    read_since: Option<i64>,
+    limit: usize,
+) -> DueRefreshes {
+    let mut due = store
+        .take_due_refreshes(at(now), at(until), read_since.map(at), limit)
+        .await
+        .unwrap_or_else(|e| panic!("take_due_refreshes: {e}"));
+    due.refresh.sort();
+    due.retired.sort();
+    due
+}
+
+async fn meta(store: &dyn Store, key: &Key) -> (Option<Timestamp>, Option<Timestamp>, Version) {
+    let stored = load(store, key)
+        .await
+        .unwrap_or_else(|| panic!("{key} was saved"));
+    (stored.meta.refresh_at, stored.meta.read_at, stored.version)
+}
+
+async fn scheduling(store: &dyn Store) {
+    let [a, b, c, d] = ["a", "b", "c", "d"].map(|name| key(&format!("conformance_sched/{name}")));
+    let va = written(
+        save(store, scheduled(&a, 100, Some(50)), Expect::Any).await,
+        "a",
+    );
+    for entry in [
+        scheduled(&b, 110, None),
+        scheduled(&c, 120, Some(90)),
+        scheduled(&d, 200, Some(90)),
+    ] {
+        written(save(store, entry, Expect::Any).await, "save");
+    }
+
+    let due = take_due(store, 150, 1000, Some(60), 10).await;
+    assert_eq!(
+        due.refresh,
+        std::slice::from_ref(&c),
+        "entries read since are live"
+    );
+    assert_eq!(
+        due.retired,
+        [a.clone(), b.clone()],
+        "entries not read since are retired"
+    );
+    assert_eq!(
+        meta(store, &c).await.0,
+        Some(at(1000)),
+        "a live entry's refresh moves to `until`"
+    );
+    assert_eq!(
+        meta(store, &a).await,
+        (None, Some(at(50)), va),
+        "a retired entry has no refresh time, and taking changes no version"
+    );
+    assert!(
+        take_due(store, 150, 1000, Some(60), 10).await.is_empty(),
+        "an entry is taken once"
+    );
+
+    let first = take_due(store, 2000, 3000, None, 1).await;
+    assert_eq!(
+        first.refresh,
+        std::slice::from_ref(&d),
+        "the earliest due comes first"
+    );
+    assert_eq!(take_due(store, 2000, 3000, None, 1).await.refresh, [c]);
+
+    let missing = key("conformance_sched/missing");
+    let touch = |keys: Vec<Key>, when: i64| async move {
+        store
+            .touch(&keys, at(when))
+            .await
+            .unwrap_or_else(|e| panic!("touch: {e}"));
+    };
+    touch(vec![a.clone(), missing.clone()], 160).await;
+    touch(vec![a.clone()], 155).await;
+    assert_eq!(
+        meta(store, &a).await,
+        (Some(at(160)), Some(at(160)), va),
+        "a read is kept at its latest, makes a retired entry due, and changes no version"
+    );
+    assert!(
+        load(store, &missing).await.is_none(),
+        "touch creates nothing"
+    );
+    let due = take_due(store, 170, 1000, Some(160), 10).await;
+    assert_eq!(
+        due.refresh,
+        std::slice::from_ref(&a),
+        "a retired entry read again is live"
+    );
+    assert!(due.retired.is_empty(), "a retired entry is retired once");
+
+    written(
+        save(store, scheduled(&a, 100, Some(10)), Expect::Any).await,
+        "a",
+    );
+    assert_eq!(
+        meta(store, &a).await.1,
+        Some(at(160)),
+        "a save keeps the later read"
+    );
+    written(
+        save(store, scheduled(&b, 100, None), Expect::Any).await,
+        "b",
+    );
+    assert_eq!(
+        take_due(store, 170, 1000, None, 10).await.refresh,
+        [a, b],
+        "a save sets the refresh time of a retired entry"
+    );
+
+    let keys = store
+        .keys_of("conformance_sched")
+        .await
+        .unwrap_or_else(|e| panic!("keys_of: {e}"));
+    assert_eq!(keys.len(), 4, "the keys of a primer: {keys:?}");
+    assert!(
+        store
+            .keys_of("conformance_nothing")
+            .await
+            .is_ok_and(|keys| keys.is_empty())
+    );
+
+    let tick = |now: i64, next: i64| async move {
+        store
+            .claim_tick("conformance tick", at(now), at(next))
+            .await
+            .unwrap_or_else(|e| panic!("claim_tick: {e}"))
+    };
+    assert!(!tick(0, 60).await, "the first claim records the next tick");
+    assert!(!tick(30, 60).await, "a tick not yet due does not fire");
+    assert!(tick(60, 120).await, "a due tick fires");
+    assert!(!tick(60, 120).await, "a tick fires once");
+    assert!(tick(500, 560).await, "ticks missed fire once");
 }
 
 async fn missing_keys(store: &dyn Store) {

@@ -12,7 +12,7 @@ use futures_util::FutureExt;
 
 use super::Cache;
 use super::execute::{Current, FlightGuard};
-use super::flight::{Outcome, Served};
+use super::flight::{FlightMode, Outcome, Served};
 use super::freshness::{Deadlines, Freshness, classify};
 use super::memo::Ready;
 use crate::clock::Timestamp;
@@ -206,6 +206,8 @@ impl FlightGuard {
             code_version: def.code_version.to_owned(),
             compute_duration: computed.finished_at.saturating_duration_since(computed_at),
             last_error: None,
+            // A product computed for a reader was just read.
+            read_at: (self.flight.mode == FlightMode::Get).then_some(computed.finished_at),
         };
         let served = Served {
             value: computed.value.clone(),

@@ -176,6 +176,7 @@ impl Inner {
             {
                 return None;
             }
+            slot.note_read();
             Some(ready.value.clone())
         })??;
         value.downcast::<P::Value>().ok()
@@ -226,6 +227,7 @@ impl Inner {
         // backing off need nothing more.
         let served = self.memo.read(key.as_str(), |slot| {
             let ready = slot.ready.as_ref().filter(|_| !policy.on_demand)?;
+            slot.note_read();
             match classify(ready, now) {
                 Freshness::Fresh => Some((ready.served(), EventKind::Hit)),
                 Freshness::Stale { refresh } if !refresh || slot.refresh_queued => {
@@ -264,6 +266,7 @@ impl Inner {
         let now = self.clock.now();
         let mut queue_refresh = false;
         let step = self.memo.update(key, |slot| {
+            slot.note_read();
             if let Some(ready) = slot.ready.as_ref().filter(|_| !policy.on_demand) {
                 match classify(ready, now) {
                     Freshness::Fresh => return Step::Serve(ready.served(), EventKind::Hit),

@@ -54,6 +54,8 @@ pub(crate) struct Slot {
     /// A refresh of the value held was already asked for: stale reads ask
     /// once.
     pub(crate) refresh_queued: bool,
+    /// Read since the reads were last reported to the store.
+    read: AtomicBool,
 }
 
 impl Default for Slot {
@@ -64,6 +66,7 @@ impl Default for Slot {
             floor: Version(i64::MIN),
             pins: 0,
             refresh_queued: false,
+            read: AtomicBool::new(false),
         }
     }
 }
@@ -71,6 +74,13 @@ impl Default for Slot {
 impl Slot {
     fn is_empty(&self) -> bool {
         self.ready.is_none() && self.flight.is_none() && self.pins == 0
+    }
+
+    /// Notes a read, for [`Memo::take_reads`]; cheap when already noted.
+    pub(crate) fn note_read(&self) {
+        if !self.read.load(Ordering::Relaxed) {
+            self.read.store(true, Ordering::Relaxed);
+        }
     }
 
     /// Whether a stale read should queue a refresh: the first one does.
@@ -302,6 +312,20 @@ impl Memo {
     /// of keys nobody reads or writes here are not created.
     pub(crate) fn observe(&self, key: &Key, version: Version) {
         self.update_existing(key, |slot| slot.observe(version));
+    }
+
+    /// The keys read since the last call.
+    pub(crate) fn take_reads(&self) -> Vec<Key> {
+        let mut keys = Vec::new();
+        for lock in self.shards.iter() {
+            let shard = Self::read_shard(lock);
+            for (_, key, slot) in shard.iter() {
+                if slot.read.swap(false, Ordering::Relaxed) {
+                    keys.push(key.clone());
+                }
+            }
+        }
+        keys
     }
 
     /// The number of slots (ready values and running computations).

@@ -33,6 +33,7 @@ use self::memo::Memo;
 use self::peers::{Peers, Watcher};
 use crate::clock::{Clock, Timestamp};
 use crate::erased::ErasedStub;
+use crate::error::Error;
 use crate::event::Events;
 use crate::queue::Queue;
 use crate::registry::Registry;
@@ -181,6 +182,21 @@ impl Cache {
             // The worker lives as long as the cache: this cannot fail.
             let _ = worked.wait_for(|worked| *worked >= queued).await;
         }
+    }
+
+    /// Tells the store which products this cache's memo served since the
+    /// last report, so products nobody reads stop being refreshed on
+    /// schedule. The scheduler calls this on every tick. Returns how many.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Store`].
+    pub async fn report_reads(&self) -> Result<usize, Error> {
+        let keys = self.inner.memo.take_reads();
+        if !keys.is_empty() {
+            self.inner.store.touch(&keys, self.now()).await?;
+        }
+        Ok(keys.len())
     }
 
     /// The number of keys held in the in-process memo (values and running

@@ -238,6 +238,7 @@ impl Inner {
                 code_version: def.code_version.to_owned(),
                 compute_duration: std::time::Duration::ZERO,
                 last_error: None,
+                read_at: None,
             };
             let entry = Entry {
                 key: key.clone(),

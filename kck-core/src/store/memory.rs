@@ -1,6 +1,6 @@
 //! The in-memory store: one process, nothing persisted.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::ready;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::Duration;
@@ -8,8 +8,8 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 
 use super::{
-    ChangeWatcher, ContentHash, Edge, Entry, EntryPatch, Expect, Lease, Saved, Store, StoreError,
-    StoredEntry, Version,
+    ChangeWatcher, ContentHash, DueRefreshes, Edge, Entry, EntryPatch, Expect, Lease, Saved, Store,
+    StoreError, StoredEntry, Version,
 };
 use crate::clock::{Clock, SystemClock, Timestamp};
 use crate::key::Key;
@@ -34,6 +34,9 @@ struct State {
     /// what they saw of it.
     dependents: HashMap<Key, BTreeMap<Key, Option<ContentHash>>>,
     leases: HashMap<Key, (String, Timestamp)>,
+    ticks: HashMap<String, Timestamp>,
+    /// Entries whose periodic refresh stopped for want of readers.
+    retired: HashSet<Key>,
     last_version: i64,
 }
 
@@ -143,9 +146,12 @@ impl State {
         if !expect.admits(current) {
             return (Saved::Conflict { current }, None);
         }
+        let mut entry = entry;
         if let Some((_, old)) = self.entries.remove(&entry.key) {
             self.unlink(&old.key, &old.dependencies);
+            entry.meta.read_at = entry.meta.read_at.max(old.meta.read_at);
         }
+        self.retired.remove(&entry.key);
         for dependency in &entry.dependencies {
             self.dependents
                 .entry(dependency.key.clone())
@@ -195,6 +201,45 @@ impl State {
                 Lease::Acquired
             }
         }
+    }
+}
+
+impl State {
+    fn take_due_refreshes(
+        &mut self,
+        now: Timestamp,
+        until: Timestamp,
+        read_since: Option<Timestamp>,
+        limit: usize,
+    ) -> DueRefreshes {
+        // A scan: the memory store is for one process and tests, where
+        // this is cheap enough.
+        let mut due: Vec<(Timestamp, Key)> = self
+            .entries
+            .values()
+            .filter_map(|(_, entry)| {
+                let at = entry.meta.refresh_at.filter(|at| *at <= now)?;
+                Some((at, entry.key.clone()))
+            })
+            .collect();
+        due.sort();
+        due.truncate(limit);
+        let mut taken = DueRefreshes::default();
+        for (_, key) in due {
+            let Some((_, entry)) = self.entries.get_mut(&key) else {
+                continue;
+            };
+            let live = read_since.is_none_or(|since| entry.meta.read_at >= Some(since));
+            if live {
+                entry.meta.refresh_at = Some(until);
+                taken.refresh.push(key);
+            } else {
+                entry.meta.refresh_at = None;
+                self.retired.insert(key.clone());
+                taken.retired.push(key);
+            }
+        }
+        taken
     }
 }
 
@@ -255,6 +300,65 @@ impl Store for MemoryStore {
             .map(|(_, entry)| entry.dependencies.clone())
             .unwrap_or_default();
         Box::pin(ready(Ok(dependencies)))
+    }
+
+    fn take_due_refreshes<'a>(
+        &'a self,
+        now: Timestamp,
+        until: Timestamp,
+        read_since: Option<Timestamp>,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<DueRefreshes, StoreError>> {
+        let keys = self
+            .lock()
+            .take_due_refreshes(now, until, read_since, limit);
+        Box::pin(ready(Ok(keys)))
+    }
+
+    fn claim_tick<'a>(
+        &'a self,
+        name: &'a str,
+        now: Timestamp,
+        next: Timestamp,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        let mut state = self.lock();
+        let fired = match state.ticks.get(name) {
+            Some(due) if *due <= now => true,
+            Some(_) => return Box::pin(ready(Ok(false))),
+            None => false,
+        };
+        state.ticks.insert(name.to_owned(), next);
+        Box::pin(ready(Ok(fired)))
+    }
+
+    fn keys_of<'a>(&'a self, primer: &'a str) -> BoxFuture<'a, Result<Vec<Key>, StoreError>> {
+        let mut keys: Vec<Key> = self
+            .lock()
+            .entries
+            .keys()
+            .filter(|key| key.primer() == primer)
+            .cloned()
+            .collect();
+        keys.sort();
+        Box::pin(ready(Ok(keys)))
+    }
+
+    fn touch<'a>(
+        &'a self,
+        keys: &'a [Key],
+        at: Timestamp,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        let mut state = self.lock();
+        let state = &mut *state;
+        for key in keys {
+            if let Some((_, entry)) = state.entries.get_mut(key) {
+                entry.meta.read_at = entry.meta.read_at.max(Some(at));
+                if state.retired.remove(key) {
+                    entry.meta.refresh_at = Some(at);
+                }
+            }
+        }
+        Box::pin(ready(Ok(())))
     }
 
     fn watch(&self, watcher: Weak<dyn ChangeWatcher>) {

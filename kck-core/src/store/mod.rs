@@ -69,6 +69,50 @@ pub trait Store: Send + Sync + 'static {
     /// What the last computation of `key` read, in first-read order.
     fn dependencies<'a>(&'a self, key: &'a Key) -> BoxFuture<'a, Result<Vec<Edge>, StoreError>>;
 
+    /// Takes up to `limit` entries due for their periodic refresh at `now`
+    /// (`refresh_at <= now`), earliest first, skipping entries another
+    /// scheduler is taking at the same moment:
+    ///
+    /// - those read at or after `read_since` (every one, when `None`) are
+    ///   *live*: their refresh time moves to `until`, so that no scheduler
+    ///   takes them again meanwhile (the refresh itself sets the next one),
+    ///   and they are returned in [`DueRefreshes::refresh`];
+    /// - the others are *retired*: their refresh time is cleared, so they
+    ///   cost nothing until [`touch`](Store::touch) reports a read, which
+    ///   makes them due at once. They are returned in
+    ///   [`DueRefreshes::retired`].
+    ///
+    /// The cost must grow with `limit`, not with the number of entries
+    /// (PgStore reads an index on the refresh time).
+    fn take_due_refreshes<'a>(
+        &'a self,
+        now: Timestamp,
+        until: Timestamp,
+        read_since: Option<Timestamp>,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<DueRefreshes, StoreError>>;
+
+    /// A tick of the schedule `name`, decided once across every cache of
+    /// the store: if the schedule's recorded next tick is at or before
+    /// `now`, records `next` and returns `true`; if there is no record yet,
+    /// records `next` and returns `false`.
+    fn claim_tick<'a>(
+        &'a self,
+        name: &'a str,
+        now: Timestamp,
+        next: Timestamp,
+    ) -> BoxFuture<'a, Result<bool, StoreError>>;
+
+    /// The keys of the entries of a primer.
+    fn keys_of<'a>(&'a self, primer: &'a str) -> BoxFuture<'a, Result<Vec<Key>, StoreError>>;
+
+    /// Records that `keys` were read at `at` (keeping later reads), without
+    /// changing their versions. A retired entry (see
+    /// [`take_due_refreshes`](Store::take_due_refreshes)) becomes due for
+    /// its refresh at `at`. Unknown keys are ignored.
+    fn touch<'a>(&'a self, keys: &'a [Key], at: Timestamp)
+    -> BoxFuture<'a, Result<(), StoreError>>;
+
     /// The refresh queue that goes with this store, if it has one (a
     /// database holds both). Default: none; the cache uses a
     /// [`MemoryQueue`](crate::MemoryQueue).
@@ -147,6 +191,33 @@ impl<S: Store + ?Sized> Store for Arc<S> {
     }
     fn dependencies<'a>(&'a self, key: &'a Key) -> BoxFuture<'a, Result<Vec<Edge>, StoreError>> {
         (**self).dependencies(key)
+    }
+    fn take_due_refreshes<'a>(
+        &'a self,
+        now: Timestamp,
+        until: Timestamp,
+        read_since: Option<Timestamp>,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<DueRefreshes, StoreError>> {
+        (**self).take_due_refreshes(now, until, read_since, limit)
+    }
+    fn claim_tick<'a>(
+        &'a self,
+        name: &'a str,
+        now: Timestamp,
+        next: Timestamp,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        (**self).claim_tick(name, now, next)
+    }
+    fn keys_of<'a>(&'a self, primer: &'a str) -> BoxFuture<'a, Result<Vec<Key>, StoreError>> {
+        (**self).keys_of(primer)
+    }
+    fn touch<'a>(
+        &'a self,
+        keys: &'a [Key],
+        at: Timestamp,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        (**self).touch(keys, at)
     }
     fn watch(&self, watcher: Weak<dyn ChangeWatcher>) {
         (**self).watch(watcher);
@@ -306,6 +377,33 @@ pub struct EntryMeta {
     pub compute_duration: Duration,
     /// The last failed refresh, cleared by the next success.
     pub last_error: Option<EntryError>,
+    /// When the product was last read, as far as the store knows: caches
+    /// report the reads their memos serve from time to time. A write keeps
+    /// the later of this and the stored one. Products nobody reads for long
+    /// enough stop being refreshed on schedule.
+    pub read_at: Option<Timestamp>,
+}
+
+/// What [`Store::take_due_refreshes`] took.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DueRefreshes {
+    /// Live entries to refresh now.
+    pub refresh: Vec<Key>,
+    /// Entries nobody read for long enough: no longer refreshed on schedule
+    /// until read again.
+    pub retired: Vec<Key>,
+}
+
+impl DueRefreshes {
+    /// How many entries were taken.
+    pub fn len(&self) -> usize {
+        self.refresh.len() + self.retired.len()
+    }
+
+    /// Whether none was due.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// A failed refresh, recorded on the entry.
