@@ -116,6 +116,9 @@ pub enum EventKind {
     },
     /// The entry was removed.
     Removed,
+    /// Nobody read the product for the scheduler's `idle_after`: its
+    /// periodic refresh stops until it is read again.
+    Retired,
 }
 
 impl EventKind {
@@ -123,6 +126,7 @@ impl EventKind {
     pub fn name(&self) -> &'static str {
         match self {
             EventKind::Hit => "hit",
+            EventKind::Retired => "retired",
             EventKind::StaleServed => "stale-served",
             EventKind::Miss => "miss",
             EventKind::Coalesced => "coalesced",

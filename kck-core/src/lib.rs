@@ -136,6 +136,8 @@ mod key_param;
 mod primer;
 pub mod queue;
 mod registry;
+mod schedule;
+mod scheduler;
 pub mod store;
 mod worker;
 
@@ -146,9 +148,11 @@ pub use error::{BoxError, Error, ErrorKind};
 pub use event::{Event, EventKind, EventListener, InvalidationCause};
 pub use key::{Key, KeyError, KeyWriter, TypedKey, is_valid_primer_name};
 pub use key_param::{KeyParam, KeyParams, ParamError};
-pub use primer::{OnChange, Policy, Primer, PrimerDef};
+pub use primer::{DomainFn, OnChange, Policy, Primer, PrimerDef};
 pub use queue::{MemoryQueue, Queue, RefreshReason};
 pub use registry::{Registry, RegistryBuilder, RegistryError};
+pub use schedule::{Schedule, ScheduleError};
+pub use scheduler::{Scheduler, SchedulerBuilder, TickReport};
 pub use store::{MemoryStore, Store, Version};
 pub use worker::{Worker, WorkerBuilder};
 
@@ -176,12 +180,12 @@ pub use kck_macros::primer;
 /// The code `#[primer]` generates names only this module. Not public API.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::cache::get;
+    pub use crate::cache::{Cache, get};
     pub use crate::ctx::Ctx;
     pub use crate::ctx::Scope;
     pub use crate::erased::PrimerHandle;
     pub use crate::error::Error;
-    pub use crate::key::{KeyWriter, TypedKey};
+    pub use crate::key::{Key, KeyWriter, TypedKey};
     pub use crate::key_param::KeyParam;
     pub use crate::primer::{OnChange, Policy, Primer, PrimerDef, PrimerOutput};
     pub use crate::registry::Registration;

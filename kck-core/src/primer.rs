@@ -6,8 +6,10 @@ use futures_util::future::BoxFuture;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::cache::Cache;
 use crate::ctx::Ctx;
-use crate::error::BoxError;
+use crate::error::{BoxError, Error};
+use crate::key::Key;
 use crate::key_param::KeyParams;
 
 /// A primer: the registered recipe for one family of data products.
@@ -60,7 +62,14 @@ pub struct PrimerDef {
     pub code_version: &'static str,
     /// Where the primer is defined, `file:line`.
     pub location: &'static str,
+    /// The keys to keep warm before anyone asks, if the primer names a
+    /// domain (`#[primer(domain = …)]`).
+    pub domain: Option<DomainFn>,
 }
+
+/// A primer's domain: the keys of the products to keep warm, computed
+/// (usually by reading another primer) through the cache.
+pub type DomainFn = for<'a> fn(&'a Cache) -> BoxFuture<'a, Result<Vec<Key>, Error>>;
 
 impl PrimerDef {
     /// A description; `#[primer]` calls this.
@@ -82,7 +91,14 @@ impl PrimerDef {
             depends_on,
             code_version,
             location,
+            domain: None,
         }
+    }
+
+    /// Sets [`PrimerDef::domain`].
+    pub const fn with_domain(mut self, domain: DomainFn) -> Self {
+        self.domain = Some(domain);
+        self
     }
 }
 
@@ -106,6 +122,10 @@ pub struct Policy {
     pub on_change: OnChange,
     /// Whether a read of a missing product computes it.
     pub prime_on_miss: bool,
+    /// A cron pattern (UTC): every product of the primer, and every key of
+    /// its domain, is refreshed at each of its ticks, once across the
+    /// cluster.
+    pub schedule: Option<&'static str>,
 }
 
 impl Policy {
@@ -118,6 +138,7 @@ impl Policy {
         stale_if_error: false,
         on_change: OnChange::Refresh,
         prime_on_miss: true,
+        schedule: None,
     };
 
     /// Sets [`Policy::refresh`].
@@ -153,6 +174,13 @@ impl Policy {
     /// Sets [`Policy::on_change`].
     pub const fn on_change(mut self, on_change: OnChange) -> Self {
         self.on_change = on_change;
+        self
+    }
+
+    /// Sets [`Policy::schedule`]. The pattern is checked when the registry
+    /// is built (and by `#[primer]`, at compile time).
+    pub const fn schedule(mut self, pattern: &'static str) -> Self {
+        self.schedule = Some(pattern);
         self
     }
 

@@ -7,6 +7,7 @@ use crate::erased::PrimerHandle;
 use crate::error::Error;
 use crate::key::Key;
 use crate::primer::{Primer, PrimerDef};
+use crate::schedule::{Schedule, ScheduleError};
 
 /// One `#[primer]`'s entry in the link-time list that
 /// [`Registry::from_inventory`] reads.
@@ -54,6 +55,8 @@ inventory::collect!(Registration);
 #[derive(Clone)]
 pub struct Registry {
     primers: Arc<HashMap<&'static str, PrimerHandle>>,
+    /// The parsed schedules of the primers that have one.
+    schedules: Arc<HashMap<&'static str, Schedule>>,
 }
 
 impl Registry {
@@ -83,6 +86,11 @@ impl Registry {
         let mut defs: Vec<_> = self.primers.values().map(PrimerHandle::def).collect();
         defs.sort_by_key(|def| def.name);
         defs.into_iter()
+    }
+
+    /// The parsed cron schedule of the primer named `name`, if it has one.
+    pub fn schedule(&self, name: &str) -> Option<&Schedule> {
+        self.schedules.get(name)
     }
 
     /// Parses a key string and checks it against its primer: the primer is
@@ -185,9 +193,25 @@ impl RegistryBuilder {
         if let Some(path) = find_cycle(&names, &primers) {
             problems.push(RegistryError::Cycle { path });
         }
+        let mut schedules = HashMap::new();
+        for &name in &names {
+            let Some(pattern) = primers[name].def.policy.schedule else {
+                continue;
+            };
+            match Schedule::parse(pattern) {
+                Ok(schedule) => {
+                    schedules.insert(name, schedule);
+                }
+                Err(error) => problems.push(RegistryError::BadSchedule {
+                    primer: name,
+                    error,
+                }),
+            }
+        }
         match problems.len() {
             0 => Ok(Registry {
                 primers: Arc::new(primers),
+                schedules: Arc::new(schedules),
             }),
             1 => Err(problems.remove(0)),
             _ => Err(RegistryError::Several(problems)),
@@ -277,6 +301,16 @@ pub enum RegistryError {
     Cycle {
         /// The cycle; it starts and ends with the same primer.
         path: Vec<&'static str>,
+    },
+    /// A primer's `schedule` is not a valid cron pattern (`#[primer]`
+    /// checks it at compile time; primers implemented by hand are checked
+    /// here).
+    #[error("primer `{primer}`: {error}")]
+    BadSchedule {
+        /// The primer.
+        primer: &'static str,
+        /// What is wrong with its schedule.
+        error: ScheduleError,
     },
     /// A stub was given for a primer that is not registered.
     #[error("a stub was given for `{name}`, which is not registered")]

@@ -5,7 +5,7 @@ use std::hash::BuildHasher;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use futures_util::FutureExt;
@@ -13,7 +13,7 @@ use futures_util::future::BoxFuture;
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 
-use crate::cache::{Cache, Inner};
+use crate::cache::{Cache, CacheRef, Inner};
 use crate::clock::Timestamp;
 use crate::error::{Error, panic_message};
 use crate::event::{EventKind, InvalidationCause};
@@ -45,31 +45,10 @@ use crate::queue::{Job, JobWatcher, RefreshReason};
 /// # }
 /// ```
 pub struct Worker {
-    source: Source,
+    source: CacheRef,
     config: Arc<Config>,
     /// Taken by [`Worker::run`]; in a mutex so a worker can be shared.
     shutdown: Mutex<Option<BoxFuture<'static, ()>>>,
-}
-
-/// The cache a worker works for: held, or (for a cache's own local worker)
-/// only referred to, so the cache can go away.
-#[derive(Clone)]
-enum Source {
-    Held(Cache),
-    Local(Weak<Inner>),
-}
-
-impl Source {
-    fn is_local(&self) -> bool {
-        matches!(self, Source::Local(_))
-    }
-
-    fn get(&self) -> Option<Cache> {
-        match self {
-            Source::Held(cache) => Some(cache.clone()),
-            Source::Local(inner) => inner.upgrade().map(|inner| Cache { inner }),
-        }
-    }
 }
 
 #[derive(Debug, Clone)]
@@ -172,7 +151,7 @@ impl WorkerBuilder {
     /// The worker.
     pub fn build(self) -> Worker {
         Worker {
-            source: Source::Held(self.cache),
+            source: CacheRef::Held(self.cache),
             config: Arc::new(self.config),
             shutdown: Mutex::new(self.shutdown),
         }
@@ -211,7 +190,7 @@ impl Worker {
     /// with the cache.
     pub(crate) fn local(inner: &Arc<Inner>) -> Worker {
         Worker {
-            source: Source::Local(Arc::downgrade(inner)),
+            source: CacheRef::Local(Arc::downgrade(inner)),
             config: Arc::new(Config {
                 id: format!("local-{}", inner.holder),
                 ..Config::default()

@@ -158,3 +158,55 @@ fn a_stub_of_an_unregistered_primer_is_refused() {
         .unwrap_err();
     assert_eq!(error, RegistryError::UnknownStub { name: "twin" });
 }
+
+/// A primer implemented by hand, with a schedule the macro would have
+/// rejected at compile time.
+struct Badly;
+
+impl kck_core::Primer for Badly {
+    type Params = (u32,);
+    type Value = u32;
+    type Error = Infallible;
+    const NAME: &'static str = "badly";
+    const DEF: &'static kck_core::PrimerDef = &kck_core::PrimerDef::new(
+        "badly",
+        "badly/{n}",
+        &["n"],
+        kck_core::Policy::DEFAULT.schedule("every tuesday"),
+        &[],
+        "1",
+        "tests/registry.rs",
+    );
+
+    fn compute(
+        _ctx: &Ctx,
+        (n,): (u32,),
+    ) -> futures_util::future::BoxFuture<'_, Result<u32, Infallible>> {
+        Box::pin(async move { Ok(n) })
+    }
+}
+
+#[test]
+fn a_bad_schedule_is_reported_with_its_primer() {
+    let error = Registry::builder()
+        .register::<Badly>()
+        .build()
+        .expect_err("the schedule is invalid");
+    let RegistryError::BadSchedule { primer, error: bad } = &error else {
+        panic!("expected BadSchedule, got {error:?}");
+    };
+    assert_eq!(*primer, "badly");
+    assert_eq!(bad.pattern, "every tuesday");
+    assert!(
+        error
+            .to_string()
+            .starts_with("primer `badly`: invalid cron schedule `every tuesday`"),
+        "{error}"
+    );
+
+    let good = Registry::builder()
+        .register::<helper>()
+        .build()
+        .expect("valid");
+    assert!(good.schedule("helper").is_none());
+}

@@ -13,7 +13,7 @@ use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 use futures_util::future::BoxFuture;
 use kck_core::store::{
     ChangeWatcher, DueRefreshes, Edge, Entry, EntryPatch, Expect, Lease, Saved, Store, StoreError,
-    StoredEntry, Version,
+    StoredEntry, TickClaim, Version,
 };
 use kck_core::{Key, Timestamp};
 use tokio::task::AbortHandle;
@@ -427,7 +427,7 @@ impl Store for PgStore {
         name: &'a str,
         now: Timestamp,
         next: Timestamp,
-    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+    ) -> BoxFuture<'a, Result<TickClaim, StoreError>> {
         Box::pin(async move {
             let binds = vec![
                 Bind::Text(name.to_owned()),
@@ -436,7 +436,11 @@ impl Store for PgStore {
                 Bind::Time(to_pg(now)),
             ];
             let row: TickRow = self.run_one::<ClaimTick, _>(binds).await?;
-            Ok(row.existed > 0 && row.moved > 0)
+            Ok(match (row.existed > 0, row.moved > 0) {
+                (false, true) => TickClaim::Started,
+                (true, true) => TickClaim::Fired,
+                (_, false) => TickClaim::NotDue,
+            })
         })
     }
 

@@ -27,6 +27,10 @@ pub(crate) struct PrimerArgs {
     #[darling(default)]
     pub(crate) prime_on_miss: Option<bool>,
     #[darling(default)]
+    pub(crate) schedule: Option<ScheduleArg>,
+    #[darling(default)]
+    pub(crate) domain: Option<Path>,
+    #[darling(default)]
     pub(crate) version: Option<LitStr>,
     #[darling(default, rename = "crate")]
     pub(crate) krate: Option<Path>,
@@ -53,6 +57,33 @@ impl FromMeta for DurationArg {
             Ok(value) => Ok(DurationArg { value }),
             Err(error) => Err(darling::Error::custom(format!(
                 "invalid duration \"{}\": {error}",
+                text.value()
+            ))
+            .with_span(text)),
+        }
+    }
+}
+
+/// A cron pattern, such as `"0 3 * * *"`, checked with the parser kck uses
+/// at run time.
+pub(crate) struct ScheduleArg {
+    pub(crate) pattern: LitStr,
+}
+
+impl FromMeta for ScheduleArg {
+    fn from_value(value: &Lit) -> darling::Result<Self> {
+        let Lit::Str(text) = value else {
+            return Err(
+                darling::Error::custom("expected a cron pattern such as \"0 3 * * *\"")
+                    .with_span(value),
+            );
+        };
+        match text.value().parse::<croner::Cron>() {
+            Ok(_) => Ok(ScheduleArg {
+                pattern: text.clone(),
+            }),
+            Err(error) => Err(darling::Error::custom(format!(
+                "invalid cron schedule \"{}\": {error}",
                 text.value()
             ))
             .with_span(text)),

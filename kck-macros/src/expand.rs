@@ -18,6 +18,7 @@ pub(crate) fn expand(model: &Model) -> TokenStream {
         key_order,
         output,
         depends_on,
+        domain,
         code_version,
         krate,
         scope_ident,
@@ -82,6 +83,14 @@ pub(crate) fn expand(model: &Model) -> TokenStream {
         })
         .collect();
 
+    let (domain_fn, with_domain) = match domain {
+        Some(path) => (
+            domain_tokens(model, path),
+            quote!(.with_domain(#ident::__kck_domain)),
+        ),
+        None => (TokenStream::new(), TokenStream::new()),
+    };
+
     let params_span = item.sig.paren_token.span.join();
     let params_item = quote_spanned!(params_span=> type Params = (#(#owned_types,)*););
     let placeholders: Vec<String> = key_idents.iter().map(ToString::to_string).collect();
@@ -133,6 +142,8 @@ pub(crate) fn expand(model: &Model) -> TokenStream {
             #vis fn key(#(#arg_idents: #arg_types),*) -> #private::TypedKey<#ident> {
                 #private::TypedKey::new((#(#owned_values,)*))
             }
+
+            #domain_fn
         }
 
         #(#cfgs)*
@@ -153,7 +164,7 @@ pub(crate) fn expand(model: &Model) -> TokenStream {
                     DEPENDS_ON,
                     #code_version,
                     ::core::concat!(::core::file!(), ":", ::core::line!()),
-                )
+                )#with_domain
             };
 
             fn compute<'__kck>(
@@ -187,6 +198,62 @@ pub(crate) fn expand(model: &Model) -> TokenStream {
                 #(#key_writes)*
             })
             .await
+        }
+    }
+}
+
+/// The function behind `domain = path`: reads the domain primer (which has
+/// no parameters) through the cache, and makes a key of each item it lists.
+/// An item is the parameter itself for a primer of one parameter, else
+/// anything convertible into the tuple of parameters, in function order.
+fn domain_tokens(model: &Model, domain: &syn::Path) -> TokenStream {
+    let krate = &model.krate;
+    let private = quote!(#krate::__private);
+    let ident = &model.item.sig.ident;
+    let idents: Vec<_> = model.params.iter().map(|p| &p.ident).collect();
+    let owned: Vec<_> = model
+        .params
+        .iter()
+        .map(|p| {
+            if p.is_str {
+                quote!(::std::string::String)
+            } else {
+                let ty = &p.ty;
+                quote!(#ty)
+            }
+        })
+        .collect();
+    let args = model.params.iter().map(|p| {
+        let ident = &p.ident;
+        if p.is_str {
+            quote!(&#ident)
+        } else {
+            quote!(#ident)
+        }
+    });
+    let bind = if idents.len() == 1 {
+        quote!(let #(#idents)*: #(#owned)*)
+    } else {
+        quote!(let (#(#idents,)*): (#(#owned,)*))
+    };
+    let read = quote_spanned!(domain.span()=> #domain(__kck_cache));
+    quote! {
+        #[doc(hidden)]
+        fn __kck_domain(
+            __kck_cache: &#private::Cache,
+        ) -> #private::BoxFuture<
+            '_,
+            ::core::result::Result<::std::vec::Vec<#private::Key>, #private::Error>,
+        > {
+            ::std::boxed::Box::pin(async move {
+                let __kck_items = #read.await?;
+                let mut __kck_keys = ::std::vec::Vec::new();
+                for __kck_item in ::core::iter::IntoIterator::into_iter(&*__kck_items) {
+                    #bind = ::core::convert::From::from(::core::clone::Clone::clone(__kck_item));
+                    __kck_keys.push(::core::convert::Into::<#private::Key>::into(#ident::key(#(#args),*)));
+                }
+                ::core::result::Result::Ok(__kck_keys)
+            })
         }
     }
 }
@@ -225,6 +292,9 @@ fn policy_tokens(model: &Model) -> TokenStream {
     }
     if !p.prime_on_miss {
         tokens.extend(quote!(.prime_on_miss(false)));
+    }
+    if let Some(pattern) = &p.schedule {
+        tokens.extend(quote!(.schedule(#pattern)));
     }
     tokens
 }

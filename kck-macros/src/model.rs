@@ -23,6 +23,9 @@ pub(crate) struct Model {
     pub(crate) output: Type,
     pub(crate) policy: PolicyModel,
     pub(crate) depends_on: Vec<Path>,
+    /// The zero-parameter primer whose value lists the parameter sets to
+    /// keep warm.
+    pub(crate) domain: Option<Path>,
     pub(crate) code_version: String,
     pub(crate) krate: Path,
 }
@@ -44,6 +47,7 @@ pub(crate) struct PolicyModel {
     pub(crate) stale_if_error: bool,
     pub(crate) invalidate_on_change: bool,
     pub(crate) prime_on_miss: bool,
+    pub(crate) schedule: Option<LitStr>,
 }
 
 /// Collects errors; `into_result` combines them.
@@ -131,7 +135,16 @@ impl Model {
             stale_if_error: args.stale_if_error,
             invalidate_on_change: matches!(args.on_change, Some(OnChangeArg::Invalidate)),
             prime_on_miss: args.prime_on_miss.unwrap_or(true),
+            schedule: args.schedule.map(|s| s.pattern),
         };
+        if let Some(domain) = &args.domain
+            && params.is_empty()
+        {
+            errors.push(
+                domain.span(),
+                "a primer without parameters has one product: it has no domain to keep warm",
+            );
+        }
         if let (Some(stale), Some(expire)) = (policy.stale_after, policy.expire_after)
             && expire < stale
         {
@@ -161,6 +174,7 @@ impl Model {
             output,
             policy,
             depends_on: args.depends_on.0,
+            domain: args.domain,
             code_version,
             krate,
         })

@@ -29,7 +29,7 @@ use std::time::Duration;
 
 use kck_core::store::{
     ChangeWatcher, ContentHash, DueRefreshes, Edge, Entry, EntryError, EntryMeta, EntryPatch,
-    Expect, Lease, Saved, Store, StoredEntry, Version,
+    Expect, Lease, Saved, Store, StoredEntry, TickClaim, Version,
 };
 use kck_core::{Key, Timestamp};
 use tokio::sync::mpsc;
@@ -281,11 +281,24 @@ async fn scheduling(store: &dyn Store) {
             .await
             .unwrap_or_else(|e| panic!("claim_tick: {e}"))
     };
-    assert!(!tick(0, 60).await, "the first claim records the next tick");
-    assert!(!tick(30, 60).await, "a tick not yet due does not fire");
-    assert!(tick(60, 120).await, "a due tick fires");
-    assert!(!tick(60, 120).await, "a tick fires once");
-    assert!(tick(500, 560).await, "ticks missed fire once");
+    assert_eq!(
+        tick(0, 60).await,
+        TickClaim::Started,
+        "the first claim records the next tick"
+    );
+    assert_eq!(tick(0, 60).await, TickClaim::NotDue, "and starts it once");
+    assert_eq!(
+        tick(30, 60).await,
+        TickClaim::NotDue,
+        "a tick not yet due does not fire"
+    );
+    assert_eq!(tick(60, 120).await, TickClaim::Fired, "a due tick fires");
+    assert_eq!(tick(60, 120).await, TickClaim::NotDue, "a tick fires once");
+    assert_eq!(
+        tick(500, 560).await,
+        TickClaim::Fired,
+        "ticks missed fire once"
+    );
 }
 
 async fn missing_keys(store: &dyn Store) {

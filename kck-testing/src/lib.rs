@@ -52,8 +52,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kck_core::{
-    Cache, CacheBuilder, Clock, Event, Key, MemoryStore, MockClock, Primer, Registry, Scope,
-    ScopeRef, Store, Timestamp, TypedKey, Worker, WorkerBuilder,
+    Cache, CacheBuilder, Clock, Event, Key, MemoryStore, MockClock, Primer, Registry, Scheduler,
+    SchedulerBuilder, Scope, ScopeRef, Store, TickReport, Timestamp, TypedKey, Worker,
+    WorkerBuilder,
 };
 
 pub use recorder::EventRecorder;
@@ -68,6 +69,7 @@ pub struct TestCache {
     recorder: EventRecorder,
     stubs: Stubs,
     worker: Worker,
+    scheduler: Scheduler,
 }
 
 impl TestCache {
@@ -106,29 +108,64 @@ impl TestCache {
         self.cache.now()
     }
 
-    /// Runs the queue until it is idle on the mock clock: every job due now
-    /// runs, and the jobs those cause, and every computation ends. Jobs due
-    /// later (retries, schedules) wait until the clock gets there:
-    /// `test.advance(..)`, then `settle()` again.
+    /// Runs the cache until it is idle at the mock clock's time: the
+    /// scheduler ticks (periodic refreshes, cron schedules and domains due
+    /// now queue their jobs), every job due now runs, and the jobs those
+    /// cause, and every computation ends. What is due later (retries, the
+    /// next interval) waits until the clock gets there: `test.advance(..)`,
+    /// then `settle()` again.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use kck_core::{primer, Ctx};
+    /// # use kck_testing::TestCache;
+    /// #[primer(key = "headcount/{team}", refresh = "5m")]
+    /// async fn headcount(_ctx: &Ctx, team: u32) -> Result<u32, kck_core::Error> {
+    ///     Ok(team * 10)
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let test = TestCache::new();
+    /// headcount(&test, 7).await.unwrap();
+    /// test.advance(Duration::from_secs(5 * 60));
+    /// test.settle().await;
+    /// test.assert_computed(&headcount::key(7), 2);
+    /// # }
+    /// ```
     ///
     /// # Panics
     ///
-    /// If the queue fails, or never settles (jobs keep causing jobs due
-    /// now, 1000 rounds in a row).
+    /// If the store or queue fails, or the cache never settles (jobs keep
+    /// causing jobs due now, 1000 rounds in a row).
     pub async fn settle(&self) {
         for _ in 0..1000 {
             self.cache.wait_idle().await;
+            let queued = self.tick().await.queued();
             let ran = self
                 .worker
                 .run_due()
                 .await
                 .unwrap_or_else(|error| panic!("kck-testing: the queue failed: {error}"));
             self.cache.wait_idle().await;
-            if ran == 0 {
+            if ran == 0 && queued == 0 {
                 return;
             }
         }
-        panic!("kck-testing: the queue did not settle: jobs kept causing jobs for 1000 rounds");
+        panic!("kck-testing: the cache did not settle: jobs kept causing jobs for 1000 rounds");
+    }
+
+    /// Runs one tick of the scheduler, without running the jobs it queues
+    /// (see [`Scheduler::tick`]).
+    ///
+    /// # Panics
+    ///
+    /// If the store or queue fails.
+    pub async fn tick(&self) -> TickReport {
+        self.scheduler
+            .tick()
+            .await
+            .unwrap_or_else(|error| panic!("kck-testing: the scheduler failed: {error}"))
     }
 
     /// The recorder of every event of the cache.
@@ -264,6 +301,7 @@ pub struct TestCacheBuilder {
     registry: Option<Registry>,
     store: Option<Arc<dyn Store>>,
     worker: Option<Box<dyn FnOnce(WorkerBuilder) -> WorkerBuilder>>,
+    scheduler: Option<Box<dyn FnOnce(SchedulerBuilder) -> SchedulerBuilder>>,
     start: Timestamp,
     stubs: Stubs,
     configure: Vec<Box<dyn FnOnce(CacheBuilder) -> CacheBuilder>>,
@@ -275,6 +313,7 @@ impl TestCacheBuilder {
             registry: None,
             store: None,
             worker: None,
+            scheduler: None,
             start: MockClock::default().now(),
             stubs: Stubs::default(),
             configure: Vec::new(),
@@ -338,6 +377,16 @@ impl TestCacheBuilder {
         self
     }
 
+    /// Adjusts the scheduler [`TestCache::settle`] ticks: how long until
+    /// unread products retire, how often domains are evaluated.
+    pub fn scheduler(
+        mut self,
+        f: impl FnOnce(SchedulerBuilder) -> SchedulerBuilder + 'static,
+    ) -> Self {
+        self.scheduler = Some(Box::new(f));
+        self
+    }
+
     /// Adjusts the underlying [`CacheBuilder`]: state, listeners, back-off.
     pub fn configure(mut self, f: impl FnOnce(CacheBuilder) -> CacheBuilder + 'static) -> Self {
         self.configure.push(Box::new(f));
@@ -359,6 +408,7 @@ impl TestCacheBuilder {
             .clock(clock.clone())
             .shared_store(store)
             .local_worker(false)
+            .local_scheduler(false)
             .on_event(recorder.listener());
         if let Some(registry) = self.registry {
             builder = builder.registry(registry);
@@ -375,8 +425,13 @@ impl TestCacheBuilder {
         if let Some(configure) = self.worker {
             worker = configure(worker);
         }
+        let mut scheduler = Scheduler::builder(&cache);
+        if let Some(configure) = self.scheduler {
+            scheduler = configure(scheduler);
+        }
         TestCache {
             worker: worker.build(),
+            scheduler: scheduler.build(),
             cache,
             clock,
             recorder,

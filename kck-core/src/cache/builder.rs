@@ -49,6 +49,7 @@ pub struct CacheBuilder {
     lease_ttl: Duration,
     queue: Option<Arc<dyn Queue>>,
     local_worker: bool,
+    local_scheduler: bool,
 }
 
 impl CacheBuilder {
@@ -67,6 +68,7 @@ impl CacheBuilder {
             lease_ttl: Duration::from_secs(30),
             queue: None,
             local_worker: true,
+            local_scheduler: true,
         }
     }
 
@@ -160,6 +162,17 @@ impl CacheBuilder {
         self
     }
 
+    /// Whether the cache runs a [`Scheduler`](crate::Scheduler) of its own
+    /// (default: yes). Schedulers sharing a store divide the work between
+    /// them, so every process may run one; it also reports the reads this
+    /// cache's memo serves, without which products read only from memory
+    /// would look idle and stop being refreshed. Turn it off to run a tuned
+    /// scheduler yourself, or to drive it by hand, as `kck-testing` does.
+    pub fn local_scheduler(mut self, enabled: bool) -> Self {
+        self.local_scheduler = enabled;
+        self
+    }
+
     /// Builds the cache.
     ///
     /// # Errors
@@ -208,12 +221,15 @@ impl CacheBuilder {
             queue,
             local_worker: self.local_worker,
             local_worker_started: AtomicBool::new(false),
+            local_scheduler: self.local_scheduler,
+            local_scheduler_started: AtomicBool::new(false),
             queued: AtomicU64::new(0),
             worked: tokio::sync::watch::Sender::new(0),
         });
         let watcher: Arc<dyn ChangeWatcher> = inner.watcher.clone();
         inner.store.watch(Arc::downgrade(&watcher));
         inner.start_local_worker();
+        inner.start_local_scheduler();
         Ok(Cache { inner })
     }
 }

@@ -192,7 +192,7 @@ impl FlightGuard {
         let previous = current.ready.as_ref();
         let changed = previous.is_none_or(|ready| ready.content_hash != content_hash);
         let computed_at = computed.started_at;
-        let deadlines = Deadlines::of(&def.policy, computed_at);
+        let deadlines = Deadlines::of(&def.policy, &self.key, computed_at);
         let meta = EntryMeta {
             computed_at,
             changed_at: match previous {

@@ -2,8 +2,11 @@
 
 use std::time::Duration;
 
+use std::hash::BuildHasher;
+
 use super::memo::Ready;
 use crate::clock::Timestamp;
+use crate::key::Key;
 use crate::primer::Policy;
 
 /// What a read may do with a ready value.
@@ -39,11 +42,21 @@ pub(crate) struct Deadlines {
 }
 
 impl Deadlines {
-    pub(crate) fn of(policy: &Policy, computed_at: Timestamp) -> Self {
+    /// The periodic refresh comes up to a tenth of the interval early,
+    /// by an amount that depends on the key and the time: products computed
+    /// together do not all come due together again.
+    pub(crate) fn of(policy: &Policy, key: &Key, computed_at: Timestamp) -> Self {
         let after = |duration: Option<Duration>| duration.map(|d| computed_at + d);
+        let refresh_at = policy.refresh.map(|every| {
+            let spread = u64::try_from(every.as_micros() / 10).unwrap_or(u64::MAX);
+            let seed = foldhash::fast::FixedState::with_seed(computed_at.as_unix_micros() as u64)
+                .hash_one(key.as_str());
+            let jitter = Duration::from_micros(seed % spread.max(1));
+            computed_at + every.saturating_sub(jitter)
+        });
         Deadlines {
             stale_at: after(policy.stale_after),
-            refresh_at: after(policy.refresh),
+            refresh_at,
             expires_at: after(policy.expire_after),
         }
     }
@@ -114,6 +127,34 @@ mod tests {
         let r = ready(Some(10), None, Some(15));
         assert_eq!(classify(&r, at(12)), Freshness::Stale { refresh: false });
         assert_eq!(classify(&r, at(15)), Freshness::Stale { refresh: true });
+    }
+
+    #[test]
+    fn periodic_refreshes_come_up_to_a_tenth_early_and_spread() {
+        let policy = Policy::DEFAULT.refresh(Duration::from_secs(100));
+        let due: Vec<Timestamp> = (0..50)
+            .map(|i| {
+                let key = Key::parse(&format!("report/{i}")).expect("a key");
+                let due = Deadlines::of(&policy, &key, at(1000)).refresh_at;
+                due.expect("a refresh time")
+            })
+            .collect();
+        assert!(
+            due.iter().all(|&t| t > at(1090) && t <= at(1100)),
+            "{due:?}"
+        );
+        let distinct: std::collections::HashSet<_> = due.iter().collect();
+        assert!(distinct.len() > 40, "spread over the keys: {distinct:?}");
+        let key = Key::parse("report/1").expect("a key");
+        assert_eq!(
+            Deadlines::of(&policy, &key, at(1000)),
+            Deadlines::of(&policy, &key, at(1000)),
+            "the same for the same key and time"
+        );
+        assert_eq!(
+            Deadlines::of(&Policy::DEFAULT, &key, at(1000)).refresh_at,
+            None
+        );
     }
 
     #[test]

@@ -18,8 +18,8 @@ mod propagate;
 
 use std::any::{Any, TypeId};
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use tokio::sync::{Notify, watch};
@@ -37,6 +37,7 @@ use crate::error::Error;
 use crate::event::Events;
 use crate::queue::Queue;
 use crate::registry::Registry;
+use crate::scheduler::Scheduler;
 use crate::store::Store;
 use crate::worker::Worker;
 
@@ -77,6 +78,10 @@ pub(crate) struct Inner {
     /// Whether this cache runs a worker of its own, and whether it started.
     pub(crate) local_worker: bool,
     pub(crate) local_worker_started: AtomicBool,
+    /// Whether this cache runs a scheduler of its own, and whether it
+    /// started.
+    pub(crate) local_scheduler: bool,
+    pub(crate) local_scheduler_started: AtomicBool,
     /// How many times this cache queued jobs, and how many of those its
     /// local worker has worked through: what [`Cache::wait_idle`] waits for.
     pub(crate) queued: AtomicU64,
@@ -95,6 +100,43 @@ impl Inner {
         };
         if !self.local_worker_started.swap(true, Ordering::SeqCst) {
             runtime.spawn(Worker::local(self).run());
+        }
+    }
+}
+
+impl Inner {
+    /// Starts the cache's own scheduler, once, if it has one and a runtime
+    /// is there to run it.
+    pub(crate) fn start_local_scheduler(self: &Arc<Self>) {
+        if !self.local_scheduler || self.local_scheduler_started.load(Ordering::SeqCst) {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        if !self.local_scheduler_started.swap(true, Ordering::SeqCst) {
+            runtime.spawn(Scheduler::local(self).run());
+        }
+    }
+}
+
+/// The cache a worker or scheduler works for: held, or (for a cache's own
+/// local worker and scheduler) only referred to, so the cache can go away.
+#[derive(Clone)]
+pub(crate) enum CacheRef {
+    Held(Cache),
+    Local(Weak<Inner>),
+}
+
+impl CacheRef {
+    pub(crate) fn is_local(&self) -> bool {
+        matches!(self, CacheRef::Local(_))
+    }
+
+    pub(crate) fn get(&self) -> Option<Cache> {
+        match self {
+            CacheRef::Held(cache) => Some(cache.clone()),
+            CacheRef::Local(inner) => inner.upgrade().map(|inner| Cache { inner }),
         }
     }
 }

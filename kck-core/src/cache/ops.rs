@@ -224,7 +224,7 @@ impl Inner {
                 .map(|stored| &stored.meta)
                 .filter(|meta| meta.code_version == def.code_version);
             let changed = previous_meta.is_none_or(|meta| meta.content_hash != content_hash);
-            let deadlines = Deadlines::of(&def.policy, now);
+            let deadlines = Deadlines::of(&def.policy, key, now);
             let meta = EntryMeta {
                 computed_at: now,
                 changed_at: match previous_meta {

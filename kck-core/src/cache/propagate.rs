@@ -42,29 +42,36 @@ impl Inner {
         self.queue_refresh(jobs).await;
     }
 
-    /// Queues refresh jobs, and tells.
+    /// Queues refresh jobs, and tells; a failure is reported as an event
+    /// of each key.
     pub(crate) async fn queue_refresh(self: &Arc<Self>, jobs: Vec<JobRequest>) {
+        let keys: Vec<Key> = jobs.iter().map(|job| job.key.clone()).collect();
+        if let Err(error) = self.try_queue_refresh(jobs).await {
+            for key in &keys {
+                let error = error.clone();
+                self.events.emit(key, EventKind::Failed { error });
+            }
+        }
+    }
+
+    /// Queues refresh jobs, and tells.
+    pub(crate) async fn try_queue_refresh(
+        self: &Arc<Self>,
+        jobs: Vec<JobRequest>,
+    ) -> Result<(), Error> {
         if jobs.is_empty() {
-            return;
+            return Ok(());
         }
-        match self.queue.enqueue(&jobs).await {
-            Ok(()) => {
-                self.queued.fetch_add(1, Ordering::SeqCst);
-                for job in jobs {
-                    let reason = job.reason;
-                    self.events
-                        .emit(&job.key, EventKind::RefreshQueued { reason });
-                }
-                self.start_local_worker();
-            }
-            Err(error) => {
-                let error = Error::Store(error);
-                for job in &jobs {
-                    let error = error.clone();
-                    self.events.emit(&job.key, EventKind::Failed { error });
-                }
-            }
+        self.queue.enqueue(&jobs).await?;
+        self.queued.fetch_add(1, Ordering::SeqCst);
+        for job in jobs {
+            let reason = job.reason;
+            self.events
+                .emit(&job.key, EventKind::RefreshQueued { reason });
         }
+        self.start_local_worker();
+        self.start_local_scheduler();
+        Ok(())
     }
 
     /// Queues a refresh from a context that cannot wait (a read under a

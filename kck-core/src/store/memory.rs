@@ -1,6 +1,6 @@
 //! The in-memory store: one process, nothing persisted.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::future::ready;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::Duration;
@@ -9,7 +9,7 @@ use futures_util::future::BoxFuture;
 
 use super::{
     ChangeWatcher, ContentHash, DueRefreshes, Edge, Entry, EntryPatch, Expect, Lease, Saved, Store,
-    StoreError, StoredEntry, Version,
+    StoreError, StoredEntry, TickClaim, Version,
 };
 use crate::clock::{Clock, SystemClock, Timestamp};
 use crate::key::Key;
@@ -35,6 +35,9 @@ struct State {
     dependents: HashMap<Key, BTreeMap<Key, Option<ContentHash>>>,
     leases: HashMap<Key, (String, Timestamp)>,
     ticks: HashMap<String, Timestamp>,
+    /// The entries that have a periodic refresh time, in its order: the
+    /// scheduler's work grows with the entries due, not with all of them.
+    refreshes: BTreeSet<(Timestamp, Key)>,
     /// Entries whose periodic refresh stopped for want of readers.
     retired: HashSet<Key>,
     last_version: i64,
@@ -130,6 +133,13 @@ impl State {
         Version(self.last_version)
     }
 
+    /// Drops an entry that goes away from the refresh index.
+    fn unschedule(&mut self, old: &Entry) {
+        if let Some(at) = old.meta.refresh_at {
+            self.refreshes.remove(&(at, old.key.clone()));
+        }
+    }
+
     fn unlink(&mut self, key: &Key, dependencies: &[Edge]) {
         for dependency in dependencies {
             if let Some(dependents) = self.dependents.get_mut(&dependency.key) {
@@ -149,9 +159,13 @@ impl State {
         let mut entry = entry;
         if let Some((_, old)) = self.entries.remove(&entry.key) {
             self.unlink(&old.key, &old.dependencies);
+            self.unschedule(&old);
             entry.meta.read_at = entry.meta.read_at.max(old.meta.read_at);
         }
         self.retired.remove(&entry.key);
+        if let Some(at) = entry.meta.refresh_at {
+            self.refreshes.insert((at, entry.key.clone()));
+        }
         for dependency in &entry.dependencies {
             self.dependents
                 .entry(dependency.key.clone())
@@ -186,6 +200,8 @@ impl State {
             return (None, None);
         };
         self.unlink(key, &old.dependencies);
+        self.unschedule(&old);
+        self.retired.remove(key);
         let version = self.next_version();
         (Some(version), Some(Notice::Changed(key.clone(), version)))
     }
@@ -212,26 +228,23 @@ impl State {
         read_since: Option<Timestamp>,
         limit: usize,
     ) -> DueRefreshes {
-        // A scan: the memory store is for one process and tests, where
-        // this is cheap enough.
-        let mut due: Vec<(Timestamp, Key)> = self
-            .entries
-            .values()
-            .filter_map(|(_, entry)| {
-                let at = entry.meta.refresh_at.filter(|at| *at <= now)?;
-                Some((at, entry.key.clone()))
-            })
+        let due: Vec<(Timestamp, Key)> = self
+            .refreshes
+            .iter()
+            .take_while(|(at, _)| *at <= now)
+            .take(limit)
+            .cloned()
             .collect();
-        due.sort();
-        due.truncate(limit);
         let mut taken = DueRefreshes::default();
-        for (_, key) in due {
+        for (at, key) in due {
+            self.refreshes.remove(&(at, key.clone()));
             let Some((_, entry)) = self.entries.get_mut(&key) else {
                 continue;
             };
             let live = read_since.is_none_or(|since| entry.meta.read_at >= Some(since));
             if live {
                 entry.meta.refresh_at = Some(until);
+                self.refreshes.insert((until, key.clone()));
                 taken.refresh.push(key);
             } else {
                 entry.meta.refresh_at = None;
@@ -320,15 +333,15 @@ impl Store for MemoryStore {
         name: &'a str,
         now: Timestamp,
         next: Timestamp,
-    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+    ) -> BoxFuture<'a, Result<TickClaim, StoreError>> {
         let mut state = self.lock();
-        let fired = match state.ticks.get(name) {
-            Some(due) if *due <= now => true,
-            Some(_) => return Box::pin(ready(Ok(false))),
-            None => false,
+        let claim = match state.ticks.get(name) {
+            None => TickClaim::Started,
+            Some(due) if *due <= now => TickClaim::Fired,
+            Some(_) => return Box::pin(ready(Ok(TickClaim::NotDue))),
         };
         state.ticks.insert(name.to_owned(), next);
-        Box::pin(ready(Ok(fired)))
+        Box::pin(ready(Ok(claim)))
     }
 
     fn keys_of<'a>(&'a self, primer: &'a str) -> BoxFuture<'a, Result<Vec<Key>, StoreError>> {
@@ -355,6 +368,7 @@ impl Store for MemoryStore {
                 entry.meta.read_at = entry.meta.read_at.max(Some(at));
                 if state.retired.remove(key) {
                     entry.meta.refresh_at = Some(at);
+                    state.refreshes.insert((at, key.clone()));
                 }
             }
         }

@@ -93,15 +93,17 @@ pub trait Store: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<DueRefreshes, StoreError>>;
 
     /// A tick of the schedule `name`, decided once across every cache of
-    /// the store: if the schedule's recorded next tick is at or before
-    /// `now`, records `next` and returns `true`; if there is no record yet,
-    /// records `next` and returns `false`.
+    /// the store, atomically: with no record of `name` yet, records `next`
+    /// and returns [`TickClaim::Started`]; if the recorded tick is at or
+    /// before `now`, records `next` and returns [`TickClaim::Fired`];
+    /// otherwise (not due, or another scheduler just claimed it) changes
+    /// nothing and returns [`TickClaim::NotDue`].
     fn claim_tick<'a>(
         &'a self,
         name: &'a str,
         now: Timestamp,
         next: Timestamp,
-    ) -> BoxFuture<'a, Result<bool, StoreError>>;
+    ) -> BoxFuture<'a, Result<TickClaim, StoreError>>;
 
     /// The keys of the entries of a primer.
     fn keys_of<'a>(&'a self, primer: &'a str) -> BoxFuture<'a, Result<Vec<Key>, StoreError>>;
@@ -206,7 +208,7 @@ impl<S: Store + ?Sized> Store for Arc<S> {
         name: &'a str,
         now: Timestamp,
         next: Timestamp,
-    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+    ) -> BoxFuture<'a, Result<TickClaim, StoreError>> {
         (**self).claim_tick(name, now, next)
     }
     fn keys_of<'a>(&'a self, primer: &'a str) -> BoxFuture<'a, Result<Vec<Key>, StoreError>> {
@@ -382,6 +384,17 @@ pub struct EntryMeta {
     /// the later of this and the stored one. Products nobody reads for long
     /// enough stop being refreshed on schedule.
     pub read_at: Option<Timestamp>,
+}
+
+/// What [`Store::claim_tick`] decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TickClaim {
+    /// The schedule had no record: this claim started it.
+    Started,
+    /// The recorded tick was due: this claim fired it.
+    Fired,
+    /// Not due, or claimed by another scheduler.
+    NotDue,
 }
 
 /// What [`Store::take_due_refreshes`] took.
