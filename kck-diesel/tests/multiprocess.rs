@@ -1,15 +1,28 @@
 //! Several processes on one database, as in production: this test binary
 //! starts copies of itself (running only the `child` test, in a role given
 //! by the environment) and talks to them over stdin and stdout.
+//!
+//! - a write in one process reaches the memo of another;
+//! - a cold key missed by four processes at once is computed once;
+//! - three worker processes share a queue, one is killed with SIGKILL in
+//!   the middle of a job: the job completes elsewhere once its lease runs
+//!   out, a zombie's late writes are rejected, no job is lost, and every
+//!   key ends computed.
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
 use std::time::Duration;
 
-use kck_core::store::{ChangeWatcher, Store, Version};
-use kck_core::{Cache, Ctx, Key, primer};
+use diesel::QueryableByName;
+use diesel::sql_types::BigInt;
+use kck_core::queue::{JobRequest, RefreshReason};
+use kck_core::store::{
+    ChangeWatcher, ContentHash, Entry, EntryMeta, Expect, Saved, Store, Version,
+};
+use kck_core::{Cache, Ctx, Key, Worker, primer};
 use kck_diesel::PgStore;
 use kck_testing::postgres::TestDatabase;
 use tokio::sync::watch;
@@ -23,6 +36,14 @@ async fn shared(_ctx: &Ctx, name: String) -> Result<u64, std::convert::Infallibl
     // Slow enough that the processes' reads overlap.
     tokio::time::sleep(Duration::from_millis(300)).await;
     Ok(name.len() as u64)
+}
+
+/// A job that takes a while, and says when it starts.
+#[primer(key = "slow_job/{n}")]
+async fn slow_job(_ctx: &Ctx, n: u32) -> Result<u32, std::convert::Infallible> {
+    println!("kck> started {n}");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    Ok(n * 2)
 }
 
 /// A copy of this test binary, in `role`, on the database at `url`.
@@ -76,6 +97,26 @@ impl Peer {
     fn finish(mut self) {
         let status = self.child.wait().expect("the child ends");
         assert!(status.success(), "the child failed: {status}");
+    }
+
+    /// Forwards everything the child says to `said`, tagged with `id`, on a
+    /// thread of its own; returns the child's input and handle.
+    fn forward(self, id: usize, said: mpsc::Sender<(usize, String)>) -> (ChildStdin, Child) {
+        let Peer {
+            child,
+            input,
+            mut output,
+        } = self;
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            while output.read_line(&mut line).is_ok_and(|read| read > 0) {
+                if let Some(at) = line.find("kck> ") {
+                    let _ = said.send((id, line[at + 5..].trim_end().to_owned()));
+                }
+                line.clear();
+            }
+        });
+        (input, child)
     }
 }
 
@@ -157,6 +198,179 @@ async fn a_cold_key_missed_by_four_processes_at_once_is_computed_once() {
     );
 }
 
+#[derive(QueryableByName)]
+struct Count {
+    #[diesel(sql_type = BigInt)]
+    n: i64,
+}
+
+/// Jobs pending or running.
+async fn open_jobs(store: &PgStore) -> i64 {
+    use diesel_async::RunQueryDsl;
+    let mut conn = store.pool().get().await.expect("a connection");
+    let row: Count =
+        diesel::sql_query("SELECT count(*) AS n FROM kck_jobs WHERE status <> 'failed'")
+            .get_result(&mut *conn)
+            .await
+            .expect("counted");
+    row.n
+}
+
+/// Polls `done` every 50 ms, for at most a minute.
+async fn eventually<F: std::future::Future<Output = bool>>(
+    what: &str,
+    mut done: impl FnMut() -> F,
+) {
+    for _ in 0..1200 {
+        if done().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("not within a minute: {what}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_in_the_middle_of_a_job_loses_nothing() {
+    let Some(db) = TestDatabase::create().await else {
+        return;
+    };
+    const JOBS: u32 = 30;
+    let store = Arc::new(PgStore::connect(db.url()).await.expect("connects"));
+    let queue = store.queue().expect("PgStore is a queue");
+    let now = kck_core::Clock::now(&kck_core::SystemClock);
+    let jobs: Vec<JobRequest> = (0..JOBS)
+        .map(|n| JobRequest::new(slow_job::key(n).into(), now, RefreshReason::Requested))
+        .collect();
+    queue.enqueue(&jobs).await.expect("queued");
+
+    // A zombie: claims a job, then stalls past its lease.
+    let zombie = queue
+        .claim("zombie", 1, Duration::from_millis(500), now)
+        .await
+        .expect("claimed")
+        .pop()
+        .expect("a job");
+
+    // Three workers; the first to start a job is killed in the middle of it.
+    let url = db.url().to_owned();
+    let (said, hear) = mpsc::channel();
+    let (mut inputs, mut children): (Vec<_>, Vec<_>) = (0..3)
+        .map(|id| Peer::start("worker", &url).forward(id, said.clone()))
+        .unzip();
+    let (killed, killed_job) = blocking(move || {
+        loop {
+            let (id, line) = hear.recv().expect("the workers speak");
+            if let Some(n) = line.strip_prefix("started ") {
+                let n: u32 = n.parse().expect("a job number");
+                children[id].kill().expect("SIGKILL");
+                children[id].wait().expect("reaped");
+                return ((id, children, hear), n);
+            }
+        }
+    })
+    .await;
+    let (killed, mut children, hear) = killed;
+
+    // Every key ends computed, the killed worker's job by another worker
+    // once its lease ran out.
+    eventually("every key is computed", || {
+        let store = store.clone();
+        async move {
+            for n in 0..JOBS {
+                if store
+                    .load(&slow_job::key(n))
+                    .await
+                    .expect("loads")
+                    .is_none()
+                {
+                    return false;
+                }
+            }
+            true
+        }
+    })
+    .await;
+    eventually("no job is left pending or running", || {
+        let store = store.clone();
+        async move { open_jobs(&store).await == 0 }
+    })
+    .await;
+    assert!(
+        queue.failed().await.expect("listed").is_empty(),
+        "no job failed"
+    );
+    for n in 0..JOBS {
+        let stored = store
+            .load(&slow_job::key(n))
+            .await
+            .unwrap()
+            .expect("stored");
+        assert_eq!(stored.value, (n * 2).to_string().into_bytes());
+    }
+    let restarts: Vec<String> = hear.try_iter().map(|(_, line)| line).collect();
+    assert!(
+        restarts.contains(&format!("started {killed_job}")),
+        "the killed worker's job ran again elsewhere: {restarts:?}"
+    );
+
+    // The zombie wakes up: its claim no longer holds, and the write it
+    // would make (over the absent entry it found) is fenced out.
+    let zombie_key = zombie.key.clone();
+    assert!(
+        !queue.complete(&zombie.claim).await.expect("answered"),
+        "a claim whose lease ran out cannot complete the job"
+    );
+    let late = Entry {
+        key: zombie_key.clone(),
+        value: b"-1".to_vec(),
+        meta: EntryMeta {
+            computed_at: now,
+            changed_at: now,
+            stale_at: None,
+            refresh_at: None,
+            expires_at: None,
+            content_hash: ContentHash::of(b"-1"),
+            code_version: "zombie".to_owned(),
+            compute_duration: Duration::ZERO,
+            last_error: None,
+            read_at: None,
+        },
+        dependencies: Vec::new(),
+    };
+    let current = store
+        .load(&zombie_key)
+        .await
+        .unwrap()
+        .expect("stored")
+        .version;
+    assert_eq!(
+        store.save(late, Expect::Absent).await.expect("answered"),
+        Saved::Conflict {
+            current: Some(current)
+        },
+        "a late write is rejected"
+    );
+    assert_ne!(
+        store
+            .load(&zombie_key)
+            .await
+            .unwrap()
+            .expect("stored")
+            .value,
+        b"-1".to_vec()
+    );
+
+    // The survivors shut down cleanly when their input closes.
+    for (id, (input, mut child)) in inputs.drain(..).zip(children.drain(..)).enumerate() {
+        drop(input);
+        if id != killed {
+            let status = blocking(move || child.wait().expect("ends")).await;
+            assert!(status.success(), "worker {id} failed: {status}");
+        }
+    }
+}
+
 /// Tells when the store reports a change of a key at a version.
 struct ChangeSeen(watch::Sender<i64>);
 
@@ -182,8 +396,13 @@ fn child() {
         .expect("a runtime");
     runtime.block_on(async {
         let store = Arc::new(PgStore::connect(&url).await.expect("connects"));
+        // Jobs run on the workers the roles start; a computation whose
+        // process died frees its key after a second.
         let cache = Cache::builder()
             .shared_store(store.clone())
+            .local_worker(false)
+            .local_scheduler(false)
+            .lease_ttl(Duration::from_secs(1))
             .build()
             .expect("valid primers");
         let lines = std::io::stdin().lines();
@@ -227,6 +446,25 @@ fn child() {
                 }
                 let computed = COMPUTED.load(Ordering::SeqCst);
                 println!("kck> done computed {computed}");
+            }
+            "worker" => {
+                // Until the parent closes our input (or kills us).
+                let (closed, on_close) = tokio::sync::oneshot::channel::<()>();
+                drop(lines);
+                std::thread::spawn(move || {
+                    for _ in std::io::stdin().lines() {}
+                    let _ = closed.send(());
+                });
+                Worker::builder(&cache)
+                    .concurrency(2)
+                    .lease(Duration::from_secs(1))
+                    .shutdown(async move {
+                        let _ = on_close.await;
+                    })
+                    .build()
+                    .run()
+                    .await
+                    .expect("the worker runs");
             }
             other => panic!("unknown role {other}"),
         }
