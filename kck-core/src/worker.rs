@@ -12,13 +12,14 @@ use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
+use tokio::time::Instant;
 
 use crate::cache::{Cache, CacheRef, Inner};
 use crate::clock::Timestamp;
 use crate::error::{Error, panic_message};
 use crate::event::{EventKind, InvalidationCause};
 use crate::primer::OnChange;
-use crate::queue::{Job, JobWatcher, RefreshReason};
+use crate::queue::{Claim, Job, JobWatcher, RefreshReason, Turnover};
 
 /// Claims refresh jobs from the cache's queue and runs them.
 ///
@@ -158,6 +159,11 @@ impl WorkerBuilder {
     }
 }
 
+/// How long a worker keeps finished jobs before completing them, waiting
+/// for half its capacity to free up so one round trip settles them all and
+/// claims their successors. Far below any lease.
+const BATCH_WAIT: Duration = Duration::from_millis(10);
+
 /// Wakes an idle worker when jobs are enqueued.
 struct Wake(Notify);
 
@@ -224,44 +230,77 @@ impl Worker {
             Some(signal) => signal,
             None => Box::pin(std::future::pending()),
         };
-        let mut running: JoinSet<()> = JoinSet::new();
+        let mut running: JoinSet<Option<Claim>> = JoinSet::new();
+        // Jobs done, to complete with the next claim: one round trip settles
+        // a batch of finished jobs and takes new ones.
+        let mut done: Vec<Claim> = Vec::new();
+        let mut done_since: Option<Instant> = None;
         loop {
             let Some(cache) = source.get() else { break };
             let woken = wake.0.notified();
             // What this cache had queued before looking: once nothing is due
             // and nothing runs, all of it is worked through.
             let queued = cache.inner.queued.load(Ordering::SeqCst);
+            while let Some(finished) = running.try_join_next() {
+                collect(finished, &mut done, &mut done_since);
+            }
             let capacity = config.concurrency.saturating_sub(running.len());
+            // Claim in batches, once half the capacity is free (or nothing
+            // runs); settle finished jobs at the latest after a short wait,
+            // before their leases can run out.
+            let batch = capacity >= config.concurrency.div_ceil(2) || running.is_empty();
+            let overdue = done_since.is_some_and(|since| since.elapsed() >= BATCH_WAIT);
             let mut claimed = false;
-            if capacity > 0 {
-                for job in claim(&cache, &config, capacity).await {
+            if batch || overdue {
+                let limit = if batch { capacity } else { 0 };
+                let (completed, jobs) = settle_and_claim(&cache, &config, &done, limit).await;
+                if completed {
+                    done.clear();
+                    done_since = None;
+                }
+                for job in jobs {
                     claimed = true;
                     running.spawn(process(cache.clone(), config.clone(), job));
                 }
             }
-            if source.is_local() && !claimed && running.is_empty() {
+            if source.is_local() && !claimed && running.is_empty() && done.is_empty() {
                 cache.inner.worked.send_if_modified(|worked| {
                     let newer = *worked < queued;
                     *worked = (*worked).max(queued);
                     newer
                 });
             }
-            let idle = idle_time(&cache, &config).await;
+            // Jobs running or just claimed wake the loop when they end; only
+            // an idle worker needs to know when the next job is due.
+            let idle = if claimed || !running.is_empty() || !done.is_empty() {
+                config.poll
+            } else {
+                idle_time(&cache, &config).await
+            };
             drop(cache);
+            let settle_by = done_since.map(|since| since + BATCH_WAIT);
             tokio::select! {
                 () = &mut shutdown => break,
-                Some(_) = running.join_next(), if !running.is_empty() => {}
+                Some(finished) = running.join_next(), if !running.is_empty() => {
+                    collect(finished, &mut done, &mut done_since);
+                }
                 () = woken => {}
+                () = sleep_until_some(settle_by) => {}
                 () = tokio::time::sleep(idle) => {}
             }
         }
         // Let running jobs finish; the ones that do not in time are dropped,
         // and their claims run out and are claimed again.
         let finished = tokio::time::timeout(config.grace, async {
-            while running.join_next().await.is_some() {}
+            while let Some(finished) = running.join_next().await {
+                collect(finished, &mut done, &mut done_since);
+            }
         });
         if finished.await.is_err() {
             running.abort_all();
+        }
+        if let Some(cache) = source.get() {
+            settle_and_claim(&cache, &config, &done, 0).await;
         }
         Ok(())
     }
@@ -292,21 +331,67 @@ impl Worker {
             let jobs = jobs
                 .into_iter()
                 .map(|job| process(cache.clone(), self.config.clone(), job));
-            futures_util::future::join_all(jobs).await;
+            let done: Vec<Claim> = futures_util::future::join_all(jobs)
+                .await
+                .into_iter()
+                .flatten()
+                .collect();
+            if !done.is_empty() {
+                cache.inner.queue.complete(&done).await?;
+            }
             cache.wait_idle().await;
         }
     }
 }
 
-async fn claim(cache: &Cache, config: &Config, capacity: usize) -> Vec<Job> {
+/// Completes the jobs in `done` and claims up to `limit` new ones, in one
+/// round trip; says whether `done` was settled (its claims completed, or
+/// lost to another worker) along with the jobs claimed.
+async fn settle_and_claim(
+    cache: &Cache,
+    config: &Config,
+    done: &[Claim],
+    limit: usize,
+) -> (bool, Vec<Job>) {
+    if done.is_empty() && limit == 0 {
+        return (true, Vec::new());
+    }
     let queue = &cache.inner.queue;
-    let claimed = queue
-        .claim(&config.id, capacity, config.lease, cache.now())
+    let answer = queue
+        .complete_and_claim(done, &config.id, limit, config.lease, cache.now())
         .await;
-    claimed.unwrap_or_else(|error| {
-        tracing::warn!(target: "kck", %error, worker = %config.id, "cannot claim jobs");
-        Vec::new()
-    })
+    match answer {
+        Ok(Turnover { completed, claimed }) => {
+            if completed.iter().any(|held| !held) {
+                tracing::debug!(target: "kck", worker = %config.id, "lost the claim on a finished job before completing it");
+            }
+            (true, claimed)
+        }
+        Err(error) => {
+            tracing::warn!(target: "kck", %error, worker = %config.id, "cannot settle or claim jobs");
+            (false, Vec::new())
+        }
+    }
+}
+
+/// Takes a finished job's claim to complete, if it is done.
+fn collect(
+    finished: Result<Option<Claim>, tokio::task::JoinError>,
+    done: &mut Vec<Claim>,
+    since: &mut Option<Instant>,
+) {
+    if let Ok(Some(claim)) = finished {
+        done.push(claim);
+        since.get_or_insert_with(Instant::now);
+    }
+}
+
+/// Sleeps until `deadline`, or forever without one.
+async fn sleep_until_some(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// How long to sleep: until the next job is due, at most the poll
@@ -318,15 +403,17 @@ async fn idle_time(cache: &Cache, config: &Config) -> Duration {
     }
 }
 
-/// Runs one job and settles it with the queue: complete, retry or keep as
-/// failed. Never panics: a panic in the job counts as a failed attempt.
-async fn process(cache: Cache, config: Arc<Config>, job: Job) {
+/// Runs one job; returns its claim to complete if it is done, or settles
+/// it with the queue otherwise: retry, or keep as failed. Never panics: a
+/// panic in the job counts as a failed attempt.
+async fn process(cache: Cache, config: Arc<Config>, job: Job) -> Option<Claim> {
     cache.inner.flights.begin();
-    settle(&cache, &config, job).await;
+    let done = settle(&cache, &config, job).await;
     cache.inner.flights.end();
+    done
 }
 
-async fn settle(cache: &Cache, config: &Config, job: Job) {
+async fn settle(cache: &Cache, config: &Config, job: Job) -> Option<Claim> {
     let run = AssertUnwindSafe(while_held(
         cache,
         config,
@@ -339,7 +426,7 @@ async fn settle(cache: &Cache, config: &Config, job: Job) {
     let inner = &cache.inner;
     let queue = &inner.queue;
     let settled = match outcome {
-        Outcome::Done => queue.complete(&job.claim).await,
+        Outcome::Done => return Some(job.claim),
         Outcome::Retry(error) if job.attempts + 1 < config.attempts => {
             let attempt = job.attempts + 1;
             let at = retry_at(config, cache.now(), attempt, job.claim.job.0);
@@ -372,6 +459,7 @@ async fn settle(cache: &Cache, config: &Config, job: Job) {
         }
         Err(error) => tracing::warn!(target: "kck", key = %job.key, %error, "cannot settle a job"),
     }
+    None
 }
 
 /// When to try again: `base * 2^(attempt - 1)`, at most `max`, plus up to a

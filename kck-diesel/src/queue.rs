@@ -6,12 +6,14 @@ use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 use kck_core::Timestamp;
-use kck_core::queue::{Claim, FailedJob, Job, JobId, JobRequest, JobWatcher, Queue, RefreshReason};
+use kck_core::queue::{
+    Claim, FailedJob, Job, JobId, JobRequest, JobWatcher, Queue, RefreshReason, Turnover,
+};
 use kck_core::store::StoreError;
 
 use crate::convert::{corrupt, from_pg, micros, parse_key, to_pg};
 use crate::queue_sql::{
-    ClaimJobs, ClaimedRow, CompleteJob, DueRow, Enqueue, ExtendJobs, FailJob, FailedJobs,
+    ClaimJobs, ClaimedRow, CompleteJobs, DueRow, Enqueue, ExtendJobs, FailJob, FailedJobs,
     FailedRow, IdRow, NextDue, RequeueJob, RowsRow,
 };
 use crate::statement::Bind;
@@ -28,19 +30,39 @@ fn reasons(key: &str, texts: Vec<String>) -> Result<Vec<RefreshReason>, StoreErr
 }
 
 impl ClaimedRow {
-    fn into_job(self) -> Result<Job, StoreError> {
-        let key = parse_key(&self.key)?;
-        Ok(Job {
-            reasons: reasons(&self.key, self.reasons)?,
-            key,
-            due_at: from_pg(self.due_at),
-            priority: self.priority,
-            attempts: u32::try_from(self.attempts).unwrap_or(0),
+    /// The job claimed, if the row holds one.
+    fn into_job(self) -> Result<Option<Job>, StoreError> {
+        let (
+            Some(id),
+            Some(key),
+            Some(due_at),
+            Some(priority),
+            Some(reasons),
+            Some(attempts),
+            Some(token),
+        ) = (
+            self.id,
+            self.key,
+            self.due_at,
+            self.priority,
+            self.reasons,
+            self.attempts,
+            self.token,
+        )
+        else {
+            return Ok(None);
+        };
+        Ok(Some(Job {
+            reasons: self::reasons(&key, reasons)?,
+            key: parse_key(&key)?,
+            due_at: from_pg(due_at),
+            priority,
+            attempts: u32::try_from(attempts).unwrap_or(0),
             claim: Claim {
-                job: JobId(self.id),
-                token: self.token,
+                job: JobId(id),
+                token,
             },
-        })
+        }))
     }
 }
 
@@ -102,16 +124,50 @@ impl Queue for PgStore {
         now: Timestamp,
     ) -> BoxFuture<'a, Result<Vec<Job>, StoreError>> {
         Box::pin(async move {
+            let turnover = self
+                .complete_and_claim(&[], worker, limit, lease, now)
+                .await?;
+            Ok(turnover.claimed)
+        })
+    }
+
+    fn complete_and_claim<'a>(
+        &'a self,
+        done: &'a [Claim],
+        worker: &'a str,
+        limit: usize,
+        lease: Duration,
+        now: Timestamp,
+    ) -> BoxFuture<'a, Result<Turnover, StoreError>> {
+        Box::pin(async move {
+            let ids = Bind::BigInts(done.iter().map(|c| c.job.0).collect());
+            let limit = Bind::BigInt(i64::try_from(limit).unwrap_or(i64::MAX));
             let binds = vec![
+                ids.clone(),
+                Bind::BigInts(done.iter().map(|c| c.token).collect()),
                 Bind::Time(to_pg(now)),
+                ids,
+                limit.clone(),
                 Bind::Time(to_pg(now)),
-                Bind::BigInt(i64::try_from(limit).unwrap_or(i64::MAX)),
+                limit.clone(),
+                limit,
                 Bind::Text(worker.to_owned()),
                 Bind::Time(to_pg(now)),
                 Bind::BigInt(micros(lease)),
             ];
             let rows: Vec<ClaimedRow> = self.run::<ClaimJobs, _>(binds).await?;
-            rows.into_iter().map(ClaimedRow::into_job).collect()
+            let completed = rows.first().map_or_else(
+                || vec![false; done.len()],
+                |row| done.iter().map(|c| row.done.contains(&c.job.0)).collect(),
+            );
+            let mut jobs = Vec::with_capacity(rows.len());
+            for row in rows {
+                jobs.extend(row.into_job()?);
+            }
+            Ok(Turnover {
+                completed,
+                claimed: jobs,
+            })
         })
     }
 
@@ -136,10 +192,17 @@ impl Queue for PgStore {
         })
     }
 
-    fn complete<'a>(&'a self, claim: &'a Claim) -> BoxFuture<'a, Result<bool, StoreError>> {
+    fn complete<'a>(&'a self, claims: &'a [Claim]) -> BoxFuture<'a, Result<Vec<bool>, StoreError>> {
         Box::pin(async move {
-            let binds = vec![Bind::BigInt(claim.job.0), Bind::BigInt(claim.token)];
-            Ok(self.execute::<CompleteJob>(binds).await? == 1)
+            let binds = vec![
+                Bind::BigInts(claims.iter().map(|c| c.job.0).collect()),
+                Bind::BigInts(claims.iter().map(|c| c.token).collect()),
+            ];
+            let done: Vec<IdRow> = self.run::<CompleteJobs, _>(binds).await?;
+            Ok(claims
+                .iter()
+                .map(|claim| done.iter().any(|row| row.id == claim.job.0))
+                .collect())
         })
     }
 

@@ -32,21 +32,36 @@ statements! {
                    FROM (SELECT 1 FROM queued LIMIT 1) AS queued_any) AS notified"
     );
 
-    /// Claims due jobs. Binds: now, now, limit, worker, now, lease in
-    /// microseconds.
-    ClaimJobs = "WITH candidates AS ( \
-             SELECT id FROM kck_jobs \
-             WHERE (status = 'pending' AND due_at <= {}) OR (status = 'running' AND lease_until <= {}) \
-             ORDER BY priority DESC, due_at, id \
-             LIMIT {} \
-             FOR UPDATE SKIP LOCKED \
+    /// Completes the jobs done under the claims given, then claims due
+    /// jobs: first those whose claim ran out (but for the ones just
+    /// completed), then pending ones in priority order, each through its
+    /// index. One row for each job claimed, or a single row of nulls if
+    /// none was; every row lists the jobs completed. Binds: done ids, done
+    /// tokens, now, done ids, limit, now, limit, limit, worker, now, lease
+    /// in microseconds.
+    ClaimJobs = "WITH done AS ( \
+             DELETE FROM kck_jobs WHERE status = 'running' \
+                 AND (id, token) IN (SELECT * FROM unnest({}::bigint[], {}::bigint[])) \
+             RETURNING id \
+         ), expired AS ( \
+             SELECT id FROM kck_jobs WHERE status = 'running' AND lease_until <= {} \
+                 AND id <> ALL({}::bigint[]) \
+             ORDER BY lease_until LIMIT {} FOR UPDATE SKIP LOCKED \
+         ), pending AS ( \
+             SELECT id FROM kck_jobs WHERE status = 'pending' AND due_at <= {} \
+             ORDER BY priority DESC, due_at, id LIMIT {} FOR UPDATE SKIP LOCKED \
+         ), candidates AS ( \
+             SELECT id FROM expired UNION ALL SELECT id FROM pending LIMIT {} \
          ), claimed AS ( \
              UPDATE kck_jobs AS j SET status = 'running', token = nextval('kck_claims'), \
                  worker = {}, lease_until = {} + {} * interval '1 microsecond' \
              FROM candidates AS c WHERE j.id = c.id \
              RETURNING j.id, j.key, j.due_at, j.priority, j.reasons, j.attempts, j.token \
          ) \
-         SELECT * FROM claimed ORDER BY priority DESC, due_at, id";
+         SELECT (SELECT COALESCE(array_agg(id), ARRAY[]::bigint[]) FROM done) AS done, \
+                c.id, c.key, c.due_at, c.priority, c.reasons, c.attempts, c.token \
+         FROM (SELECT 1) AS one LEFT JOIN claimed AS c ON true \
+         ORDER BY c.priority DESC, c.due_at, c.id";
 
     /// Extends leases still held. Binds: now, lease in microseconds, job
     /// ids, tokens.
@@ -55,8 +70,10 @@ statements! {
            AND (id, token) IN (SELECT * FROM unnest({}::bigint[], {}::bigint[])) \
          RETURNING id";
 
-    /// Removes a job done under its claim. Binds: id, token.
-    CompleteJob = "DELETE FROM kck_jobs WHERE id = {} AND token = {} AND status = 'running'";
+    /// Removes jobs done under their claims. Binds: ids, tokens.
+    CompleteJobs = "DELETE FROM kck_jobs WHERE status = 'running' \
+             AND (id, token) IN (SELECT * FROM unnest({}::bigint[], {}::bigint[])) \
+         RETURNING id";
 
     /// Puts a job held under its claim back as pending, merging it into its
     /// key's pending job. Binds: id, token, due time (null: keep), attempts
@@ -82,8 +99,8 @@ statements! {
 
     /// When a worker should look again. Binds: none.
     NextDue = "SELECT least( \
-             (SELECT min(due_at) FROM kck_jobs WHERE status = 'pending'), \
-             (SELECT min(lease_until) FROM kck_jobs WHERE status = 'running') \
+             (SELECT due_at FROM kck_jobs WHERE status = 'pending' ORDER BY due_at LIMIT 1), \
+             (SELECT lease_until FROM kck_jobs WHERE status = 'running' ORDER BY lease_until LIMIT 1) \
          ) AS due";
 
     /// The jobs kept as failed. Binds: none.
@@ -101,23 +118,25 @@ pub(crate) struct RowsRow {
     pub(crate) notified: i64,
 }
 
-/// A claimed job.
+/// The jobs completed, and one claimed (none on the row of nulls).
 #[derive(Debug, QueryableByName)]
 pub(crate) struct ClaimedRow {
-    #[diesel(sql_type = BigInt)]
-    pub(crate) id: i64,
-    #[diesel(sql_type = Text)]
-    pub(crate) key: String,
-    #[diesel(sql_type = Timestamptz)]
-    pub(crate) due_at: PgTimestamp,
-    #[diesel(sql_type = SmallInt)]
-    pub(crate) priority: i16,
-    #[diesel(sql_type = Array<Text>)]
-    pub(crate) reasons: Vec<String>,
-    #[diesel(sql_type = Integer)]
-    pub(crate) attempts: i32,
-    #[diesel(sql_type = BigInt)]
-    pub(crate) token: i64,
+    #[diesel(sql_type = Array<BigInt>)]
+    pub(crate) done: Vec<i64>,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    pub(crate) id: Option<i64>,
+    #[diesel(sql_type = Nullable<Text>)]
+    pub(crate) key: Option<String>,
+    #[diesel(sql_type = Nullable<Timestamptz>)]
+    pub(crate) due_at: Option<PgTimestamp>,
+    #[diesel(sql_type = Nullable<SmallInt>)]
+    pub(crate) priority: Option<i16>,
+    #[diesel(sql_type = Nullable<Array<Text>>)]
+    pub(crate) reasons: Option<Vec<String>>,
+    #[diesel(sql_type = Nullable<Integer>)]
+    pub(crate) attempts: Option<i32>,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    pub(crate) token: Option<i64>,
 }
 
 /// A job id.

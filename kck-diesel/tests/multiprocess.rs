@@ -318,7 +318,11 @@ async fn a_worker_killed_in_the_middle_of_a_job_loses_nothing() {
     // would make (over the absent entry it found) is fenced out.
     let zombie_key = zombie.key.clone();
     assert!(
-        !queue.complete(&zombie.claim).await.expect("answered"),
+        queue
+            .complete(std::slice::from_ref(&zombie.claim))
+            .await
+            .expect("answered")
+            == [false],
         "a claim whose lease ran out cannot complete the job"
     );
     let late = Entry {

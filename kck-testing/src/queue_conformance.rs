@@ -13,7 +13,8 @@
 //! It checks: one pending job per key, merged (earliest due time, highest
 //! priority, every reason); claims in priority then due order, only of due
 //! jobs; leases that run out make a job claimable again, and the token then
-//! fences the first claimant out; retries come back pending at their time
+//! fences the first claimant out; completing finished jobs and claiming new
+//! ones at once, even a finished job whose lease ran out; retries come back pending at their time
 //! with the attempt counted; a job given up is kept as failed with its
 //! error; a released job is pending again; the next due time; and that
 //! watchers hear of new jobs.
@@ -21,7 +22,7 @@
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use kck_core::queue::{Claim, JobRequest, JobWatcher, Queue, RefreshReason};
+use kck_core::queue::{Claim, JobRequest, JobWatcher, Queue, RefreshReason, Turnover};
 use kck_core::{Key, Timestamp};
 use tokio::sync::watch;
 
@@ -50,6 +51,7 @@ pub async fn check_queue(queue: Arc<dyn Queue>) {
     leases_and_fencing(&*queue).await;
     retries_and_failures(&*queue).await;
     release(&*queue).await;
+    batches(&*queue).await;
     let mut woken = woken;
     let heard = tokio::time::timeout(Duration::from_secs(10), woken.wait_for(|n| *n > 0)).await;
     assert!(matches!(heard, Ok(Ok(_))), "watchers hear of new jobs");
@@ -75,10 +77,12 @@ async fn claim(
 }
 
 async fn complete(queue: &dyn Queue, claim: &Claim) -> bool {
-    queue
-        .complete(claim)
+    let done = queue
+        .complete(std::slice::from_ref(claim))
         .await
-        .unwrap_or_else(|e| panic!("complete: {e}"))
+        .unwrap_or_else(|e| panic!("complete: {e}"));
+    assert_eq!(done.len(), 1, "complete answers for each claim");
+    done[0]
 }
 
 async fn merging(queue: &dyn Queue) {
@@ -268,6 +272,58 @@ async fn release(queue: &dyn Queue) {
     assert_eq!(again.len(), 1, "a released job is pending again");
     assert_eq!(again[0].attempts, 0, "a release is not a failure");
     assert!(complete(queue, &again[0].claim).await);
+}
+
+async fn batches(queue: &dyn Queue) {
+    let keys: Vec<Key> = (1..=4).map(|n| key(&format!("queue_batch/{n}"))).collect();
+    let requests: Vec<JobRequest> = keys
+        .iter()
+        .map(|k| JobRequest::new(k.clone(), at(4000), RefreshReason::Stale))
+        .collect();
+    enqueue(queue, &requests[..2]).await;
+    let first = claim(queue, "w", 2, at(4000)).await;
+    assert_eq!(first.len(), 2);
+    let fenced = claim(queue, "x", 1, at(4000) + LEASE).await;
+    assert_eq!(fenced.len(), 1, "one lease ran out and was claimed again");
+    enqueue(queue, &requests[2..]).await;
+    // The other first claim is finished after its lease ran out too: still
+    // held, so it completes, and is not claimed again by the same call.
+    let stale = first
+        .iter()
+        .find(|job| job.key != fenced[0].key)
+        .unwrap_or_else(|| panic!("two different jobs"));
+    let done = [stale.claim.clone(), fenced[0].claim.clone()];
+    let older = first
+        .iter()
+        .find(|job| job.key == fenced[0].key)
+        .unwrap_or_else(|| panic!("the fenced job"));
+    let Turnover { completed, claimed } = queue
+        .complete_and_claim(
+            &[done[0].clone(), older.claim.clone()],
+            "w",
+            10,
+            LEASE,
+            at(4000) + LEASE,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("complete and claim: {e}"));
+    assert_eq!(
+        completed,
+        [true, false],
+        "held claims complete, lost ones do not"
+    );
+    let mut new: Vec<Key> = claimed.iter().map(|job| job.key.clone()).collect();
+    new.sort();
+    assert_eq!(new, keys[2..], "the new jobs are claimed in the same call");
+    let rest: Vec<Claim> = std::iter::once(done[1].clone())
+        .chain(claimed.into_iter().map(|job| job.claim))
+        .collect();
+    let Turnover { completed, claimed } = queue
+        .complete_and_claim(&rest, "x", 10, LEASE, at(4000) + LEASE)
+        .await
+        .unwrap_or_else(|e| panic!("complete and claim: {e}"));
+    assert_eq!(completed, [true, true, true]);
+    assert!(claimed.is_empty(), "nothing else is due");
 }
 
 /// Counts the times it is woken.

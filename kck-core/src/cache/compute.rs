@@ -91,7 +91,15 @@ impl FlightGuard {
     /// checking again at least every second) and serves that instead.
     /// Returns the entry to compute from and whether the lease is held, or
     /// `None` once another cache's value was delivered.
+    ///
+    /// A refresh of a product that has a value takes no lease: readers are
+    /// served that value meanwhile, so there is no stampede to prevent, and
+    /// refreshes reach a product through its one job (or an explicit
+    /// refresh); two that race are fenced by the version.
     async fn lease(&self, mut current: Current) -> Option<(Current, bool)> {
+        if self.flight.mode == FlightMode::Refresh && current.ready.is_some() {
+            return Some((current, false));
+        }
         let inner = &self.inner;
         let mut waited = false;
         loop {

@@ -237,8 +237,12 @@ impl Queue for MemoryQueue {
         Box::pin(ready(Ok(held)))
     }
 
-    fn complete<'a>(&'a self, claim: &'a Claim) -> BoxFuture<'a, Result<bool, StoreError>> {
-        let done = self.lock().take_held(claim).is_some();
+    fn complete<'a>(&'a self, claims: &'a [Claim]) -> BoxFuture<'a, Result<Vec<bool>, StoreError>> {
+        let mut state = self.lock();
+        let done = claims
+            .iter()
+            .map(|claim| state.take_held(claim).is_some())
+            .collect();
         Box::pin(ready(Ok(done)))
     }
 

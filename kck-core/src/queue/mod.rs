@@ -55,9 +55,36 @@ pub trait Queue: Send + Sync + 'static {
         now: Timestamp,
     ) -> BoxFuture<'a, Result<Vec<bool>, StoreError>>;
 
-    /// Removes a job done under `claim`; `false` if the claim no longer
-    /// holds (the job was claimed again meanwhile).
-    fn complete<'a>(&'a self, claim: &'a Claim) -> BoxFuture<'a, Result<bool, StoreError>>;
+    /// Removes jobs done under `claims`; says, for each, whether its claim
+    /// still held (`false`: the job was claimed again meanwhile, and stays).
+    fn complete<'a>(&'a self, claims: &'a [Claim]) -> BoxFuture<'a, Result<Vec<bool>, StoreError>>;
+
+    /// Completes the jobs done under `done`, as [`Queue::complete`] does,
+    /// then claims up to `limit` due jobs, as [`Queue::claim`] does: what a
+    /// busy worker does between jobs. A queue that can should do both in
+    /// one round trip; the default does one after the other.
+    fn complete_and_claim<'a>(
+        &'a self,
+        done: &'a [Claim],
+        worker: &'a str,
+        limit: usize,
+        lease: Duration,
+        now: Timestamp,
+    ) -> BoxFuture<'a, Result<Turnover, StoreError>> {
+        Box::pin(async move {
+            let completed = if done.is_empty() {
+                Vec::new()
+            } else {
+                self.complete(done).await?
+            };
+            let claimed = if limit == 0 {
+                Vec::new()
+            } else {
+                self.claim(worker, limit, lease, now).await?
+            };
+            Ok(Turnover { completed, claimed })
+        })
+    }
 
     /// Puts a failed job back as pending, due at `retry_at`, counting the
     /// attempt; or, with no `retry_at`, keeps it as failed. Records `error`.
@@ -208,6 +235,15 @@ pub struct Job {
     pub attempts: u32,
     /// The claim to complete or fail it with.
     pub claim: Claim,
+}
+
+/// What [`Queue::complete_and_claim`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Turnover {
+    /// For each claim given, whether it still held and its job is removed.
+    pub completed: Vec<bool>,
+    /// The jobs claimed.
+    pub claimed: Vec<Job>,
 }
 
 /// A job kept as failed after its last attempt.
