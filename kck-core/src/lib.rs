@@ -51,7 +51,9 @@
 //! parameter), `refresh`, `stale_after`, `expire_after` (durations such as
 //! `"5m"`, checked at compile time), `on_demand`, `stale_if_error`,
 //! `on_change = "refresh" | "invalidate"`, `depends_on = [primer, …]`,
-//! `prime_on_miss = false`, `version = "…"`, `crate = path`.
+//! `prime_on_miss = false`, `version = "…"`, `schedule = "<cron>"` (checked
+//! at compile time), `domain = primer` (a parameterless primer listing the
+//! parameter sets to keep warm), `crate = path`.
 //!
 //! ## The contract
 //!
@@ -63,9 +65,8 @@
 //!   own Tokio task: a caller that is cancelled leaves the others waiting
 //!   for a computation that carries on, and a computation that panics
 //!   becomes [`Error::Panicked`] for every waiter, and poisons nothing.
-//! - **Soft expiry** (`stale_after`, and `refresh` until a scheduler runs
-//!   it): a stale value is served at once and one refresh starts in the
-//!   background. **Hard expiry** (`expire_after`): the value is never served;
+//! - **Soft expiry** (`stale_after`): a stale value is served at once and a
+//!   refresh job is queued (one per key: requests merge). **Hard expiry** (`expire_after`): the value is never served;
 //!   the read is a miss.
 //! - **`on_demand`**: every read computes; reads that arrive while a
 //!   computation runs share it.
@@ -108,6 +109,34 @@
 //! by many processes. A shared store reports every write to every cache,
 //! which drops its outdated memo copy; values are versioned across the
 //! whole store, so a copy older than a known change is never installed.
+//!
+//! ## Keeping products fresh
+//!
+//! Refreshes are jobs in a durable [`Queue`](queue::Queue): the store's own
+//! (PostgreSQL's `kck_jobs`, shared by every process) or a [`MemoryQueue`].
+//! There is at most one pending job per key; a change queues its
+//! dependents' jobs in the same write, so no trigger is lost if the process
+//! dies right after. [`Worker`]s claim due jobs under a lease they keep
+//! renewing, refresh the keys through the registry, and complete them;
+//! failures retry with exponential back-off and jitter, then the job is kept
+//! as failed with its error. A worker that died gives its jobs back when
+//! their leases run out, and the claim token and the entry version fence
+//! out anything it still tries to write.
+//!
+//! A [`Scheduler`] turns time into jobs: `refresh = "5m"` refreshes each
+//! live product every interval after its last computation (up to a tenth
+//! early, spread by key, so products computed together do not all come due
+//! together), `schedule = "0 6 * * *"` refreshes every product of the
+//! primer at each tick of the cron pattern (UTC), and `domain` computes the
+//! products a primer's domain lists before anyone asks. Products nobody has
+//! read for a day (see [`SchedulerBuilder::idle_after`]) stop being
+//! refreshed until they are read again. Schedulers sharing a store divide
+//! the work, and each tick fires once across all of them.
+//!
+//! Every cache runs a worker and a scheduler of its own unless told not to
+//! ([`CacheBuilder::local_worker`], [`CacheBuilder::local_scheduler`]); a
+//! deployment may instead run them in processes of their own, on any
+//! machine that reaches the store.
 //!
 //! ## Registration
 //!

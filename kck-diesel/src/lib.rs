@@ -32,8 +32,9 @@
 //!
 //! Every write is a single statement (`INSERT .. ON CONFLICT`, or an
 //! `UPDATE` guarded by the expected version for compare-and-set) that also
-//! replaces the entry's edges and announces the change with `pg_notify`, so
-//! an entry, its edges and the announcement commit together. Statements are
+//! replaces the entry's edges and, if the value changed, announces it with
+//! `pg_notify`, so an entry, its edges and the announcement commit
+//! together. Statements are
 //! prepared once per connection and then cost one round trip each.
 //!
 //! Values are stored as `jsonb`: a string holding the character U+0000
@@ -43,10 +44,20 @@
 //! ## One cache, many processes
 //!
 //! Each process keeps decoded values in its in-process memo, so a hot read
-//! costs no round trip. Every write and invalidation, by any process, is
-//! announced on the channel `kck_changes` and heard by every store through a
-//! dedicated `LISTEN` connection (never a pooled one), which drops the
-//! outdated memo copies.
+//! costs no round trip. Every change of a value and every invalidation, by
+//! any process, is announced on the channel `kck_changes` and heard by every
+//! store through a dedicated `LISTEN` connection (never a pooled one), which
+//! drops the outdated memo copies.
+//!
+//! A write that keeps the value (a refresh that computed the same content,
+//! as most periodic refreshes do) is not announced: every memo's copy of the
+//! value is still right, and announcing it would cost each process a
+//! notification per refresh (PostgreSQL also serializes the commits that
+//! notify). What such a write moves forward, the version and the
+//! deadlines, each cache learns from the store when its copy's own
+//! deadlines pass: a copy that looks stale is checked against the stored
+//! entry before a refresh is queued, and one that looks expired is loaded
+//! again instead of recomputed.
 //!
 //! **The bound on staleness.** While the `LISTEN` connection is up, a memo
 //! drops a value another process changed as soon as the notification

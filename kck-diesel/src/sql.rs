@@ -1,8 +1,9 @@
 //! The SQL of the PostgreSQL store, and the rows it returns.
 //!
 //! Every write is one statement: the entry, its edges and the `NOTIFY` that
-//! tells other processes commit together, and the statement also reports the
-//! version written (or, on a conflict, the version found).
+//! tells other processes (when the value changed) commit together, and the
+//! statement also reports the version written (or, on a conflict, the
+//! version found).
 
 use diesel::QueryableByName;
 use diesel::pg::data_types::PgTimestamp;
@@ -61,7 +62,11 @@ macro_rules! entry_values {
 /// dependencies as a text array, twice, then what was seen of each as a
 /// bytea array), the refresh jobs of the dependents that saw another value
 /// when the value changed (binds: the new content hash, twice, and the jobs'
-/// due time), and the report (bind: the key).
+/// due time), and the report (bind: the key) with the `NOTIFY` that tells
+/// other processes, sent only when the value changed (bind: the new content
+/// hash): a write that keeps the value leaves every memo's copy right, and
+/// what it moves (the deadlines, the version) each cache checks with the
+/// store when its copy's deadlines pass.
 macro_rules! write_tail {
     () => {
         concat!(
@@ -88,7 +93,8 @@ macro_rules! write_tail {
             ") \
              SELECT (SELECT version FROM written) AS written, \
                     (SELECT version FROM kck_entries WHERE key = {}) AS current, \
-                    (SELECT count(pg_notify('kck_changes', version || ' ' || key)) FROM written) AS notified, \
+                    (SELECT count(pg_notify('kck_changes', w.version || ' ' || w.key)) FROM written w \
+                     WHERE (SELECT content_hash FROM kck_entries WHERE key = w.key) IS DISTINCT FROM {}) AS notified, \
                     (SELECT count(pg_notify('kck_jobs', '')) FROM (SELECT 1 FROM queued LIMIT 1) AS queued_any) AS jobs_notified"
         )
     };

@@ -312,9 +312,10 @@ impl Store for PgStore {
                 Bind::Texts(dependencies),
                 Bind::OptBytesArray(seen),
                 Bind::Bytes(hash.clone()),
-                Bind::Bytes(hash),
+                Bind::Bytes(hash.clone()),
                 Bind::Time(to_pg(entry.meta.computed_at)),
                 key.clone(),
+                Bind::Bytes(hash),
             ];
             let row: WriteRow = match expect {
                 Expect::Any | Expect::Absent => {

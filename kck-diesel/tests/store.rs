@@ -1,8 +1,11 @@
-//! PgStore keeps the store contract, and reports an unreachable database
-//! clearly.
+//! PgStore keeps the store contract, reports an unreachable database
+//! clearly, and keeps the memos of caches on other connections right.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
+
+use kck_core::{Cache, Ctx, Event, MockClock, Timestamp, primer};
 
 use kck_diesel::PgStore;
 use kck_testing::postgres::TestDatabase;
@@ -50,4 +53,90 @@ async fn the_postgres_store_passes_the_queue_conformance_suite() {
     };
     let store = PgStore::connect(db.url()).await.expect("connects");
     kck_testing::queue_conformance::check_queue(Arc::new(store)).await;
+}
+
+static STEADY: AtomicUsize = AtomicUsize::new(0);
+
+/// A product whose refreshes always find the same value.
+#[primer(key = "steady/{n}", stale_after = "1m", expire_after = "2m")]
+async fn steady(_ctx: &Ctx, n: u32) -> Result<u32, std::convert::Infallible> {
+    STEADY.fetch_add(1, Ordering::SeqCst);
+    Ok(n)
+}
+
+/// A cache on its own connection to `url`, as another process would have.
+async fn process_cache(url: &str, clock: &Arc<MockClock>, events: Option<Events>) -> Cache {
+    let store = PgStore::connect(url).await.expect("connects");
+    let mut builder = Cache::builder()
+        .store(store)
+        .clock(clock.clone())
+        .local_worker(false)
+        .local_scheduler(false);
+    if let Some(events) = events {
+        builder = builder.on_event(move |event: &Event| {
+            events
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(event.kind.name());
+        });
+    }
+    builder.build().expect("valid primers")
+}
+
+type Events = Arc<Mutex<Vec<&'static str>>>;
+
+fn taken(events: &Events) -> Vec<&'static str> {
+    std::mem::take(&mut *events.lock().unwrap_or_else(PoisonError::into_inner))
+}
+
+/// A refresh that finds the same value is not announced to other processes
+/// (their copies of the value are right); a copy whose deadlines passed is
+/// checked with the store, which holds the newer deadlines, instead of
+/// being refreshed or recomputed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copies_outdated_by_unannounced_refreshes_catch_up_from_the_store() {
+    let Some(db) = TestDatabase::create().await else {
+        return;
+    };
+    let clock = Arc::new(MockClock::new(Timestamp::from_unix_micros(
+        1_800_000_000_000_000,
+    )));
+    let events: Events = Arc::default();
+    let a = process_cache(db.url(), &clock, None).await;
+    let b = process_cache(db.url(), &clock, Some(events.clone())).await;
+    let key = steady::key(7);
+
+    assert_eq!(*steady(&a, 7).await.expect("computed"), 7);
+    assert_eq!(*steady(&b, 7).await.expect("loaded"), 7);
+    assert_eq!(STEADY.load(Ordering::SeqCst), 1);
+    assert_eq!(taken(&events), ["miss", "loaded"]);
+
+    // At 50 s, `a` refreshes: same value, new deadlines (stale at 110 s).
+    clock.advance(Duration::from_secs(50));
+    a.refresh(&key).await.expect("refreshed");
+    assert_eq!(STEADY.load(Ordering::SeqCst), 2);
+
+    // At 70 s, `b`'s copy looks stale: it serves it, finds the newer entry
+    // fresh in the store, and queues nothing.
+    clock.advance(Duration::from_secs(20));
+    assert_eq!(*steady(&b, 7).await.expect("served"), 7);
+    b.wait_idle().await;
+    assert_eq!(taken(&events), ["stale-served", "loaded"]);
+    assert_eq!(b.queue().next_due().await.expect("asked"), None);
+    assert_eq!(steady(&b, 7).await.ok().as_deref(), Some(&7));
+    assert_eq!(taken(&events), ["hit"], "the newer entry replaced the copy");
+
+    // At 100 s `a` refreshes again (expires at 220 s); at 175 s `b`'s copy
+    // (of 50 s) has expired: `b` loads the entry instead of recomputing.
+    clock.advance(Duration::from_secs(30));
+    a.refresh(&key).await.expect("refreshed");
+    clock.advance(Duration::from_secs(75));
+    assert_eq!(*steady(&b, 7).await.expect("served"), 7);
+    b.wait_idle().await;
+    assert_eq!(STEADY.load(Ordering::SeqCst), 3, "b computed nothing");
+    assert_eq!(taken(&events), ["miss", "loaded", "refresh-queued"]);
+    assert!(
+        b.queue().next_due().await.expect("asked").is_some(),
+        "stale in the store too: a refresh is queued"
+    );
 }

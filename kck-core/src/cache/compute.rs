@@ -253,9 +253,13 @@ impl FlightGuard {
                     changed: changed.then_some(content_hash),
                 }
             }
-            Ok(Saved::Conflict { .. }) => {
+            Ok(Saved::Conflict { current }) => {
                 // Another write or an invalidation won the race; the value is
-                // still a correct answer for those who asked before it.
+                // still a correct answer for those who asked before it. The
+                // memo's copy, if older than the winner, goes.
+                if let Some(version) = current {
+                    self.inner.memo.observe(&self.key, version);
+                }
                 self.emit(EventKind::Conflict);
                 self.deliver(Outcome::Value(served));
                 After::default()

@@ -264,24 +264,29 @@ impl Inner {
     fn decide(self: &Arc<Self>, key: &Key, handle: PrimerHandle) -> Step {
         let policy = &handle.def.policy;
         let now = self.clock.now();
-        let mut queue_refresh = false;
+        let mut check_stale = None;
+        let mut expired = false;
         let step = self.memo.update(key, |slot| {
             slot.note_read();
             if let Some(ready) = slot.ready.as_ref().filter(|_| !policy.on_demand) {
                 match classify(ready, now) {
                     Freshness::Fresh => return Step::Serve(ready.served(), EventKind::Hit),
                     Freshness::Stale { refresh } => {
-                        let value = ready.served();
-                        queue_refresh = refresh && slot.queue_refresh_once();
+                        let (value, version) = (ready.served(), ready.version);
+                        if refresh && slot.queue_refresh_once() {
+                            check_stale = Some(version);
+                        }
                         return Step::Serve(value, EventKind::StaleServed);
                     }
-                    Freshness::Expired => {}
+                    Freshness::Expired => expired = true,
                 }
             }
             if let Some(flight) = &slot.flight {
                 return Step::Wait(flight.clone(), EventKind::Coalesced);
             }
-            let result = if slot.ready.is_none() && !policy.on_demand {
+            // An expired copy may be outdated (see `check_stale_copy`): the
+            // store is asked first, as on a miss.
+            let result = if (slot.ready.is_none() || expired) && !policy.on_demand {
                 self.new_flight(slot, FlightMode::Get).map(Step::Lead)
             } else {
                 self.start_flight(slot, key, handle, FlightMode::Get, None)
@@ -289,8 +294,8 @@ impl Inner {
             };
             result.unwrap_or_else(Step::Failed)
         });
-        if queue_refresh {
-            self.queue_refresh_soon(key, RefreshReason::Stale);
+        if let Some(seen) = check_stale {
+            self.check_stale_copy(key, handle, seen);
         }
         step
     }

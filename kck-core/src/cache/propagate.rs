@@ -7,11 +7,13 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use super::Inner;
+use super::freshness::{Freshness, classify};
+use crate::erased::PrimerHandle;
 use crate::error::Error;
 use crate::event::{EventKind, InvalidationCause};
 use crate::key::Key;
 use crate::queue::{JobRequest, RefreshReason};
-use crate::store::{ContentHash, EntryPatch, Expect, Saved};
+use crate::store::{ContentHash, EntryPatch, Expect, Saved, Version};
 
 impl Inner {
     /// The value of `key` changed to one hashed `hash`: queue a refresh of
@@ -85,6 +87,40 @@ impl Inner {
         self.flights.begin();
         runtime.spawn(async move {
             inner.queue_refresh(vec![job]).await;
+            inner.flights.end();
+        });
+    }
+
+    /// The memo's copy of `key`, at `seen`, looks stale: queues its refresh,
+    /// unless the store holds a newer entry that is still fresh. A shared
+    /// store does not announce a write that kept the value (see
+    /// [`ChangeWatcher::changed`](crate::store::ChangeWatcher::changed)), so
+    /// the copy's deadlines may be older than the entry's; the newer entry
+    /// replaces the copy.
+    pub(crate) fn check_stale_copy(
+        self: &Arc<Self>,
+        key: &Key,
+        handle: PrimerHandle,
+        seen: Version,
+    ) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let inner = self.clone();
+        let key = key.clone();
+        let epoch = self.memo.epoch();
+        self.flights.begin();
+        runtime.spawn(async move {
+            let fresh = match inner.store.load(&key).await {
+                Ok(Some(stored)) if stored.version > seen => inner
+                    .decode(&key, handle, stored, epoch)
+                    .is_some_and(|ready| classify(&ready, inner.clock.now()) == Freshness::Fresh),
+                _ => false,
+            };
+            if !fresh {
+                let job = JobRequest::new(key, inner.clock.now(), RefreshReason::Stale);
+                inner.queue_refresh(vec![job]).await;
+            }
             inner.flights.end();
         });
     }

@@ -257,8 +257,10 @@ impl<S: Store + ?Sized> Store for Arc<S> {
 
 /// What a shared store tells each cache about writes, its own and others'.
 pub trait ChangeWatcher: Send + Sync + 'static {
-    /// The entry of `key` was written, patched or removed; `version` is the
-    /// version of that change.
+    /// The entry of `key` was written with another value, patched or
+    /// removed; `version` is the version of that change. A write that keeps
+    /// the value (the same content hash) may go unreported: caches check a
+    /// copy whose deadlines passed with the store.
     fn changed(&self, key: &Key, version: Version);
 
     /// The lease on `key` was given back: whoever waits for it may go on.
