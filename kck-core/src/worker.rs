@@ -533,6 +533,14 @@ async fn execute(cache: &Cache, config: &Config, job: &Job) -> Outcome {
             Err(error) => Outcome::Retry(error.to_string()),
         };
     }
+    // The change that queued this job committed with it, but this process
+    // may not have been told of it yet: read the changed products from the
+    // store, not from the memo.
+    for reason in &job.reasons {
+        if let RefreshReason::DependencyChanged { from } = reason {
+            inner.memo.forget(from);
+        }
+    }
     let refresh = inner.refresh(&job.key, handle, job.reasons.clone());
     match tokio::time::timeout(config.job_timeout, refresh).await {
         Ok(Ok(_)) => Outcome::Done,

@@ -314,6 +314,13 @@ impl Memo {
         self.update_existing(key, |slot| slot.observe(version));
     }
 
+    /// Drops the copy of `key`, so the next read loads the entry: for a
+    /// caller that knows the store holds a change this memo may not have
+    /// been told of yet.
+    pub(crate) fn forget(&self, key: &Key) {
+        self.update_existing(key, |slot| slot.ready = None);
+    }
+
     /// The keys read since the last call.
     pub(crate) fn take_reads(&self) -> Vec<Key> {
         let mut keys = Vec::new();
