@@ -112,7 +112,7 @@
 //!
 //! ## Keeping products fresh
 //!
-//! Refreshes are jobs in a durable [`Queue`](queue::Queue): the store's own
+//! Refreshes are jobs in a durable [`Queue`]: the store's own
 //! (PostgreSQL's `kck_jobs`, shared by every process) or a [`MemoryQueue`].
 //! There is at most one pending job per key; a change queues its
 //! dependents' jobs in the same write, so no trigger is lost if the process
