@@ -147,13 +147,15 @@ async fn ordering(queue: &dyn Queue) {
     let early = JobRequest::new(key("queue_order/early"), at(101), RefreshReason::Stale);
     let mut high = JobRequest::new(key("queue_order/high"), at(103), RefreshReason::Stale);
     high.priority = 3;
-    enqueue(queue, &[low, late, early, high]).await;
+    let mut later = JobRequest::new(key("queue_order/later"), at(500), RefreshReason::Stale);
+    later.priority = 9;
+    enqueue(queue, &[low, late, early, high, later]).await;
     let jobs = claim(queue, "w", 10, at(200)).await;
     let order: Vec<Key> = jobs.iter().map(|j| j.key.clone()).collect();
     assert_eq!(
         order,
         ["high", "early", "late", "low"].map(|n| key(&format!("queue_order/{n}"))),
-        "higher priority first, then earlier due"
+        "higher priority first, then earlier due; a job not yet due waits"
     );
     assert!(
         claim(queue, "w", 10, at(201)).await.is_empty(),
@@ -162,6 +164,9 @@ async fn ordering(queue: &dyn Queue) {
     for job in &jobs {
         assert!(complete(queue, &job.claim).await);
     }
+    let later = claim(queue, "w", 10, at(500)).await;
+    assert_eq!(later.len(), 1, "the later job is claimed when due");
+    assert!(complete(queue, &later[0].claim).await);
 }
 
 async fn leases_and_fencing(queue: &dyn Queue) {

@@ -1,6 +1,7 @@
 //! The in-memory queue: one process, nothing persisted.
 
-use std::collections::{BTreeMap, HashMap};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::ready;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::Duration;
@@ -20,11 +21,19 @@ pub struct MemoryQueue {
     watchers: Mutex<Vec<Weak<dyn JobWatcher>>>,
 }
 
+/// The jobs, and indexes over them so that claims and the next due time
+/// cost as much as the jobs they return, not as the jobs there are.
 #[derive(Default)]
 struct State {
     jobs: BTreeMap<i64, Row>,
     /// The pending job of each key.
     pending: HashMap<Key, i64>,
+    /// Pending jobs in claim order: highest priority, then earliest due.
+    order: BTreeSet<(Reverse<i16>, Timestamp, i64)>,
+    /// Pending jobs by due time.
+    due: BTreeSet<(Timestamp, i64)>,
+    /// Running jobs by the end of their lease.
+    leases: BTreeSet<(Timestamp, i64)>,
     last_id: i64,
     last_token: i64,
 }
@@ -96,6 +105,86 @@ fn merge_reasons(into: &mut Vec<RefreshReason>, reasons: impl IntoIterator<Item 
 }
 
 impl State {
+    /// Takes job `id` out of the indexes, before it changes.
+    fn unindex(&mut self, id: i64) {
+        let Some(row) = self.jobs.get(&id) else {
+            return;
+        };
+        match row.status {
+            Status::Pending => {
+                self.order.remove(&(Reverse(row.priority), row.due_at, id));
+                self.due.remove(&(row.due_at, id));
+            }
+            Status::Running { until, .. } => {
+                self.leases.remove(&(until, id));
+            }
+            Status::Failed => {}
+        }
+    }
+
+    /// Puts job `id` back in the indexes, once it changed.
+    fn index(&mut self, id: i64) {
+        let Some(row) = self.jobs.get(&id) else {
+            return;
+        };
+        match row.status {
+            Status::Pending => {
+                self.order.insert((Reverse(row.priority), row.due_at, id));
+                self.due.insert((row.due_at, id));
+            }
+            Status::Running { until, .. } => {
+                self.leases.insert((until, id));
+            }
+            Status::Failed => {}
+        }
+    }
+
+    /// Changes job `id`, keeping the indexes right.
+    fn change(&mut self, id: i64, f: impl FnOnce(&mut Row)) {
+        self.unindex(id);
+        if let Some(row) = self.jobs.get_mut(&id) {
+            f(row);
+        }
+        self.index(id);
+    }
+
+    /// Up to `limit` jobs to claim at `now`: those whose lease ran out, then
+    /// due pending jobs in claim order.
+    fn claimable(&self, limit: usize, now: Timestamp) -> Vec<i64> {
+        let mut ids: Vec<i64> = self
+            .leases
+            .iter()
+            .take_while(|(until, _)| *until <= now)
+            .take(limit)
+            .map(|(_, id)| *id)
+            .collect();
+        let mut from = (
+            Reverse(i16::MAX),
+            Timestamp::from_unix_micros(i64::MIN),
+            i64::MIN,
+        );
+        while ids.len() < limit {
+            let Some(&(priority, due_at, id)) = self.order.range(from..).next() else {
+                break;
+            };
+            if due_at <= now {
+                ids.push(id);
+                from = (priority, due_at, id.saturating_add(1));
+            } else {
+                // Nothing more is due at this priority: go to the next one.
+                let Some(lower) = priority.0.checked_sub(1) else {
+                    break;
+                };
+                from = (
+                    Reverse(lower),
+                    Timestamp::from_unix_micros(i64::MIN),
+                    i64::MIN,
+                );
+            }
+        }
+        ids
+    }
+
     /// Adds a pending job, or merges it into the key's pending job.
     fn add_pending(
         &mut self,
@@ -105,11 +194,13 @@ impl State {
         reasons: Vec<RefreshReason>,
         attempts: u32,
     ) {
-        if let Some(row) = self.pending.get(&key).and_then(|id| self.jobs.get_mut(id)) {
-            row.due_at = row.due_at.min(due_at);
-            row.priority = row.priority.max(priority);
-            row.attempts = row.attempts.max(attempts);
-            merge_reasons(&mut row.reasons, reasons);
+        if let Some(&id) = self.pending.get(&key) {
+            self.change(id, |row| {
+                row.due_at = row.due_at.min(due_at);
+                row.priority = row.priority.max(priority);
+                row.attempts = row.attempts.max(attempts);
+                merge_reasons(&mut row.reasons, reasons);
+            });
             return;
         }
         self.last_id += 1;
@@ -126,6 +217,7 @@ impl State {
                 error: None,
             },
         );
+        self.index(self.last_id);
     }
 
     /// The running job held by `claim`.
@@ -138,6 +230,7 @@ impl State {
     /// Takes the job held by `claim` out, to complete it or put it back.
     fn take_held(&mut self, claim: &Claim) -> Option<Row> {
         self.held(claim)?;
+        self.unindex(claim.job.0);
         self.jobs.remove(&claim.job.0)
     }
 }
@@ -171,29 +264,23 @@ impl Queue for MemoryQueue {
     ) -> BoxFuture<'a, Result<Vec<Job>, StoreError>> {
         let _ = worker;
         let mut state = self.lock();
-        let mut due: Vec<(i16, Timestamp, i64)> = state
-            .jobs
-            .iter()
-            .filter(|(_, row)| match row.status {
-                Status::Pending => row.due_at <= now,
-                Status::Running { until, .. } => until <= now,
-                Status::Failed => false,
-            })
-            .map(|(id, row)| (-row.priority, row.due_at, *id))
-            .collect();
-        due.sort_unstable();
-        due.truncate(limit);
-        let mut claimed = Vec::with_capacity(due.len());
-        for (_, _, id) in due {
+        let ids = state.claimable(limit, now);
+        let mut claimed = Vec::with_capacity(ids.len());
+        for id in ids {
             state.last_token += 1;
             let token = state.last_token;
-            let Some(row) = state.jobs.get_mut(&id) else {
+            let Some(was_pending) = state.jobs.get(&id).map(|row| row.status == Status::Pending)
+            else {
                 continue;
             };
-            let was_pending = row.status == Status::Pending;
-            row.status = Status::Running {
-                token,
-                until: now + lease,
+            state.change(id, |row| {
+                row.status = Status::Running {
+                    token,
+                    until: now + lease,
+                };
+            });
+            let Some(row) = state.jobs.get(&id) else {
+                continue;
             };
             let job = Job {
                 key: row.key.clone(),
@@ -223,15 +310,17 @@ impl Queue for MemoryQueue {
         let mut state = self.lock();
         let held = claims
             .iter()
-            .map(|claim| match state.held(claim) {
-                Some(row) => {
-                    row.status = Status::Running {
-                        token: claim.token,
-                        until: now + lease,
-                    };
-                    true
+            .map(|claim| {
+                let held = state.held(claim).is_some();
+                if held {
+                    state.change(claim.job.0, |row| {
+                        row.status = Status::Running {
+                            token: claim.token,
+                            until: now + lease,
+                        };
+                    });
                 }
-                None => false,
+                held
             })
             .collect();
         Box::pin(ready(Ok(held)))
@@ -259,8 +348,11 @@ impl Queue for MemoryQueue {
                     let attempts = row.attempts.saturating_add(1);
                     let key = row.key.clone();
                     state.add_pending(row.key, at, row.priority, row.reasons, attempts);
-                    if let Some(id) = state.pending.get(&key).copied()
-                        && let Some(row) = state.jobs.get_mut(&id)
+                    if let Some(row) = state
+                        .pending
+                        .get(&key)
+                        .copied()
+                        .and_then(|id| state.jobs.get_mut(&id))
                     {
                         row.error = Some(error.to_owned());
                     }
@@ -268,15 +360,17 @@ impl Queue for MemoryQueue {
                 }
                 None => false,
             },
-            None => match state.held(claim) {
-                Some(row) => {
-                    row.status = Status::Failed;
-                    row.attempts = row.attempts.saturating_add(1);
-                    row.error = Some(error.to_owned());
-                    true
+            None => {
+                let held = state.held(claim).is_some();
+                if held {
+                    state.change(claim.job.0, |row| {
+                        row.status = Status::Failed;
+                        row.attempts = row.attempts.saturating_add(1);
+                        row.error = Some(error.to_owned());
+                    });
                 }
-                None => false,
-            },
+                held
+            }
         };
         Box::pin(ready(Ok(held)))
     }
@@ -298,16 +392,11 @@ impl Queue for MemoryQueue {
     }
 
     fn next_due(&self) -> BoxFuture<'_, Result<Option<Timestamp>, StoreError>> {
-        let next = self
-            .lock()
-            .jobs
-            .values()
-            .filter_map(|row| match row.status {
-                Status::Pending => Some(row.due_at),
-                Status::Running { until, .. } => Some(until),
-                Status::Failed => None,
-            })
-            .min();
+        let state = self.lock();
+        let pending = state.due.first().map(|(at, _)| *at);
+        let lease = state.leases.first().map(|(at, _)| *at);
+        let next = pending.into_iter().chain(lease).min();
+        drop(state);
         Box::pin(ready(Ok(next)))
     }
 
