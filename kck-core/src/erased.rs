@@ -8,6 +8,7 @@ use std::sync::Arc;
 use futures_util::future::BoxFuture;
 use serde::Serialize;
 
+use crate::augment::AugmentHandle;
 use crate::ctx::Ctx;
 use crate::error::Error;
 use crate::key::{self, Key, KeyError};
@@ -27,6 +28,7 @@ pub struct PrimerHandle {
     pub(crate) decode: fn(&[u8]) -> Result<ErasedValue, serde_json::Error>,
     pub(crate) check_key: fn(&Key) -> Result<(), KeyError>,
     pub(crate) to_json: fn(&ErasedValue) -> Result<serde_json::Value, serde_json::Error>,
+    pub(crate) augment: Option<AugmentHandle>,
 }
 
 impl PrimerHandle {
@@ -40,7 +42,15 @@ impl PrimerHandle {
             decode: decode::<P>,
             check_key: check_key::<P>,
             to_json: to_json::<P>,
+            augment: None,
         }
+    }
+
+    /// With `P`'s [`Augment`](crate::Augment) implementation, from
+    /// [`AugmentHandle::of`].
+    pub const fn with_augment(mut self, augment: AugmentHandle) -> Self {
+        self.augment = Some(augment);
+        self
     }
 
     pub(crate) fn def(&self) -> &'static PrimerDef {

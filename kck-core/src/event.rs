@@ -119,6 +119,29 @@ pub enum EventKind {
     /// Nobody read the product for the scheduler's `idle_after`: its
     /// periodic refresh stops until it is read again.
     Retired,
+    /// A delta was applied in place ([`Cache::augment`](crate::Cache::augment)).
+    Augmented {
+        /// The entry's version now.
+        version: Version,
+        /// Whether the value changed.
+        changed: bool,
+    },
+    /// A delta could not be applied in place; the product is recomputed in
+    /// full instead.
+    AugmentDeclined {
+        /// Why: no value to apply it to, the primer declined, too many
+        /// conflicting writes.
+        reason: String,
+    },
+    /// The full recompute that verifies an augmented product
+    /// (`verify_every`) found another value: the augmented one had drifted,
+    /// and is replaced.
+    Drift {
+        /// The content hash of the augmented value.
+        augmented: crate::store::ContentHash,
+        /// The content hash of the recomputed value.
+        recomputed: crate::store::ContentHash,
+    },
 }
 
 impl EventKind {
@@ -145,6 +168,9 @@ impl EventKind {
             EventKind::Invalidated { .. } => "invalidated",
             EventKind::Set { .. } => "set",
             EventKind::Removed => "removed",
+            EventKind::Augmented { .. } => "augmented",
+            EventKind::AugmentDeclined { .. } => "augment-declined",
+            EventKind::Drift { .. } => "drift",
         }
     }
 }
@@ -179,7 +205,13 @@ impl fmt::Display for Event {
                 cause:
                     InvalidationCause::DependencyChanged { from } | InvalidationCause::Cascade { from },
             } => write!(f, " (from {from})"),
-            EventKind::DecodeFailed { reason } => write!(f, ": {reason}"),
+            EventKind::DecodeFailed { reason } | EventKind::AugmentDeclined { reason } => {
+                write!(f, ": {reason}")
+            }
+            EventKind::Drift {
+                augmented,
+                recomputed,
+            } => write!(f, ": augmented {augmented}, recomputed {recomputed}"),
             EventKind::RetryScheduled { attempt, at, error } => {
                 write!(f, ": attempt {attempt} failed ({error}); next at {at}")
             }

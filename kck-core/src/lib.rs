@@ -53,7 +53,9 @@
 //! `on_change = "refresh" | "invalidate"`, `depends_on = [primer, …]`,
 //! `prime_on_miss = false`, `version = "…"`, `schedule = "<cron>"` (checked
 //! at compile time), `domain = primer` (a parameterless primer listing the
-//! parameter sets to keep warm), `crate = path`.
+//! parameter sets to keep warm), `augment` (the primer implements
+//! [`Augment`]: see [`Cache::augment`]), `verify_every = "1h"` (with
+//! `augment`), `crate = path`.
 //!
 //! ## The contract
 //!
@@ -154,6 +156,7 @@
 //! mock clock, stubbed dependencies and assertions such as "this key was
 //! computed exactly once".
 
+mod augment;
 mod cache;
 mod clock;
 mod ctx;
@@ -170,6 +173,7 @@ mod scheduler;
 pub mod store;
 mod worker;
 
+pub use augment::{Augment, AugmentHandle, Augmented};
 pub use cache::{Cache, CacheBuilder};
 pub use clock::{Clock, MockClock, SystemClock, Timestamp};
 pub use ctx::{Ctx, Scope, ScopeRef};
@@ -209,6 +213,7 @@ pub use kck_macros::primer;
 /// The code `#[primer]` generates names only this module. Not public API.
 #[doc(hidden)]
 pub mod __private {
+    pub use crate::augment::AugmentHandle;
     pub use crate::cache::{Cache, get};
     pub use crate::ctx::Ctx;
     pub use crate::ctx::Scope;

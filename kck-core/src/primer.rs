@@ -126,6 +126,12 @@ pub struct Policy {
     /// its domain, is refreshed at each of its ticks, once across the
     /// cluster.
     pub schedule: Option<&'static str>,
+    /// For a primer that augments its products in place: recompute an
+    /// augmented product in full once its last full computation is this
+    /// old, and compare. A difference is reported as
+    /// [`EventKind::Drift`](crate::EventKind::Drift) and the recomputed
+    /// value replaces the augmented one.
+    pub verify_every: Option<Duration>,
 }
 
 impl Policy {
@@ -139,6 +145,7 @@ impl Policy {
         on_change: OnChange::Refresh,
         prime_on_miss: true,
         schedule: None,
+        verify_every: None,
     };
 
     /// Sets [`Policy::refresh`].
@@ -181,6 +188,12 @@ impl Policy {
     /// is built (and by `#[primer]`, at compile time).
     pub const fn schedule(mut self, pattern: &'static str) -> Self {
         self.schedule = Some(pattern);
+        self
+    }
+
+    /// Sets [`Policy::verify_every`].
+    pub const fn verify_every(mut self, every: Duration) -> Self {
+        self.verify_every = Some(every);
         self
     }
 

@@ -541,9 +541,37 @@ async fn execute(cache: &Cache, config: &Config, job: &Job) -> Outcome {
             inner.memo.forget(from);
         }
     }
+    // Verifying an augmented product: what it was, to compare.
+    let verified = if job.reasons.contains(&RefreshReason::Verify) {
+        match inner.store.load(&job.key).await {
+            Ok(stored) => stored.map(|stored| stored.meta.content_hash),
+            Err(error) => return Outcome::Retry(error.to_string()),
+        }
+    } else {
+        None
+    };
     let refresh = inner.refresh(&job.key, handle, job.reasons.clone());
     match tokio::time::timeout(config.job_timeout, refresh).await {
-        Ok(Ok(_)) => Outcome::Done,
+        Ok(Ok(served)) => {
+            if let Some(augmented) = verified.filter(|hash| *hash != served.hash) {
+                let recomputed = served.hash;
+                tracing::warn!(
+                    target: "kck",
+                    key = %job.key,
+                    %augmented,
+                    %recomputed,
+                    "an augmented product drifted from its full computation; the recomputed value replaces it"
+                );
+                inner.events.emit(
+                    &job.key,
+                    EventKind::Drift {
+                        augmented,
+                        recomputed,
+                    },
+                );
+            }
+            Outcome::Done
+        }
         Ok(Err(error)) => Outcome::Retry(error.to_string()),
         Err(_) => Outcome::Retry(format!("timed out after {:?}", config.job_timeout)),
     }

@@ -31,6 +31,10 @@ pub(crate) struct PrimerArgs {
     #[darling(default)]
     pub(crate) domain: Option<Path>,
     #[darling(default)]
+    pub(crate) augment: darling::util::Flag,
+    #[darling(default)]
+    pub(crate) verify_every: Option<DurationArg>,
+    #[darling(default)]
     pub(crate) version: Option<LitStr>,
     #[darling(default, rename = "crate")]
     pub(crate) krate: Option<Path>,

@@ -19,6 +19,7 @@ pub(crate) fn expand(model: &Model) -> TokenStream {
         output,
         depends_on,
         domain,
+        augment,
         code_version,
         krate,
         scope_ident,
@@ -98,6 +99,12 @@ pub(crate) fn expand(model: &Model) -> TokenStream {
     let dependencies = depends_on
         .iter()
         .map(|path| quote_spanned!(path.span()=> <#path as #private::Primer>::NAME));
+
+    let with_augment = if *augment {
+        quote_spanned!(ident.span()=> .with_augment(#private::AugmentHandle::of::<#ident>()))
+    } else {
+        TokenStream::new()
+    };
 
     // The user's function, renamed, becomes the body of `compute`.
     let mut compute_fn = item.clone();
@@ -181,7 +188,7 @@ pub(crate) fn expand(model: &Model) -> TokenStream {
 
         #(#cfgs)*
         #private::inventory::submit! {
-            #private::Registration::new(#private::PrimerHandle::of::<#ident>())
+            #private::Registration::new(#private::PrimerHandle::of::<#ident>()#with_augment)
         }
 
         #(#cfgs)*
@@ -295,6 +302,10 @@ fn policy_tokens(model: &Model) -> TokenStream {
     }
     if let Some(pattern) = &p.schedule {
         tokens.extend(quote!(.schedule(#pattern)));
+    }
+    if let Some(d) = p.verify_every {
+        let d = duration(d);
+        tokens.extend(quote!(.verify_every(#d)));
     }
     tokens
 }

@@ -26,6 +26,8 @@ pub(crate) struct Model {
     /// The zero-parameter primer whose value lists the parameter sets to
     /// keep warm.
     pub(crate) domain: Option<Path>,
+    /// `augment`: the marker type implements `kck_core::Augment`.
+    pub(crate) augment: bool,
     pub(crate) code_version: String,
     pub(crate) krate: Path,
 }
@@ -48,6 +50,7 @@ pub(crate) struct PolicyModel {
     pub(crate) invalidate_on_change: bool,
     pub(crate) prime_on_miss: bool,
     pub(crate) schedule: Option<LitStr>,
+    pub(crate) verify_every: Option<std::time::Duration>,
 }
 
 /// Collects errors; `into_result` combines them.
@@ -136,7 +139,14 @@ impl Model {
             invalidate_on_change: matches!(args.on_change, Some(OnChangeArg::Invalidate)),
             prime_on_miss: args.prime_on_miss.unwrap_or(true),
             schedule: args.schedule.map(|s| s.pattern),
+            verify_every: args.verify_every.as_ref().map(|d| d.value),
         };
+        if args.verify_every.is_some() && !args.augment.is_present() {
+            errors.push(
+                template.span(),
+                "`verify_every` verifies products augmented in place: add `augment` (and implement `kck_core::Augment`)",
+            );
+        }
         if let Some(domain) = &args.domain
             && params.is_empty()
         {
@@ -175,6 +185,7 @@ impl Model {
             policy,
             depends_on: args.depends_on.0,
             domain: args.domain,
+            augment: args.augment.is_present(),
             code_version,
             krate,
         })

@@ -225,6 +225,7 @@ impl CacheBuilder {
             local_scheduler_started: AtomicBool::new(false),
             queued: AtomicU64::new(0),
             worked: tokio::sync::watch::Sender::new(0),
+            augmenting: Default::default(),
         });
         let watcher: Arc<dyn ChangeWatcher> = inner.watcher.clone();
         inner.store.watch(Arc::downgrade(&watcher));

@@ -5,6 +5,7 @@
 //! flight (load, compute, persist), [`propagate`] carries changes to
 //! dependents, [`ops`] holds the other public operations.
 
+pub(crate) mod augment;
 mod builder;
 mod compute;
 mod execute;
@@ -86,6 +87,9 @@ pub(crate) struct Inner {
     /// local worker has worked through: what [`Cache::wait_idle`] waits for.
     pub(crate) queued: AtomicU64,
     pub(crate) worked: watch::Sender<u64>,
+    /// The keys being augmented here, each behind a lock: augments of one
+    /// key in one process take turns instead of racing.
+    pub(crate) augmenting: augment::Turns,
 }
 
 impl Inner {

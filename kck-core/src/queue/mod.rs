@@ -163,6 +163,9 @@ pub enum RefreshReason {
     /// [`Cache::refresh`](crate::Cache::refresh) or
     /// [`Cache::refresh_key`](crate::Cache::refresh_key) asked for it.
     Requested,
+    /// It was augmented in place, and its last full computation is older
+    /// than its primer's `verify_every`: recompute it and compare.
+    Verify,
 }
 
 impl RefreshReason {
@@ -175,6 +178,7 @@ impl RefreshReason {
             RefreshReason::Schedule => "schedule".to_owned(),
             RefreshReason::Domain => "domain".to_owned(),
             RefreshReason::Requested => "requested".to_owned(),
+            RefreshReason::Verify => "verify".to_owned(),
         }
     }
 
@@ -194,6 +198,7 @@ impl RefreshReason {
                 "schedule" => Ok(RefreshReason::Schedule),
                 "domain" => Ok(RefreshReason::Domain),
                 "requested" => Ok(RefreshReason::Requested),
+                "verify" => Ok(RefreshReason::Verify),
                 _ => Err(text.to_owned()),
             },
         }
@@ -274,6 +279,7 @@ mod tests {
             RefreshReason::Schedule,
             RefreshReason::Domain,
             RefreshReason::Requested,
+            RefreshReason::Verify,
         ];
         for reason in reasons {
             assert_eq!(RefreshReason::from_text(&reason.to_text()), Ok(reason));

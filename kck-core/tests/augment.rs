@@ -1,0 +1,190 @@
+//! Augment: deltas applied in place with compare-and-set, falling back to a
+//! full recompute, reaching dependents, and verified against full
+//! recomputes.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{SourceDown, on_every_store, source};
+use kck_core::{Augment, Augmented, Ctx, EventKind, primer};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct Tally {
+    sales: u64,
+    cents: i64,
+}
+
+async fn full_tally(ctx: &Ctx, shop: &str) -> Result<Tally, SourceDown> {
+    let sales = source(ctx).read(&format!("sales/{shop}")).await?;
+    let cents = source(ctx).read(&format!("cents/{shop}")).await?;
+    Ok(Tally {
+        sales: sales.unsigned_abs(),
+        cents,
+    })
+}
+
+/// A shop's sales, in full from the source, or one sale at a time.
+#[primer(key = "tally/{shop}", augment)]
+async fn tally(ctx: &Ctx, shop: String) -> Result<Tally, SourceDown> {
+    full_tally(ctx, &shop).await
+}
+
+impl Augment for tally {
+    type Delta = i64;
+
+    /// A refund (a negative sale) cannot be applied in place.
+    fn augment(tally: &Tally, cents: &i64) -> Option<Tally> {
+        (*cents >= 0).then(|| Tally {
+            sales: tally.sales + 1,
+            cents: tally.cents + cents,
+        })
+    }
+}
+
+/// Reads `tally`: refreshed when it changes.
+#[primer(key = "receipt/{shop}", depends_on = [tally])]
+async fn receipt(ctx: &Ctx, shop: String) -> Result<String, kck_core::Error> {
+    let tally = tally(ctx, shop).await?;
+    Ok(format!("{} sales, {} cents", tally.sales, tally.cents))
+}
+
+/// Like `tally`, with an augment function that counts every sale twice.
+#[primer(key = "sloppy/{shop}", augment, verify_every = "1m")]
+async fn sloppy(ctx: &Ctx, shop: String) -> Result<Tally, SourceDown> {
+    full_tally(ctx, &shop).await
+}
+
+impl Augment for sloppy {
+    type Delta = i64;
+
+    fn augment(tally: &Tally, cents: &i64) -> Option<Tally> {
+        Some(Tally {
+            sales: tally.sales + 1,
+            cents: tally.cents + 2 * cents,
+        })
+    }
+}
+
+on_every_store! {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_delta_is_applied_in_place_without_a_recompute(test, source) {
+        source.set("sales/a", 2);
+        source.set("cents/a", 700);
+        let key = tally::key("a".into());
+        assert_eq!(*tally(&test, "a".into()).await.unwrap(), Tally { sales: 2, cents: 700 });
+        let applied = test.augment(&key, &350).await.unwrap();
+        assert!(matches!(applied, Augmented::Applied { changed: true, .. }), "{applied:?}");
+        assert_eq!(
+            test.peek(&key).await.unwrap().as_deref(),
+            Some(&Tally { sales: 3, cents: 1050 })
+        );
+        test.assert_computed_once(key.key());
+        assert_eq!(test.recorder().count(key.key(), "augmented"), 1);
+        // Read back from the store, not only from the memo.
+        assert_eq!(
+            test.get_json(key.key()).await.unwrap(),
+            serde_json::json!({ "sales": 3, "cents": 1050 })
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_deltas_are_all_counted(test, _source) {
+        let key = tally::key("busy".into());
+        tally(&test, "busy".into()).await.unwrap();
+        let deltas = (1..=40_i64).map(|cents| {
+            let cache = test.cache().clone();
+            let key = key.clone();
+            tokio::spawn(async move { cache.augment(&key, &cents).await })
+        });
+        for outcome in futures_util::future::join_all(deltas).await {
+            let outcome = outcome.expect("no panic").expect("applied");
+            assert!(matches!(outcome, Augmented::Applied { changed: true, .. }), "{outcome:?}");
+        }
+        assert_eq!(
+            test.peek(&key).await.unwrap().as_deref(),
+            Some(&Tally { sales: 40, cents: (1..=40).sum() }),
+            "no update was lost"
+        );
+        test.assert_computed_once(key.key());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn without_a_value_or_when_declined_it_recomputes(test, source) {
+        source.set("sales/b", 1);
+        source.set("cents/b", 100);
+        let key = tally::key("b".into());
+        assert_eq!(test.augment(&key, &50).await.unwrap(), Augmented::Recomputed);
+        assert_eq!(
+            test.peek(&key).await.unwrap().as_deref(),
+            Some(&Tally { sales: 1, cents: 100 }),
+            "the full computation, which reads the source"
+        );
+        test.assert_computed_once(key.key());
+
+        source.set("sales/b", 2);
+        source.set("cents/b", 60);
+        assert_eq!(test.augment(&key, &-40).await.unwrap(), Augmented::Recomputed);
+        assert_eq!(
+            test.peek(&key).await.unwrap().as_deref(),
+            Some(&Tally { sales: 2, cents: 60 })
+        );
+        test.assert_computed(key.key(), 2);
+        let declined: Vec<String> = test
+            .recorder()
+            .events_of(key.key())
+            .iter()
+            .filter(|event| matches!(event.kind, EventKind::AugmentDeclined { .. }))
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            declined,
+            [
+                "augment-declined tally/b: no value to apply it to",
+                "augment-declined tally/b: the primer declined the delta"
+            ]
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn dependents_see_the_augmented_value(test, _source) {
+        assert_eq!(*receipt(&test, "c".into()).await.unwrap(), "0 sales, 0 cents");
+        test.augment(&tally::key("c".into()), &125).await.unwrap();
+        test.settle().await;
+        assert_eq!(
+            test.peek(&receipt::key("c".into())).await.unwrap().as_deref().map(String::as_str),
+            Some("1 sales, 125 cents")
+        );
+        test.assert_computed(receipt::key("c".into()).key(), 2);
+        test.assert_computed_once(tally::key("c".into()).key());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn verification_heals_a_wrong_augment_function(test, source) {
+        let key = sloppy::key("d".into());
+        sloppy(&test, "d".into()).await.unwrap();
+        // Within `verify_every` of the full computation: nothing to verify.
+        test.augment(&key, &10).await.unwrap();
+        source.set("sales/d", 1);
+        source.set("cents/d", 10);
+        test.settle().await;
+        assert_eq!(
+            test.peek(&key).await.unwrap().as_deref(),
+            Some(&Tally { sales: 1, cents: 20 }),
+            "the wrong value stands until verified"
+        );
+        test.advance(Duration::from_secs(61));
+        test.augment(&key, &5).await.unwrap();
+        source.set("sales/d", 2);
+        source.set("cents/d", 15);
+        test.settle().await;
+        assert_eq!(
+            test.peek(&key).await.unwrap().as_deref(),
+            Some(&Tally { sales: 2, cents: 15 }),
+            "the recomputed value replaced the drifted one"
+        );
+        assert_eq!(test.recorder().count(key.key(), "drift"), 1);
+        test.assert_computed(key.key(), 2);
+    }
+}

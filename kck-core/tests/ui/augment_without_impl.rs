@@ -1,0 +1,8 @@
+use kck_core::{Ctx, primer};
+
+#[primer(key = "totals/{store}", augment)]
+async fn totals(_ctx: &Ctx, store: u32) -> Result<u64, std::convert::Infallible> {
+    Ok(u64::from(store))
+}
+
+fn main() {}
