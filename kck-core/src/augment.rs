@@ -68,6 +68,28 @@ pub trait Augment: Primer {
     fn augment(value: &Self::Value, delta: &Self::Delta) -> Option<Self::Value>;
 }
 
+/// How a product that reads `U` turns a delta of `U` into a delta of its
+/// own: a dependent that implements it (and lists `U` in
+/// `#[primer(augment_from = [U])]`) is augmented when `U` is, instead of
+/// recomputed.
+///
+/// The delta reaches the dependent through its refresh job, and is applied
+/// only if the dependent's value was computed from the very value of `U`
+/// the delta starts from (their content hashes are compared); otherwise,
+/// or if `map` returns `None`, the dependent is recomputed as usual.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` lists `{U}` in `augment_from` but does not implement `AugmentFrom<{U}>`",
+    note = "implement `kck_core::AugmentFrom<{U}>` for `{Self}`: `fn map`"
+)]
+pub trait AugmentFrom<U: Augment>: Augment {
+    /// This product's delta for `delta` of `U`, or `None` to recompute.
+    fn map(delta: &U::Delta) -> Option<Self::Delta>;
+}
+
+/// Turns a serialized delta of one primer into a serialized delta of
+/// another; `Ok(None)` when the dependent declines.
+pub type MapDelta = fn(&[u8]) -> Result<Option<Vec<u8>>, serde_json::Error>;
+
 /// What [`Cache::augment`](crate::Cache::augment) did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -90,14 +112,47 @@ pub struct AugmentHandle {
     /// Applies a serialized delta to a value: `Ok(None)` when the primer
     /// declines, an error when the delta does not decode.
     pub(crate) apply: fn(&ErasedValue, &[u8]) -> Result<Option<ErasedValue>, serde_json::Error>,
+    /// Mappings from the deltas of the primers it reads.
+    pub(crate) from: &'static [(&'static str, MapDelta)],
 }
 
 impl AugmentHandle {
     /// The handle of `P`'s implementation; `#[primer(augment)]` registers
     /// it.
     pub const fn of<P: Augment>() -> Self {
-        AugmentHandle { apply: apply::<P> }
+        AugmentHandle {
+            apply: apply::<P>,
+            from: &[],
+        }
     }
+
+    /// With the mappings of `P`'s [`AugmentFrom`] implementations, by the
+    /// upstream primer's name; `#[primer(augment_from = [..])]` builds them
+    /// with [`AugmentHandle::map`].
+    pub const fn from(mut self, from: &'static [(&'static str, MapDelta)]) -> Self {
+        self.from = from;
+        self
+    }
+
+    /// The mapping of `P`'s [`AugmentFrom<U>`] implementation.
+    pub const fn map<P: AugmentFrom<U>, U: Augment>() -> MapDelta {
+        map::<P, U>
+    }
+
+    /// The mapping from deltas of the primer named `upstream`, if any.
+    pub(crate) fn mapping(&self, upstream: &str) -> Option<MapDelta> {
+        self.from
+            .iter()
+            .find(|(name, _)| *name == upstream)
+            .map(|(_, map)| *map)
+    }
+}
+
+fn map<P: AugmentFrom<U>, U: Augment>(delta: &[u8]) -> Result<Option<Vec<u8>>, serde_json::Error> {
+    let delta: U::Delta = serde_json::from_slice(delta)?;
+    P::map(&delta)
+        .map(|mapped| serde_json::to_vec(&mapped))
+        .transpose()
 }
 
 impl std::fmt::Debug for AugmentHandle {

@@ -173,7 +173,7 @@ mod scheduler;
 pub mod store;
 mod worker;
 
-pub use augment::{Augment, AugmentHandle, Augmented};
+pub use augment::{Augment, AugmentFrom, AugmentHandle, Augmented, MapDelta};
 pub use cache::{Cache, CacheBuilder};
 pub use clock::{Clock, MockClock, SystemClock, Timestamp};
 pub use ctx::{Ctx, Scope, ScopeRef};

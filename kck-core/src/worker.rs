@@ -14,12 +14,14 @@ use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
+use crate::cache::augment::{InPlace, Read};
 use crate::cache::{Cache, CacheRef, Inner};
 use crate::clock::Timestamp;
+use crate::erased::PrimerHandle;
 use crate::error::{Error, panic_message};
 use crate::event::{EventKind, InvalidationCause};
 use crate::primer::OnChange;
-use crate::queue::{Claim, Job, JobWatcher, RefreshReason, Turnover};
+use crate::queue::{Claim, Job, JobDelta, JobWatcher, RefreshReason, Turnover};
 
 /// Claims refresh jobs from the cache's queue and runs them.
 ///
@@ -533,6 +535,13 @@ async fn execute(cache: &Cache, config: &Config, job: &Job) -> Outcome {
             Err(error) => Outcome::Retry(error.to_string()),
         };
     }
+    if !job.deltas.is_empty() && only_changes {
+        match augment_from_deltas(inner, handle, job).await {
+            Ok(true) => return Outcome::Done,
+            Ok(false) => {}
+            Err(error) => return Outcome::Retry(error.to_string()),
+        }
+    }
     // The change that queued this job committed with it, but this process
     // may not have been told of it yet: read the changed products from the
     // store, not from the memo.
@@ -574,6 +583,90 @@ async fn execute(cache: &Cache, config: &Config, job: &Job) -> Outcome {
         }
         Ok(Err(error)) => Outcome::Retry(error.to_string()),
         Err(_) => Outcome::Retry(format!("timed out after {:?}", config.job_timeout)),
+    }
+}
+
+/// Augments the job's product with the deltas of the products it read,
+/// if they lead, without a gap, from the values it was computed from to
+/// those products' values now; `false` if it must be recomputed instead.
+async fn augment_from_deltas(
+    inner: &Arc<Inner>,
+    handle: PrimerHandle,
+    job: &Job,
+) -> Result<bool, Error> {
+    let Some(augment) = handle.augment else {
+        return Ok(false);
+    };
+    let dependencies = inner.store.dependencies(&job.key).await?;
+    let mut reads = Vec::new();
+    let mut steps: Vec<&JobDelta> = Vec::new();
+    for reason in &job.reasons {
+        let RefreshReason::DependencyChanged { from } = reason else {
+            return Ok(false);
+        };
+        let Some(seen) = dependencies
+            .iter()
+            .find(|edge| &edge.key == from)
+            .and_then(|edge| edge.seen)
+        else {
+            return Ok(false);
+        };
+        let Some(current) = inner.store.load(from).await? else {
+            return Ok(false);
+        };
+        let mut at = seen;
+        for delta in job.deltas.iter().filter(|delta| &delta.from == from) {
+            if delta.before == at {
+                steps.push(delta);
+                at = delta.after;
+            }
+        }
+        if at != current.meta.content_hash {
+            // A change that no delta describes: recompute.
+            return Ok(false);
+        }
+        if at != seen {
+            reads.push(Read {
+                key: from.clone(),
+                before: seen,
+                after: at,
+            });
+        }
+    }
+    if reads.is_empty() {
+        // Every change is already in the value.
+        return Ok(true);
+    }
+    // In the order they happened, as this primer's deltas.
+    steps.sort_by_key(|step| {
+        job.deltas
+            .iter()
+            .position(|delta| std::ptr::eq(delta, *step))
+    });
+    let mut deltas = Vec::with_capacity(steps.len());
+    for step in steps {
+        let Some(map) = augment.mapping(step.from.primer()) else {
+            return Ok(false);
+        };
+        match map(&step.delta) {
+            Ok(Some(delta)) => deltas.push(delta),
+            Ok(None) | Err(_) => return Ok(false),
+        }
+    }
+    match inner
+        .augment_in_place(&job.key, handle, augment, &deltas, &reads)
+        .await?
+    {
+        InPlace::Applied(_) => Ok(true),
+        InPlace::Cannot(reason) => {
+            inner.events.emit(
+                &job.key,
+                EventKind::AugmentDeclined {
+                    reason: reason.to_owned(),
+                },
+            );
+            Ok(false)
+        }
     }
 }
 

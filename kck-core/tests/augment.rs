@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::{SourceDown, on_every_store, source};
-use kck_core::{Augment, Augmented, Ctx, EventKind, primer};
+use kck_core::{Augment, AugmentFrom, Augmented, Ctx, EventKind, primer};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -48,6 +48,27 @@ impl Augment for tally {
 async fn receipt(ctx: &Ctx, shop: String) -> Result<String, kck_core::Error> {
     let tally = tally(ctx, shop).await?;
     Ok(format!("{} sales, {} cents", tally.sales, tally.cents))
+}
+
+/// The cents of a shop, from `tally`: augmented with the cents of each sale
+/// that augments `tally`.
+#[primer(key = "takings/{shop}", depends_on = [tally], augment, augment_from = [tally])]
+async fn takings(ctx: &Ctx, shop: String) -> Result<i64, kck_core::Error> {
+    Ok(tally(ctx, shop).await?.cents)
+}
+
+impl Augment for takings {
+    type Delta = i64;
+
+    fn augment(cents: &i64, sale: &i64) -> Option<i64> {
+        Some(cents + sale)
+    }
+}
+
+impl AugmentFrom<tally> for takings {
+    fn map(sale: &i64) -> Option<i64> {
+        Some(*sale)
+    }
 }
 
 /// Like `tally`, with an augment function that counts every sale twice.
@@ -186,5 +207,39 @@ on_every_store! {
         );
         assert_eq!(test.recorder().count(key.key(), "drift"), 1);
         test.assert_computed(key.key(), 2);
+    }
+}
+
+on_every_store! {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_dependent_that_maps_the_delta_is_augmented_too(test, source) {
+        source.set("cents/e", 500);
+        let (upstream, dependent) = (tally::key("e".into()), takings::key("e".into()));
+        assert_eq!(*takings(&test, "e".into()).await.unwrap(), 500);
+        test.augment(&upstream, &120).await.unwrap();
+        test.augment(&upstream, &30).await.unwrap();
+        test.settle().await;
+        assert_eq!(test.peek(&dependent).await.unwrap().as_deref(), Some(&650));
+        test.assert_computed_once(dependent.key());
+        assert!(test.recorder().count(dependent.key(), "augmented") >= 1);
+        // `receipt` reads `tally` but cannot map its deltas: recomputed.
+        assert_eq!(*receipt(&test, "e".into()).await.unwrap(), "2 sales, 650 cents");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_change_no_delta_describes_makes_the_dependent_recompute(test, source) {
+        source.set("cents/f", 500);
+        let (upstream, dependent) = (tally::key("f".into()), takings::key("f".into()));
+        assert_eq!(*takings(&test, "f".into()).await.unwrap(), 500);
+        // A write without a delta, then a delta on top of it.
+        test.set(&upstream, Tally { sales: 9, cents: 900 }).await.unwrap();
+        test.augment(&upstream, &100).await.unwrap();
+        test.settle().await;
+        assert_eq!(
+            test.peek(&dependent).await.unwrap().as_deref(),
+            Some(&1000),
+            "recomputed from the upstream value, not 500 + 100"
+        );
+        test.assert_computed(dependent.key(), 2);
     }
 }

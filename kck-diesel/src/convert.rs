@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use diesel::pg::data_types::PgTimestamp;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
+use kck_core::queue::JobDelta;
 use kck_core::store::{ContentHash, EntryError, EntryMeta, StoreError, StoredEntry, Version};
 use kck_core::{Key, Timestamp};
 
@@ -60,6 +61,69 @@ impl EntryRow {
             },
         })
     }
+}
+
+/// Deltas as stored with a job: a JSON array of `{"from", "before",
+/// "after", "delta"}`.
+pub(crate) fn deltas_to_json(key: &Key, deltas: &[JobDelta]) -> Result<String, StoreError> {
+    let items = deltas
+        .iter()
+        .map(|delta| {
+            let value: serde_json::Value = serde_json::from_slice(&delta.delta)
+                .map_err(|error| corrupt(key.as_str(), format!("a delta is not JSON: {error}")))?;
+            Ok(serde_json::json!({
+                "from": delta.from.as_str(),
+                "before": delta.before.to_string(),
+                "after": delta.after.to_string(),
+                "delta": value,
+            }))
+        })
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    Ok(serde_json::Value::Array(items).to_string())
+}
+
+/// Reads what [`deltas_to_json`] wrote.
+pub(crate) fn deltas_from_json(key: &str, text: &str) -> Result<Vec<JobDelta>, StoreError> {
+    let bad = |reason: &str| corrupt(key, format!("unreadable job deltas: {reason}"));
+    let serde_json::Value::Array(items) =
+        serde_json::from_str(text).map_err(|error| bad(&error.to_string()))?
+    else {
+        return Err(bad("not an array"));
+    };
+    items
+        .iter()
+        .map(|item| {
+            let text = |field: &str| {
+                item.get(field)
+                    .and_then(serde_json::Value::as_str)
+                    .ok_or_else(|| bad(&format!("no `{field}`")))
+            };
+            let hash = |field: &str| {
+                text(field).and_then(|hex| {
+                    parse_hash(hex).ok_or_else(|| bad(&format!("`{field}` is not a hash")))
+                })
+            };
+            Ok(JobDelta {
+                from: parse_key(text("from")?)?,
+                before: hash("before")?,
+                after: hash("after")?,
+                delta: serde_json::to_vec(item.get("delta").ok_or_else(|| bad("no `delta`"))?)
+                    .map_err(|error| bad(&error.to_string()))?,
+            })
+        })
+        .collect()
+}
+
+/// A content hash from its 32 hex digits.
+fn parse_hash(hex: &str) -> Option<ContentHash> {
+    if hex.len() != 32 || !hex.is_ascii() {
+        return None;
+    }
+    let mut bytes = [0u8; 16];
+    for (byte, pair) in bytes.iter_mut().zip(hex.as_bytes().chunks(2)) {
+        *byte = u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok()?;
+    }
+    Some(ContentHash(bytes))
 }
 
 /// A store error for a row that kck cannot read back.

@@ -11,7 +11,9 @@ use kck_core::queue::{
 };
 use kck_core::store::StoreError;
 
-use crate::convert::{corrupt, from_pg, micros, parse_key, to_pg};
+use crate::convert::{
+    corrupt, deltas_from_json, deltas_to_json, from_pg, micros, parse_key, to_pg,
+};
 use crate::queue_sql::{
     ClaimJobs, ClaimedRow, CompleteJobs, DueRow, Enqueue, ExtendJobs, FailJob, FailedJobs,
     FailedRow, IdRow, NextDue, RequeueJob, RowsRow,
@@ -40,6 +42,7 @@ impl ClaimedRow {
             Some(reasons),
             Some(attempts),
             Some(token),
+            Some(deltas),
         ) = (
             self.id,
             self.key,
@@ -48,13 +51,13 @@ impl ClaimedRow {
             self.reasons,
             self.attempts,
             self.token,
+            self.deltas,
         )
         else {
             return Ok(None);
         };
         Ok(Some(Job {
             reasons: self::reasons(&key, reasons)?,
-            key: parse_key(&key)?,
             due_at: from_pg(due_at),
             priority,
             attempts: u32::try_from(attempts).unwrap_or(0),
@@ -62,6 +65,8 @@ impl ClaimedRow {
                 job: JobId(id),
                 token,
             },
+            deltas: deltas_from_json(&key, &deltas)?,
+            key: parse_key(&key)?,
         }))
     }
 }
@@ -105,11 +110,16 @@ impl Queue for PgStore {
             if jobs.is_empty() {
                 return Ok(());
             }
+            let deltas = jobs
+                .iter()
+                .map(|j| deltas_to_json(&j.key, &j.deltas))
+                .collect::<Result<Vec<_>, _>>()?;
             let binds = vec![
                 Bind::Texts(jobs.iter().map(|j| j.key.as_str().to_owned()).collect()),
                 Bind::Times(jobs.iter().map(|j| to_pg(j.due_at)).collect()),
                 Bind::SmallInts(jobs.iter().map(|j| j.priority).collect()),
                 Bind::Texts(jobs.iter().map(|j| j.reason.to_text()).collect()),
+                Bind::Texts(deltas),
             ];
             let _: RowsRow = self.run_one::<Enqueue, _>(binds).await?;
             Ok(())

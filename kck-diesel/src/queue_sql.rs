@@ -15,15 +15,20 @@ use crate::statement::statements;
 pub(crate) const JOBS_CHANNEL: &str = "kck_jobs";
 
 statements! {
-    /// Queues jobs. Binds: keys, due times, priorities, reasons (arrays of
-    /// one element per request).
+    /// Queues jobs. Binds: keys, due times, priorities, reasons, deltas (as
+    /// JSON arrays) (arrays of one element per request).
     Enqueue = concat!(
         "WITH requests AS ( \
-             SELECT * FROM unnest({}::text[], {}::timestamptz[], {}::smallint[], {}::text[]) \
-                 AS r(key, due_at, priority, reason) \
+             SELECT * FROM unnest({}::text[], {}::timestamptz[], {}::smallint[], {}::text[], {}::text[]) \
+                 WITH ORDINALITY AS r(key, due_at, priority, reason, deltas, n) \
          ), jobs AS ( \
              SELECT key, min(due_at) AS due_at, max(priority) AS priority, \
-                    array_agg(DISTINCT reason) AS reasons, 0 AS attempts, NULL::text AS error \
+                    array_agg(DISTINCT reason) AS reasons, 0 AS attempts, NULL::text AS error, \
+                    COALESCE(( \
+                        SELECT jsonb_agg(d.delta ORDER BY x.n, d.i) \
+                        FROM requests x, jsonb_array_elements(x.deltas::jsonb) WITH ORDINALITY AS d(delta, i) \
+                        WHERE x.key = requests.key \
+                    ), '[]'::jsonb) AS deltas \
              FROM requests GROUP BY key \
          ), queued AS (",
         insert_pending!(),
@@ -56,10 +61,11 @@ statements! {
              UPDATE kck_jobs AS j SET status = 'running', token = nextval('kck_claims'), \
                  worker = {}, lease_until = {} + {} * interval '1 microsecond' \
              FROM candidates AS c WHERE j.id = c.id \
-             RETURNING j.id, j.key, j.due_at, j.priority, j.reasons, j.attempts, j.token \
+             RETURNING j.id, j.key, j.due_at, j.priority, j.reasons, j.attempts, j.token, j.deltas \
          ) \
          SELECT (SELECT COALESCE(array_agg(id), ARRAY[]::bigint[]) FROM done) AS done, \
-                c.id, c.key, c.due_at, c.priority, c.reasons, c.attempts, c.token \
+                c.id, c.key, c.due_at, c.priority, c.reasons, c.attempts, c.token, \
+                c.deltas::text AS deltas \
          FROM (SELECT 1) AS one LEFT JOIN claimed AS c ON true \
          ORDER BY c.priority DESC, c.due_at, c.id";
 
@@ -81,10 +87,10 @@ statements! {
     RequeueJob = concat!(
         "WITH held AS ( \
              DELETE FROM kck_jobs WHERE id = {} AND token = {} AND status = 'running' \
-             RETURNING key, due_at, priority, reasons, attempts, error \
+             RETURNING key, due_at, priority, reasons, attempts, error, deltas \
          ), jobs AS ( \
              SELECT key, COALESCE({}, due_at) AS due_at, priority, reasons, \
-                    attempts + {} AS attempts, COALESCE({}, error) AS error \
+                    attempts + {} AS attempts, COALESCE({}, error) AS error, deltas \
              FROM held \
          ), queued AS (",
         insert_pending!(),
@@ -137,6 +143,8 @@ pub(crate) struct ClaimedRow {
     pub(crate) attempts: Option<i32>,
     #[diesel(sql_type = Nullable<BigInt>)]
     pub(crate) token: Option<i64>,
+    #[diesel(sql_type = Nullable<Text>)]
+    pub(crate) deltas: Option<String>,
 }
 
 /// A job id.

@@ -24,19 +24,21 @@ macro_rules! merged_reasons {
 }
 
 /// Inserts pending jobs from a `jobs(key, due_at, priority, reasons,
-/// attempts, error)` CTE, merging each into its key's pending job.
+/// attempts, error, deltas)` CTE, merging each into its key's pending job
+/// (its deltas after those already there).
 macro_rules! insert_pending {
     () => {
         concat!(
-            "INSERT INTO kck_jobs AS j (key, status, due_at, priority, reasons, attempts, error) \
-             SELECT key, 'pending', due_at, priority, reasons, attempts, error FROM jobs \
+            "INSERT INTO kck_jobs AS j (key, status, due_at, priority, reasons, attempts, error, deltas) \
+             SELECT key, 'pending', due_at, priority, reasons, attempts, error, deltas FROM jobs \
              ON CONFLICT (key) WHERE status = 'pending' DO UPDATE SET \
                  due_at = LEAST(j.due_at, EXCLUDED.due_at), \
                  priority = GREATEST(j.priority, EXCLUDED.priority), \
                  reasons = ",
             merged_reasons!(),
             ", attempts = GREATEST(j.attempts, EXCLUDED.attempts), \
-                 error = COALESCE(EXCLUDED.error, j.error) \
+                 error = COALESCE(EXCLUDED.error, j.error), \
+                 deltas = j.deltas || EXCLUDED.deltas \
              RETURNING 1"
         )
     };
@@ -86,7 +88,8 @@ macro_rules! write_tail {
                    AND (SELECT content_hash FROM kck_entries WHERE key = w.key) IS DISTINCT FROM {} \
              ), jobs AS ( \
                  SELECT d.key, {}::timestamptz AS due_at, 0::smallint AS priority, \
-                        ARRAY['dependency ' || w.key] AS reasons, 0 AS attempts, NULL::text AS error \
+                        ARRAY['dependency ' || w.key] AS reasons, 0 AS attempts, NULL::text AS error, \
+                        '[]'::jsonb AS deltas \
                  FROM dependents d, written w \
              ), queued AS (",
             insert_pending!(),

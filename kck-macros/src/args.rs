@@ -35,6 +35,8 @@ pub(crate) struct PrimerArgs {
     #[darling(default)]
     pub(crate) verify_every: Option<DurationArg>,
     #[darling(default)]
+    pub(crate) augment_from: DependsOn,
+    #[darling(default)]
     pub(crate) version: Option<LitStr>,
     #[darling(default, rename = "crate")]
     pub(crate) krate: Option<Path>,

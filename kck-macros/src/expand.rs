@@ -20,6 +20,7 @@ pub(crate) fn expand(model: &Model) -> TokenStream {
         depends_on,
         domain,
         augment,
+        augment_from,
         code_version,
         krate,
         scope_ident,
@@ -101,7 +102,15 @@ pub(crate) fn expand(model: &Model) -> TokenStream {
         .map(|path| quote_spanned!(path.span()=> <#path as #private::Primer>::NAME));
 
     let with_augment = if *augment {
-        quote_spanned!(ident.span()=> .with_augment(#private::AugmentHandle::of::<#ident>()))
+        let from = augment_from.iter().map(|upstream| {
+            quote_spanned!(upstream.span()=> (
+                <#upstream as #private::Primer>::NAME,
+                #private::AugmentHandle::map::<#ident, #upstream>(),
+            ))
+        });
+        quote_spanned!(ident.span()=> .with_augment(
+            #private::AugmentHandle::of::<#ident>().from(&[#(#from),*])
+        ))
     } else {
         TokenStream::new()
     };

@@ -28,6 +28,8 @@ pub(crate) struct Model {
     pub(crate) domain: Option<Path>,
     /// `augment`: the marker type implements `kck_core::Augment`.
     pub(crate) augment: bool,
+    /// `augment_from = [..]`: it implements `kck_core::AugmentFrom` of each.
+    pub(crate) augment_from: Vec<Path>,
     pub(crate) code_version: String,
     pub(crate) krate: Path,
 }
@@ -141,6 +143,27 @@ impl Model {
             schedule: args.schedule.map(|s| s.pattern),
             verify_every: args.verify_every.as_ref().map(|d| d.value),
         };
+        if let Some(first) = args.augment_from.0.first()
+            && !args.augment.is_present()
+        {
+            errors.push(
+                first.span(),
+                "`augment_from` needs `augment`: the deltas it maps are applied by this primer's `Augment`",
+            );
+        }
+        let listed = |path: &Path| {
+            let text = quote::quote!(#path).to_string();
+            args.depends_on
+                .0
+                .iter()
+                .any(|dep| quote::quote!(#dep).to_string() == text)
+        };
+        for path in args.augment_from.0.iter().filter(|path| !listed(path)) {
+            errors.push(
+                path.span(),
+                "a primer in `augment_from` must be in `depends_on`: deltas reach only the products that read it",
+            );
+        }
         if args.verify_every.is_some() && !args.augment.is_present() {
             errors.push(
                 template.span(),
@@ -186,6 +209,7 @@ impl Model {
             depends_on: args.depends_on.0,
             domain: args.domain,
             augment: args.augment.is_present(),
+            augment_from: args.augment_from.0,
             code_version,
             krate,
         })

@@ -15,14 +15,16 @@
 //! jobs; leases that run out make a job claimable again, and the token then
 //! fences the first claimant out; completing finished jobs and claiming new
 //! ones at once, even a finished job whose lease ran out; retries come back pending at their time
-//! with the attempt counted; a job given up is kept as failed with its
+//! with the attempt counted; deltas kept in order through merges and
+//! retries; a job given up is kept as failed with its
 //! error; a released job is pending again; the next due time; and that
 //! watchers hear of new jobs.
 
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use kck_core::queue::{Claim, JobRequest, JobWatcher, Queue, RefreshReason, Turnover};
+use kck_core::queue::{Claim, JobDelta, JobRequest, JobWatcher, Queue, RefreshReason, Turnover};
+use kck_core::store::ContentHash;
 use kck_core::{Key, Timestamp};
 use tokio::sync::watch;
 
@@ -52,6 +54,7 @@ pub async fn check_queue(queue: Arc<dyn Queue>) {
     retries_and_failures(&*queue).await;
     release(&*queue).await;
     batches(&*queue).await;
+    deltas(&*queue).await;
     let mut woken = woken;
     let heard = tokio::time::timeout(Duration::from_secs(10), woken.wait_for(|n| *n > 0)).await;
     assert!(matches!(heard, Ok(Ok(_))), "watchers hear of new jobs");
@@ -329,6 +332,47 @@ async fn batches(queue: &dyn Queue) {
         .unwrap_or_else(|e| panic!("complete and claim: {e}"));
     assert_eq!(completed, [true, true, true]);
     assert!(claimed.is_empty(), "nothing else is due");
+}
+
+async fn deltas(queue: &dyn Queue) {
+    let k = key("queue_deltas/1");
+    let from = key("queue_deltas/source");
+    let delta = |n: u8| JobDelta {
+        from: from.clone(),
+        before: ContentHash([n; 16]),
+        after: ContentHash([n + 1; 16]),
+        delta: format!("{{\"cents\":{n}}}").into_bytes(),
+    };
+    let request = |deltas: Vec<JobDelta>| {
+        let mut request = JobRequest::new(
+            k.clone(),
+            at(5000),
+            RefreshReason::DependencyChanged { from: from.clone() },
+        );
+        request.deltas = deltas;
+        request
+    };
+    enqueue(queue, &[request(vec![delta(1)])]).await;
+    enqueue(
+        queue,
+        &[
+            request(vec![delta(2), delta(3)]),
+            JobRequest::new(k.clone(), at(5000), RefreshReason::Stale),
+            request(vec![delta(4)]),
+        ],
+    )
+    .await;
+    let job = claim(queue, "w", 10, at(5000)).await.remove(0);
+    let expected: Vec<JobDelta> = (1..=4).map(delta).collect();
+    assert_eq!(
+        job.deltas, expected,
+        "deltas are kept in order when jobs merge"
+    );
+    let retried = queue.fail(&job.claim, "later", Some(at(5001))).await.ok();
+    assert_eq!(retried, Some(true));
+    let job = claim(queue, "w", 10, at(5001)).await.remove(0);
+    assert_eq!(job.deltas, expected, "and through a retry");
+    assert!(complete(queue, &job.claim).await);
 }
 
 /// Counts the times it is woken.

@@ -12,7 +12,7 @@ use crate::erased::PrimerHandle;
 use crate::error::Error;
 use crate::event::EventKind;
 use crate::key::{Key, TypedKey};
-use crate::queue::{JobRequest, RefreshReason};
+use crate::queue::{JobDelta, JobRequest, RefreshReason};
 use crate::store::{ContentHash, Entry, EntryMeta, Expect, Saved};
 
 /// Writes that may lose a race before the delta is applied by a full
@@ -71,9 +71,24 @@ impl Cache {
     }
 }
 
+/// A product this one read, whose deltas are applied with this one's: the
+/// edge must have seen `before`, and will have seen `after`.
+pub(crate) struct Read {
+    pub(crate) key: Key,
+    pub(crate) before: ContentHash,
+    pub(crate) after: ContentHash,
+}
+
+/// What [`Inner::augment_in_place`] did.
+pub(crate) enum InPlace {
+    Applied(Augmented),
+    /// It could not: the product is to be recomputed, for this reason.
+    Cannot(&'static str),
+}
+
 impl Inner {
-    /// Applies the serialized `delta` to the entry of `key`; see
-    /// [`Cache::augment`].
+    /// Applies the serialized `delta` to the entry of `key`, or recomputes
+    /// it; see [`Cache::augment`].
     pub(crate) async fn augment(
         self: &Arc<Self>,
         key: &Key,
@@ -81,6 +96,39 @@ impl Inner {
         augment: AugmentHandle,
         delta: &[u8],
     ) -> Result<Augmented, Error> {
+        let deltas = [delta.to_vec()];
+        match self
+            .augment_in_place(key, handle, augment, &deltas, &[])
+            .await?
+        {
+            InPlace::Applied(augmented) => Ok(augmented),
+            InPlace::Cannot(reason) => {
+                self.events.emit(
+                    key,
+                    EventKind::AugmentDeclined {
+                        reason: reason.to_owned(),
+                    },
+                );
+                self.refresh(key, handle, vec![RefreshReason::Requested])
+                    .await?;
+                Ok(Augmented::Recomputed)
+            }
+        }
+    }
+
+    /// Applies `deltas` (this primer's, serialized), in order, to the stored
+    /// value of `key`, and moves the edges of `reads` from `before` to
+    /// `after`; writes with compare-and-set, and tries again from the newer
+    /// entry when another process's write won. Augments of one key in this
+    /// process take turns.
+    pub(crate) async fn augment_in_place(
+        self: &Arc<Self>,
+        key: &Key,
+        handle: PrimerHandle,
+        augment: AugmentHandle,
+        deltas: &[Vec<u8>],
+        reads: &[Read],
+    ) -> Result<InPlace, Error> {
         let def = handle.def;
         let turn = self.augmenting.of(key);
         let _turn = turn.lock().await;
@@ -97,27 +145,45 @@ impl Inner {
                     (classify(&ready, now) != Freshness::Expired).then_some((stored, ready))
                 });
             let Some((stored, ready)) = current else {
-                drop(pin);
-                return self
-                    .augment_by_recompute(key, handle, "no value to apply it to")
-                    .await;
+                return Ok(InPlace::Cannot("no value to apply it to"));
             };
-            let applied = (augment.apply)(&ready.value, delta).map_err(|error| Error::Encode {
-                key: key.clone(),
-                source: Arc::new(error),
-            })?;
-            let Some(value) = applied else {
-                drop(pin);
-                return self
-                    .augment_by_recompute(key, handle, "the primer declined the delta")
-                    .await;
-            };
-            let bytes = (handle.encode)(&value).map_err(|error| Error::Encode {
-                key: key.clone(),
-                source: Arc::new(error),
-            })?;
-            let content_hash = ContentHash::of(&bytes);
-            if content_hash == stored.meta.content_hash {
+            let mut dependencies = self.store.dependencies(key).await?;
+            for read in reads {
+                let Some(edge) = dependencies.iter_mut().find(|edge| edge.key == read.key) else {
+                    return Ok(InPlace::Cannot("it no longer reads the changed product"));
+                };
+                if edge.seen != Some(read.before) {
+                    return Ok(InPlace::Cannot(
+                        "it was computed from another value of the changed product",
+                    ));
+                }
+                edge.seen = Some(read.after);
+            }
+            // Each step's value and content hash, for the dependents.
+            let mut value = ready.value.clone();
+            let mut steps = Vec::with_capacity(deltas.len());
+            let mut hash = stored.meta.content_hash;
+            let mut bytes = Vec::new();
+            for delta in deltas {
+                let applied = (augment.apply)(&value, delta).map_err(|error| Error::Encode {
+                    key: key.clone(),
+                    source: Arc::new(error),
+                })?;
+                let Some(next) = applied else {
+                    return Ok(InPlace::Cannot("the primer declined the delta"));
+                };
+                bytes = (handle.encode)(&next).map_err(|error| Error::Encode {
+                    key: key.clone(),
+                    source: Arc::new(error),
+                })?;
+                let after = ContentHash::of(&bytes);
+                if after != hash {
+                    steps.push((hash, after, delta));
+                }
+                (value, hash) = (next, after);
+            }
+            let content_hash = hash;
+            if content_hash == stored.meta.content_hash && reads.is_empty() {
                 let version = stored.version;
                 self.events.emit(
                     key,
@@ -126,23 +192,23 @@ impl Inner {
                         changed: false,
                     },
                 );
-                return Ok(Augmented::Applied {
+                return Ok(InPlace::Applied(Augmented::Applied {
                     version,
                     changed: false,
-                });
+                }));
             }
+            let changed = content_hash != stored.meta.content_hash;
             // The deadlines stay those of the last full computation: new
             // information does not make the rest of the product any newer.
             let meta = EntryMeta {
-                changed_at: now,
+                changed_at: if changed { now } else { stored.meta.changed_at },
                 content_hash,
                 last_error: None,
                 ..stored.meta.clone()
             };
-            let dependencies = self.store.dependencies(key).await?;
             let entry = Entry {
                 key: key.clone(),
-                value: bytes,
+                value: if changed { bytes } else { stored.value.clone() },
                 meta: meta.clone(),
                 dependencies,
             };
@@ -156,24 +222,19 @@ impl Inner {
                     self.memo
                         .install(key, epoch, Ready::new(value, version, &meta, None));
                     drop(pin);
-                    self.events.emit(
-                        key,
-                        EventKind::Augmented {
-                            version,
-                            changed: true,
-                        },
-                    );
-                    self.value_changed(key, content_hash).await;
-                    if def.policy.verify_every.is_some_and(|every| {
-                        now.saturating_duration_since(meta.computed_at) >= every
-                    }) {
-                        let job = JobRequest::new(key.clone(), now, RefreshReason::Verify);
-                        self.queue_refresh(vec![job]).await;
+                    self.events
+                        .emit(key, EventKind::Augmented { version, changed });
+                    if changed {
+                        self.value_changed(key, content_hash).await;
+                        self.pass_deltas_on(key, &steps).await;
+                        if def.policy.verify_every.is_some_and(|every| {
+                            now.saturating_duration_since(meta.computed_at) >= every
+                        }) {
+                            let job = JobRequest::new(key.clone(), now, RefreshReason::Verify);
+                            self.queue_refresh(vec![job]).await;
+                        }
                     }
-                    return Ok(Augmented::Applied {
-                        version,
-                        changed: true,
-                    });
+                    return Ok(InPlace::Applied(Augmented::Applied { version, changed }));
                 }
                 Saved::Conflict { current } => {
                     if let Some(version) = current {
@@ -183,25 +244,59 @@ impl Inner {
                 }
             }
         }
-        drop(pin);
-        self.augment_by_recompute(key, handle, "other writes kept winning the race")
-            .await
+        Ok(InPlace::Cannot("other writes kept winning the race"))
     }
 
-    async fn augment_by_recompute(
+    /// Queues the deltas `key` went through (`before`, `after`, delta) for
+    /// each dependent that can augment from them: they join its refresh
+    /// job, queued with the write, after the deltas already there, and the
+    /// worker applies them if they lead from the value the dependent read
+    /// to the value now.
+    async fn pass_deltas_on(
         self: &Arc<Self>,
         key: &Key,
-        handle: PrimerHandle,
-        reason: &str,
-    ) -> Result<Augmented, Error> {
-        self.events.emit(
-            key,
-            EventKind::AugmentDeclined {
-                reason: reason.to_owned(),
-            },
-        );
-        self.refresh(key, handle, vec![RefreshReason::Requested])
-            .await?;
-        Ok(Augmented::Recomputed)
+        steps: &[(ContentHash, ContentHash, &Vec<u8>)],
+    ) {
+        if steps.is_empty() {
+            return;
+        }
+        let dependents = match self.store.dependents(key).await {
+            Ok(dependents) => dependents,
+            Err(error) => {
+                // The dependents' jobs were queued with the write: they are
+                // recomputed instead.
+                let error = Error::Store(error);
+                return self.events.emit(key, EventKind::Failed { error });
+            }
+        };
+        let now = self.clock.now();
+        let deltas: Vec<JobDelta> = steps
+            .iter()
+            .map(|(before, after, delta)| JobDelta {
+                from: key.clone(),
+                before: *before,
+                after: *after,
+                delta: (*delta).clone(),
+            })
+            .collect();
+        let jobs: Vec<JobRequest> = dependents
+            .into_iter()
+            .filter(|edge| {
+                self.registry
+                    .handle(edge.key.primer())
+                    .ok()
+                    .and_then(|handle| handle.augment)
+                    .is_some_and(|augment| augment.mapping(key.primer()).is_some())
+            })
+            .map(|edge| {
+                let reason = RefreshReason::DependencyChanged { from: key.clone() };
+                let mut job = JobRequest::new(edge.key, now, reason);
+                job.deltas = deltas.clone();
+                job
+            })
+            .collect();
+        if !jobs.is_empty() {
+            self.queue_refresh(jobs).await;
+        }
     }
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 
-use super::{Claim, FailedJob, Job, JobId, JobRequest, JobWatcher, Queue, RefreshReason};
+use super::{Claim, FailedJob, Job, JobDelta, JobId, JobRequest, JobWatcher, Queue, RefreshReason};
 use crate::clock::Timestamp;
 use crate::key::Key;
 use crate::store::StoreError;
@@ -46,6 +46,7 @@ struct Row {
     reasons: Vec<RefreshReason>,
     attempts: u32,
     error: Option<String>,
+    deltas: Vec<JobDelta>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -193,6 +194,7 @@ impl State {
         priority: i16,
         reasons: Vec<RefreshReason>,
         attempts: u32,
+        deltas: Vec<JobDelta>,
     ) {
         if let Some(&id) = self.pending.get(&key) {
             self.change(id, |row| {
@@ -200,6 +202,7 @@ impl State {
                 row.priority = row.priority.max(priority);
                 row.attempts = row.attempts.max(attempts);
                 merge_reasons(&mut row.reasons, reasons);
+                row.deltas.extend(deltas);
             });
             return;
         }
@@ -215,6 +218,7 @@ impl State {
                 reasons,
                 attempts,
                 error: None,
+                deltas,
             },
         );
         self.index(self.last_id);
@@ -246,6 +250,7 @@ impl Queue for MemoryQueue {
                     job.priority,
                     vec![job.reason.clone()],
                     0,
+                    job.deltas.clone(),
                 );
             }
         }
@@ -292,6 +297,7 @@ impl Queue for MemoryQueue {
                     job: JobId(id),
                     token,
                 },
+                deltas: row.deltas.clone(),
             };
             if was_pending {
                 state.pending.remove(&job.key);
@@ -347,7 +353,7 @@ impl Queue for MemoryQueue {
                 Some(row) => {
                     let attempts = row.attempts.saturating_add(1);
                     let key = row.key.clone();
-                    state.add_pending(row.key, at, row.priority, row.reasons, attempts);
+                    state.add_pending(row.key, at, row.priority, row.reasons, attempts, row.deltas);
                     if let Some(row) = state
                         .pending
                         .get(&key)
@@ -379,7 +385,14 @@ impl Queue for MemoryQueue {
         let mut state = self.lock();
         let released = match state.take_held(claim) {
             Some(row) => {
-                state.add_pending(row.key, row.due_at, row.priority, row.reasons, row.attempts);
+                state.add_pending(
+                    row.key,
+                    row.due_at,
+                    row.priority,
+                    row.reasons,
+                    row.attempts,
+                    row.deltas,
+                );
                 true
             }
             None => false,

@@ -21,7 +21,7 @@ use futures_util::future::BoxFuture;
 
 use crate::clock::Timestamp;
 use crate::key::Key;
-use crate::store::StoreError;
+use crate::store::{ContentHash, StoreError};
 
 pub use memory::MemoryQueue;
 
@@ -129,6 +129,10 @@ pub struct JobRequest {
     pub priority: i16,
     /// Why.
     pub reason: RefreshReason,
+    /// Deltas of the products it read, to augment it with instead of
+    /// recomputing it, where it can; kept in order, and appended to when
+    /// requests merge.
+    pub deltas: Vec<JobDelta>,
 }
 
 impl JobRequest {
@@ -139,8 +143,23 @@ impl JobRequest {
             due_at,
             priority: 0,
             reason,
+            deltas: Vec::new(),
         }
     }
+}
+
+/// A delta applied to a product, carried to a product that read it (see
+/// [`AugmentFrom`](crate::AugmentFrom)).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobDelta {
+    /// The product the delta was applied to.
+    pub from: Key,
+    /// Its content hash before the delta.
+    pub before: ContentHash,
+    /// Its content hash after the delta.
+    pub after: ContentHash,
+    /// The delta, serialized (JSON) as that product's primer's `Delta`.
+    pub delta: Vec<u8>,
 }
 
 /// Why a product is refreshed.
@@ -240,6 +259,8 @@ pub struct Job {
     pub attempts: u32,
     /// The claim to complete or fail it with.
     pub claim: Claim,
+    /// The deltas merged into it, in order.
+    pub deltas: Vec<JobDelta>,
 }
 
 /// What [`Queue::complete_and_claim`] did.

@@ -1,0 +1,1 @@
+ALTER TABLE kck_jobs DROP COLUMN deltas;
