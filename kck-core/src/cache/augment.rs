@@ -140,7 +140,17 @@ impl Inner {
             let current = stored
                 .filter(|stored| stored.meta.code_version == def.code_version)
                 .and_then(|stored| {
-                    let value = (handle.decode)(&stored.value).ok()?;
+                    // The memo's copy of this very version spares decoding.
+                    let in_memo = self
+                        .memo
+                        .read(key.as_str(), |slot| slot.ready.clone())
+                        .flatten()
+                        .filter(|ready| ready.version == stored.version)
+                        .map(|ready| ready.value);
+                    let value = match in_memo {
+                        Some(value) => value,
+                        None => (handle.decode)(&stored.value).ok()?,
+                    };
                     let ready = Ready::new(value, stored.version, &stored.meta, None);
                     (classify(&ready, now) != Freshness::Expired).then_some((stored, ready))
                 });
