@@ -14,6 +14,7 @@ use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
+use crate::augment::AugmentHandle;
 use crate::cache::augment::{InPlace, Read};
 use crate::cache::{Cache, CacheRef, Inner};
 use crate::clock::Timestamp;
@@ -21,7 +22,7 @@ use crate::erased::PrimerHandle;
 use crate::error::{Error, panic_message};
 use crate::event::{EventKind, InvalidationCause};
 use crate::primer::OnChange;
-use crate::queue::{Claim, Job, JobDelta, JobWatcher, RefreshReason, Turnover};
+use crate::queue::{Claim, Job, JobDelta, JobRequest, JobWatcher, RefreshReason, Turnover};
 
 /// Claims refresh jobs from the cache's queue and runs them.
 ///
@@ -587,8 +588,13 @@ async fn execute(cache: &Cache, config: &Config, job: &Job) -> Outcome {
 }
 
 /// Augments the job's product with the deltas of the products it read,
-/// if they lead, without a gap, from the values it was computed from to
-/// those products' values now; `false` if it must be recomputed instead.
+/// where they lead, without a gap, on from the values it was computed
+/// from; `false` if it must be recomputed instead (a product it read
+/// changed, and no delta starts from the value it read).
+///
+/// Deltas that stop short of a product's value now (it changed again while
+/// this job ran) are applied all the same, and the product is queued again
+/// for the rest: its edge then records the value the deltas led to.
 async fn augment_from_deltas(
     inner: &Arc<Inner>,
     handle: PrimerHandle,
@@ -597,22 +603,43 @@ async fn augment_from_deltas(
     let Some(augment) = handle.augment else {
         return Ok(false);
     };
+    let turn = inner.augmenting.of(&job.key);
+    let _turn = turn.lock().await;
+    // Another process may augment or recompute the product between the plan
+    // and the write: then plan again from what it wrote.
+    for _ in 0..4 {
+        if let Some(done) = plan_and_augment(inner, handle, augment, job).await? {
+            return Ok(done);
+        }
+    }
+    Ok(false)
+}
+
+/// One attempt of [`augment_from_deltas`]; `None` if the product's edges
+/// moved meanwhile.
+async fn plan_and_augment(
+    inner: &Arc<Inner>,
+    handle: PrimerHandle,
+    augment: AugmentHandle,
+    job: &Job,
+) -> Result<Option<bool>, Error> {
     let dependencies = inner.store.dependencies(&job.key).await?;
     let mut reads = Vec::new();
     let mut steps: Vec<&JobDelta> = Vec::new();
+    let mut behind = Vec::new();
     for reason in &job.reasons {
         let RefreshReason::DependencyChanged { from } = reason else {
-            return Ok(false);
+            return Ok(Some(false));
         };
         let Some(seen) = dependencies
             .iter()
             .find(|edge| &edge.key == from)
             .and_then(|edge| edge.seen)
         else {
-            return Ok(false);
+            return Ok(Some(false));
         };
         let Some(current) = inner.store.load(from).await? else {
-            return Ok(false);
+            return Ok(Some(false));
         };
         let mut at = seen;
         for delta in job.deltas.iter().filter(|delta| &delta.from == from) {
@@ -621,9 +648,12 @@ async fn augment_from_deltas(
                 at = delta.after;
             }
         }
-        if at != current.meta.content_hash {
+        if at == seen && seen != current.meta.content_hash {
             // A change that no delta describes: recompute.
-            return Ok(false);
+            return Ok(Some(false));
+        }
+        if at != current.meta.content_hash {
+            behind.push(from.clone());
         }
         if at != seen {
             reads.push(Read {
@@ -635,7 +665,7 @@ async fn augment_from_deltas(
     }
     if reads.is_empty() {
         // Every change is already in the value.
-        return Ok(true);
+        return Ok(Some(true));
     }
     // In the order they happened, as this primer's deltas.
     steps.sort_by_key(|step| {
@@ -646,18 +676,32 @@ async fn augment_from_deltas(
     let mut deltas = Vec::with_capacity(steps.len());
     for step in steps {
         let Some(map) = augment.mapping(step.from.primer()) else {
-            return Ok(false);
+            return Ok(Some(false));
         };
         match map(&step.delta) {
             Ok(Some(delta)) => deltas.push(delta),
-            Ok(None) | Err(_) => return Ok(false),
+            Ok(None) | Err(_) => return Ok(Some(false)),
         }
     }
     match inner
         .augment_in_place(&job.key, handle, augment, &deltas, &reads)
         .await?
     {
-        InPlace::Applied(_) => Ok(true),
+        InPlace::Applied(_) => {
+            let now = inner.clock.now();
+            let jobs: Vec<JobRequest> = behind
+                .into_iter()
+                .map(|from| {
+                    let reason = RefreshReason::DependencyChanged { from };
+                    JobRequest::new(job.key.clone(), now, reason)
+                })
+                .collect();
+            if !jobs.is_empty() {
+                inner.queue_refresh(jobs).await;
+            }
+            Ok(Some(true))
+        }
+        InPlace::ReadMoved => Ok(None),
         InPlace::Cannot(reason) => {
             inner.events.emit(
                 &job.key,
@@ -665,7 +709,7 @@ async fn augment_from_deltas(
                     reason: reason.to_owned(),
                 },
             );
-            Ok(false)
+            Ok(Some(false))
         }
     }
 }

@@ -63,8 +63,8 @@ macro_rules! entry_values {
 /// What every write statement ends with: its edges (binds: the
 /// dependencies as a text array, twice, then what was seen of each as a
 /// bytea array), the refresh jobs of the dependents that saw another value
-/// when the value changed (binds: the new content hash, twice, and the jobs'
-/// due time), and the report (bind: the key) with the `NOTIFY` that tells
+/// when the value changed (binds: the new content hash, twice, the jobs'
+/// due time and their deltas, as a JSON array), and the report (bind: the key) with the `NOTIFY` that tells
 /// other processes, sent only when the value changed (bind: the new content
 /// hash): a write that keeps the value leaves every memo's copy right, and
 /// what it moves (the deadlines, the version) each cache checks with the
@@ -89,7 +89,7 @@ macro_rules! write_tail {
              ), jobs AS ( \
                  SELECT d.key, {}::timestamptz AS due_at, 0::smallint AS priority, \
                         ARRAY['dependency ' || w.key] AS reasons, 0 AS attempts, NULL::text AS error, \
-                        '[]'::jsonb AS deltas \
+                        {}::jsonb AS deltas \
                  FROM dependents d, written w \
              ), queued AS (",
             insert_pending!(),
@@ -205,6 +205,9 @@ statements! {
 
     /// The keys of a primer's entries. Binds: primer.
     KeysOf = "SELECT key FROM kck_entries WHERE primer = {} ORDER BY key";
+
+    /// The content hashes of keys (as an edge's `seen`). Binds: keys.
+    ContentHashes = "SELECT key, content_hash AS seen FROM kck_entries WHERE key = ANY({}::text[])";
 
     /// Records reads, locking the rows in key order so that concurrent
     /// reports cannot deadlock. Binds: keys, then the time twice.

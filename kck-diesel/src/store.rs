@@ -11,19 +11,21 @@ use diesel_async::pooled_connection::bb8::Pool;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 use futures_util::future::BoxFuture;
+use kck_core::queue::JobDelta;
 use kck_core::store::{
-    ChangeWatcher, DueRefreshes, Edge, Entry, EntryPatch, Expect, Lease, Saved, Store, StoreError,
-    StoredEntry, TickClaim, Version,
+    ChangeWatcher, ContentHash, DueRefreshes, Edge, Entry, EntryPatch, Expect, Lease, Saved, Store,
+    StoreError, StoredEntry, TickClaim, Version,
 };
 use kck_core::{Key, Timestamp};
 use tokio::task::AbortHandle;
 
-use crate::convert::{micros, parse_key, pool_error, query_error, to_pg};
+use crate::convert::{deltas_to_json, micros, parse_key, pool_error, query_error, to_pg};
 use crate::listen::{self, Watchers};
 use crate::sql::{
-    AcquireLease, ClaimTick, Dependencies, Dependents, DueRow, EdgeRow, EntryRow, KeyRow, KeysOf,
-    LeaseRow, LoadEntry, PatchEntry, ReleaseLease, ReleaseRow, RemoveEntry, RemoveRow, RenewLease,
-    SaveAbsent, SaveAny, SaveOver, TakeDueRefreshes, TickRow, Touch, WriteRow,
+    AcquireLease, ClaimTick, ContentHashes, Dependencies, Dependents, DueRow, EdgeRow, EntryRow,
+    KeyRow, KeysOf, LeaseRow, LoadEntry, PatchEntry, ReleaseLease, ReleaseRow, RemoveEntry,
+    RemoveRow, RenewLease, SaveAbsent, SaveAny, SaveOver, TakeDueRefreshes, TickRow, Touch,
+    WriteRow,
 };
 use crate::statement::{Bind, Sql, Statement};
 
@@ -292,8 +294,43 @@ impl Store for PgStore {
         })
     }
 
-    fn save(&self, entry: Entry, expect: Expect) -> BoxFuture<'_, Result<Saved, StoreError>> {
+    fn content_hashes<'a>(
+        &'a self,
+        keys: &'a [Key],
+    ) -> BoxFuture<'a, Result<Vec<Option<ContentHash>>, StoreError>> {
         Box::pin(async move {
+            let texts = keys.iter().map(|key| key.as_str().to_owned()).collect();
+            let rows: Vec<EdgeRow> = self
+                .run::<ContentHashes, _>(vec![Bind::Texts(texts)])
+                .await?;
+            let found: Vec<Edge> = rows
+                .into_iter()
+                .map(EdgeRow::into_edge)
+                .collect::<Result<_, _>>()?;
+            Ok(keys
+                .iter()
+                .map(|key| {
+                    found
+                        .iter()
+                        .find(|edge| &edge.key == key)
+                        .and_then(|edge| edge.seen)
+                })
+                .collect())
+        })
+    }
+
+    fn save(&self, entry: Entry, expect: Expect) -> BoxFuture<'_, Result<Saved, StoreError>> {
+        self.save_with_deltas(entry, expect, Vec::new())
+    }
+
+    fn save_with_deltas(
+        &self,
+        entry: Entry,
+        expect: Expect,
+        deltas: Vec<JobDelta>,
+    ) -> BoxFuture<'_, Result<Saved, StoreError>> {
+        Box::pin(async move {
+            let deltas = deltas_to_json(&entry.key, &deltas)?;
             let values = entry_binds(&entry)?;
             let key = text(&entry.key);
             let dependencies: Vec<String> = entry
@@ -314,6 +351,7 @@ impl Store for PgStore {
                 Bind::Bytes(hash.clone()),
                 Bind::Bytes(hash.clone()),
                 Bind::Time(to_pg(entry.meta.computed_at)),
+                Bind::Text(deltas),
                 key.clone(),
                 Bind::Bytes(hash),
             ];

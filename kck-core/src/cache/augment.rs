@@ -26,7 +26,7 @@ pub(crate) struct Turns(Mutex<HashMap<Key, Weak<tokio::sync::Mutex<()>>>>);
 
 impl Turns {
     /// The lock of `key`, shared by everyone augmenting it now.
-    fn of(&self, key: &Key) -> Arc<tokio::sync::Mutex<()>> {
+    pub(crate) fn of(&self, key: &Key) -> Arc<tokio::sync::Mutex<()>> {
         let mut turns = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(turn) = turns.get(key).and_then(Weak::upgrade) {
             return turn;
@@ -82,6 +82,9 @@ pub(crate) struct Read {
 /// What [`Inner::augment_in_place`] did.
 pub(crate) enum InPlace {
     Applied(Augmented),
+    /// A product of `reads` was read again meanwhile (its edge moved): plan
+    /// again.
+    ReadMoved,
     /// It could not: the product is to be recomputed, for this reason.
     Cannot(&'static str),
 }
@@ -97,12 +100,20 @@ impl Inner {
         delta: &[u8],
     ) -> Result<Augmented, Error> {
         let deltas = [delta.to_vec()];
-        match self
+        let turn = self.augmenting.of(key);
+        let held = turn.lock().await;
+        let in_place = self
             .augment_in_place(key, handle, augment, &deltas, &[])
-            .await?
-        {
+            .await?;
+        drop(held);
+        match in_place {
             InPlace::Applied(augmented) => Ok(augmented),
-            InPlace::Cannot(reason) => {
+            // No reads to move: only `Cannot` remains.
+            InPlace::ReadMoved | InPlace::Cannot(_) => {
+                let reason = match in_place {
+                    InPlace::Cannot(reason) => reason,
+                    _ => "it was computed again meanwhile",
+                };
                 self.events.emit(
                     key,
                     EventKind::AugmentDeclined {
@@ -119,8 +130,9 @@ impl Inner {
     /// Applies `deltas` (this primer's, serialized), in order, to the stored
     /// value of `key`, and moves the edges of `reads` from `before` to
     /// `after`; writes with compare-and-set, and tries again from the newer
-    /// entry when another process's write won. Augments of one key in this
-    /// process take turns.
+    /// entry when another process's write won. The caller holds the key's
+    /// turn ([`Turns::of`]): augments of one key in this process take
+    /// turns.
     pub(crate) async fn augment_in_place(
         self: &Arc<Self>,
         key: &Key,
@@ -130,8 +142,6 @@ impl Inner {
         reads: &[Read],
     ) -> Result<InPlace, Error> {
         let def = handle.def;
-        let turn = self.augmenting.of(key);
-        let _turn = turn.lock().await;
         let pin = self.memo.pin(key);
         for _ in 0..ATTEMPTS {
             let epoch = self.memo.epoch();
@@ -163,9 +173,7 @@ impl Inner {
                     return Ok(InPlace::Cannot("it no longer reads the changed product"));
                 };
                 if edge.seen != Some(read.before) {
-                    return Ok(InPlace::Cannot(
-                        "it was computed from another value of the changed product",
-                    ));
+                    return Ok(InPlace::ReadMoved);
                 }
                 edge.seen = Some(read.after);
             }
@@ -216,17 +224,32 @@ impl Inner {
                 last_error: None,
                 ..stored.meta.clone()
             };
+            let read: Vec<(Key, Option<ContentHash>)> = dependencies
+                .iter()
+                .map(|edge| (edge.key.clone(), edge.seen))
+                .collect();
             let entry = Entry {
                 key: key.clone(),
                 value: if changed { bytes } else { stored.value.clone() },
                 meta: meta.clone(),
                 dependencies,
             };
-            match self
+            // The dependents' jobs, queued with the write, carry the deltas:
+            // those that can augment from them are augmented in turn.
+            let passed: Vec<JobDelta> = steps
+                .iter()
+                .map(|(before, after, delta)| JobDelta {
+                    from: key.clone(),
+                    before: *before,
+                    after: *after,
+                    delta: (*delta).clone(),
+                })
+                .collect();
+            let saved = self
                 .store
-                .save(entry, Expect::Version(stored.version))
-                .await?
-            {
+                .save_with_deltas(entry, Expect::Version(stored.version), passed.clone())
+                .await?;
+            match saved {
                 Saved::Written(version) => {
                     self.memo.observe(key, version);
                     self.memo
@@ -235,8 +258,7 @@ impl Inner {
                     self.events
                         .emit(key, EventKind::Augmented { version, changed });
                     if changed {
-                        self.value_changed(key, content_hash).await;
-                        self.pass_deltas_on(key, &steps).await;
+                        self.value_changed_by(key, content_hash, &passed).await;
                         if def.policy.verify_every.is_some_and(|every| {
                             now.saturating_duration_since(meta.computed_at) >= every
                         }) {
@@ -244,6 +266,7 @@ impl Inner {
                             self.queue_refresh(vec![job]).await;
                         }
                     }
+                    self.behind_on(key, &read).await;
                     return Ok(InPlace::Applied(Augmented::Applied { version, changed }));
                 }
                 Saved::Conflict { current } => {
@@ -257,52 +280,29 @@ impl Inner {
         Ok(InPlace::Cannot("other writes kept winning the race"))
     }
 
-    /// Queues the deltas `key` went through (`before`, `after`, delta) for
-    /// each dependent that can augment from them: they join its refresh
-    /// job, queued with the write, after the deltas already there, and the
-    /// worker applies them if they lead from the value the dependent read
-    /// to the value now.
-    async fn pass_deltas_on(
-        self: &Arc<Self>,
-        key: &Key,
-        steps: &[(ContentHash, ContentHash, &Vec<u8>)],
-    ) {
-        if steps.is_empty() {
+    /// Queues a refresh of `key` for each product it `read` whose value is
+    /// no longer the one it read. Checked once the write is in: a change
+    /// committed before it is seen here, and one committed after it queued
+    /// the refresh itself; a refresh that lost the race to this write
+    /// cannot be counted on.
+    async fn behind_on(self: &Arc<Self>, key: &Key, read: &[(Key, Option<ContentHash>)]) {
+        if read.is_empty() {
             return;
         }
-        let dependents = match self.store.dependents(key).await {
-            Ok(dependents) => dependents,
-            Err(error) => {
-                // The dependents' jobs were queued with the write: they are
-                // recomputed instead.
-                let error = Error::Store(error);
-                return self.events.emit(key, EventKind::Failed { error });
-            }
-        };
+        let keys: Vec<Key> = read.iter().map(|(key, _)| key.clone()).collect();
         let now = self.clock.now();
-        let deltas: Vec<JobDelta> = steps
+        let current = match self.store.content_hashes(&keys).await {
+            Ok(current) => current,
+            // Cannot tell: assume they all changed.
+            Err(_) => vec![None; keys.len()],
+        };
+        let jobs: Vec<JobRequest> = read
             .iter()
-            .map(|(before, after, delta)| JobDelta {
-                from: key.clone(),
-                before: *before,
-                after: *after,
-                delta: (*delta).clone(),
-            })
-            .collect();
-        let jobs: Vec<JobRequest> = dependents
-            .into_iter()
-            .filter(|edge| {
-                self.registry
-                    .handle(edge.key.primer())
-                    .ok()
-                    .and_then(|handle| handle.augment)
-                    .is_some_and(|augment| augment.mapping(key.primer()).is_some())
-            })
-            .map(|edge| {
-                let reason = RefreshReason::DependencyChanged { from: key.clone() };
-                let mut job = JobRequest::new(edge.key, now, reason);
-                job.deltas = deltas.clone();
-                job
+            .zip(current)
+            .filter(|((_, seen), hash)| hash != seen)
+            .map(|((from, _), _)| {
+                let reason = RefreshReason::DependencyChanged { from: from.clone() };
+                JobRequest::new(key.clone(), now, reason)
             })
             .collect();
         if !jobs.is_empty() {

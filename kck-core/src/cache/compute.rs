@@ -347,27 +347,23 @@ impl FlightGuard {
     /// Checked once the entry and its edges are saved: a change saved
     /// before this check is seen here, a change saved after it finds the
     /// stored edge and refreshes this key. Either way, nothing is missed.
+    ///
+    /// The store is asked, not the memo: the memo may not have heard yet of
+    /// a change another process made, whose own refresh of this key may
+    /// already have run.
     async fn changed_dependency(&self, reads: &[Read]) -> Option<Key> {
-        for read in reads {
-            let in_memo = self
-                .inner
-                .memo
-                .read(read.key.as_str(), |slot| {
-                    slot.ready.as_ref().map(|r| r.content_hash)
-                })
-                .flatten();
-            let current = match in_memo {
-                Some(hash) => Some(hash),
-                None => match self.inner.store.load(&read.key).await {
-                    Ok(stored) => stored.map(|s| s.meta.content_hash),
-                    // Cannot tell: assume it changed.
-                    Err(_) => return Some(read.key.clone()),
-                },
-            };
-            if current != read.seen {
-                return Some(read.key.clone());
-            }
+        if reads.is_empty() {
+            return None;
         }
-        None
+        let keys: Vec<Key> = reads.iter().map(|read| read.key.clone()).collect();
+        let Ok(current) = self.inner.store.content_hashes(&keys).await else {
+            // Cannot tell: assume it changed.
+            return keys.into_iter().next();
+        };
+        reads
+            .iter()
+            .zip(current)
+            .find(|(read, hash)| *hash != read.seen)
+            .map(|(read, _)| read.key.clone())
     }
 }

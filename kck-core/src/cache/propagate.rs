@@ -12,7 +12,7 @@ use crate::erased::PrimerHandle;
 use crate::error::Error;
 use crate::event::{EventKind, InvalidationCause};
 use crate::key::Key;
-use crate::queue::{JobRequest, RefreshReason};
+use crate::queue::{JobDelta, JobRequest, RefreshReason};
 use crate::store::{ContentHash, EntryPatch, Expect, Saved, Version};
 
 impl Inner {
@@ -22,6 +22,17 @@ impl Inner {
     /// the dependent's `on_change`. A store that queues these jobs itself,
     /// with the write, needs nothing more.
     pub(crate) async fn value_changed(self: &Arc<Self>, key: &Key, hash: ContentHash) {
+        self.value_changed_by(key, hash, &[]).await;
+    }
+
+    /// [`Inner::value_changed`], for a change made by `deltas`: the
+    /// dependents' jobs carry them.
+    pub(crate) async fn value_changed_by(
+        self: &Arc<Self>,
+        key: &Key,
+        hash: ContentHash,
+        deltas: &[JobDelta],
+    ) {
         if self.store.queues_dependents() {
             return;
         }
@@ -38,7 +49,9 @@ impl Inner {
             .filter(|edge| edge.seen != Some(hash))
             .map(|edge| {
                 let reason = RefreshReason::DependencyChanged { from: key.clone() };
-                JobRequest::new(edge.key, now, reason)
+                let mut job = JobRequest::new(edge.key, now, reason);
+                job.deltas = deltas.to_vec();
+                job
             })
             .collect();
         self.queue_refresh(jobs).await;

@@ -257,6 +257,23 @@ impl State {
 }
 
 impl Store for MemoryStore {
+    fn content_hashes<'a>(
+        &'a self,
+        keys: &'a [Key],
+    ) -> BoxFuture<'a, Result<Vec<Option<ContentHash>>, StoreError>> {
+        let state = self.lock();
+        let hashes = keys
+            .iter()
+            .map(|key| {
+                state
+                    .entries
+                    .get(key)
+                    .map(|(_, entry)| entry.meta.content_hash)
+            })
+            .collect();
+        Box::pin(ready(Ok(hashes)))
+    }
+
     fn load<'a>(&'a self, key: &'a Key) -> BoxFuture<'a, Result<Option<StoredEntry>, StoreError>> {
         let stored = self
             .lock()

@@ -22,7 +22,7 @@ use futures_util::future::BoxFuture;
 use crate::clock::Timestamp;
 use crate::error::BoxError;
 use crate::key::Key;
-use crate::queue::Queue;
+use crate::queue::{JobDelta, Queue};
 
 pub use memory::MemoryStore;
 
@@ -129,6 +129,34 @@ pub trait Store: Send + Sync + 'static {
         false
     }
 
+    /// The content hash of each of `keys` now (`None`: no entry), in order.
+    /// Default: through [`Store::load`].
+    fn content_hashes<'a>(
+        &'a self,
+        keys: &'a [Key],
+    ) -> BoxFuture<'a, Result<Vec<Option<ContentHash>>, StoreError>> {
+        Box::pin(async move {
+            let mut hashes = Vec::with_capacity(keys.len());
+            for key in keys {
+                hashes.push(self.load(key).await?.map(|stored| stored.meta.content_hash));
+            }
+            Ok(hashes)
+        })
+    }
+
+    /// [`Store::save`], for a write that applied `deltas` to the value: a
+    /// store that [queues the dependents' jobs](Store::queues_dependents)
+    /// gives them the deltas, in the same transaction. Default: `save`.
+    fn save_with_deltas(
+        &self,
+        entry: Entry,
+        expect: Expect,
+        deltas: Vec<JobDelta>,
+    ) -> BoxFuture<'_, Result<Saved, StoreError>> {
+        let _ = deltas;
+        self.save(entry, expect)
+    }
+
     /// Registers a cache to be told about every write, removal and lease
     /// release, its own included, for as long as `watcher` lives. Default:
     /// nothing to tell.
@@ -176,6 +204,20 @@ impl<S: Store + ?Sized> Store for Arc<S> {
     }
     fn save(&self, entry: Entry, expect: Expect) -> BoxFuture<'_, Result<Saved, StoreError>> {
         (**self).save(entry, expect)
+    }
+    fn save_with_deltas(
+        &self,
+        entry: Entry,
+        expect: Expect,
+        deltas: Vec<JobDelta>,
+    ) -> BoxFuture<'_, Result<Saved, StoreError>> {
+        (**self).save_with_deltas(entry, expect, deltas)
+    }
+    fn content_hashes<'a>(
+        &'a self,
+        keys: &'a [Key],
+    ) -> BoxFuture<'a, Result<Vec<Option<ContentHash>>, StoreError>> {
+        (**self).content_hashes(keys)
     }
     fn patch<'a>(
         &'a self,
