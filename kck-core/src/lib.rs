@@ -140,6 +140,26 @@
 //! deployment may instead run them in processes of their own, on any
 //! machine that reaches the store.
 //!
+//! ## Augmenting in place
+//!
+//! A primer that can take new information (a sale, a reading) implements
+//! [`Augment`]: [`Cache::augment`] applies a delta to the stored value and
+//! writes the result with compare-and-set on the version, trying again from
+//! the newer value when another write won; with no value to start from, or
+//! when the primer's function declines, the product is recomputed in full.
+//! A dependent that implements [`AugmentFrom`] for it (and lists it in
+//! `augment_from`) receives the deltas with its refresh job and is
+//! augmented in turn, if the deltas lead without a gap from the value it
+//! was computed from to the value now; otherwise it is recomputed.
+//! `verify_every` recomputes augmented products in full now and then, and
+//! reports ([`EventKind::Drift`]) and replaces a value that drifted.
+//!
+//! A delta must describe a change the stored value does not include yet: a
+//! full recompute that reads the source after the change, racing with the
+//! delta, can count it twice. Make deltas idempotent where you can (the
+//! cash-register example skips a sale it already has), and let
+//! `verify_every` bound the rest.
+//!
 //! ## Registration
 //!
 //! Primers register themselves through `inventory`; [`Registry::builder`]
