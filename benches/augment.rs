@@ -96,12 +96,7 @@ fn sale(n: u64) -> Sale {
 }
 
 fn main() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a runtime");
-    runtime.block_on(async {
+    common::runtime().block_on(async {
         let day = Arc::new(Day((0..SALES as u64).map(sale).collect()));
         let cache = Cache::builder()
             .state(day)

@@ -198,12 +198,7 @@ async fn cold_key_stampede() -> (usize, usize) {
 }
 
 fn main() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a runtime");
-    runtime.block_on(async {
+    common::runtime().block_on(async {
         let hits = hit_throughput().await;
         let misses = miss_cost().await;
         let (served, computes) = cold_key_stampede().await;

@@ -57,6 +57,16 @@ pub(crate) async fn hits_per_second(
     (tasks * ops_per_task) as f64 / started.elapsed().as_secs_f64()
 }
 
+/// The runtime every benchmark (and each of its processes) runs on: two
+/// worker threads, one per core of the machine the results are from.
+pub(crate) fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a runtime")
+}
+
 pub(crate) fn median(mut samples: Vec<f64>) -> f64 {
     samples.sort_by(f64::total_cmp);
     samples[samples.len() / 2]

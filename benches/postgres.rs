@@ -151,12 +151,7 @@ fn stampede(url: &str, processes: usize) -> usize {
 
 /// A child of [`stampede`]: 100 tasks read `cold/1` when told to.
 fn child(url: &str) {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a runtime");
-    runtime.block_on(async {
+    common::runtime().block_on(async {
         let store = PgStore::connect(url).await.expect("connects");
         let cache = Cache::builder()
             .store(store)
@@ -182,12 +177,7 @@ fn main() {
     if let Ok(url) = std::env::var("KCK_BENCH_CHILD_URL") {
         return child(&url);
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a runtime");
-    runtime.block_on(async {
+    common::runtime().block_on(async {
         let Some(db) = TestDatabase::create().await else {
             eprintln!("no PostgreSQL: nothing measured");
             return;

@@ -283,12 +283,7 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 /// A child process: a kck worker, a baseline claim loop, or the worker
 /// that recomputes `downstream`.
 fn child(role: &str, url: &str) {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a runtime");
-    runtime.block_on(async {
+    common::runtime().block_on(async {
         let store = PgStore::builder(url)
             .pool_size(u32::try_from(CONCURRENCY).expect("small") + 4)
             .connect()
@@ -418,12 +413,7 @@ fn main() {
     ) {
         return child(&role, &url);
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a runtime");
-    runtime.block_on(async {
+    common::runtime().block_on(async {
         let Some(db) = TestDatabase::create().await else {
             eprintln!("no PostgreSQL: nothing measured");
             return;

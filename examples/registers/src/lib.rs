@@ -94,6 +94,13 @@ impl Report {
         }
     }
 
+    /// This report, with one more sale.
+    pub fn with(&self, sale: &Sale) -> Report {
+        let mut report = self.clone();
+        report.add(sale);
+        report
+    }
+
     /// Counts another report's sales too.
     pub fn merge(&mut self, other: &Report) {
         self.all.sales += other.all.sales;
@@ -226,9 +233,7 @@ impl Augment for store_report {
     type Delta = Sale;
 
     fn augment(report: &Report, sale: &Sale) -> Option<Report> {
-        let mut report = report.clone();
-        report.add(sale);
-        Some(report)
+        Some(report.with(sale))
     }
 }
 
@@ -257,9 +262,7 @@ impl Augment for chain_report {
     type Delta = Sale;
 
     fn augment(report: &Report, sale: &Sale) -> Option<Report> {
-        let mut report = report.clone();
-        report.add(sale);
-        Some(report)
+        Some(report.with(sale))
     }
 }
 
