@@ -593,8 +593,9 @@ async fn execute(cache: &Cache, config: &Config, job: &Job) -> Outcome {
 /// changed, and no delta starts from the value it read).
 ///
 /// Deltas that stop short of a product's value now (it changed again while
-/// this job ran) are applied all the same, and the product is queued again
-/// for the rest: its edge then records the value the deltas led to.
+/// this job ran) are applied all the same: its edge then records the value
+/// the deltas led to. The rest comes with the job the later change queued;
+/// in case it does not, the product is queued again, a second later.
 async fn augment_from_deltas(
     inner: &Arc<Inner>,
     handle: PrimerHandle,
@@ -688,12 +689,12 @@ async fn plan_and_augment(
         .await?
     {
         InPlace::Applied(_) => {
-            let now = inner.clock.now();
+            let due = inner.clock.now() + Duration::from_secs(1);
             let jobs: Vec<JobRequest> = behind
                 .into_iter()
                 .map(|from| {
                     let reason = RefreshReason::DependencyChanged { from };
-                    JobRequest::new(job.key.clone(), now, reason)
+                    JobRequest::new(job.key.clone(), due, reason)
                 })
                 .collect();
             if !jobs.is_empty() {

@@ -20,6 +20,10 @@ use crate::store::{ContentHash, Entry, EntryMeta, Expect, Saved};
 /// meanwhile (augments in one process take turns).
 const ATTEMPTS: usize = 16;
 
+/// How long after an augment its safety-net refresh is due (see
+/// [`Inner::behind_on`]).
+const CATCH_UP: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// One lock per key being augmented in this process.
 #[derive(Default)]
 pub(crate) struct Turns(Mutex<HashMap<Key, Weak<tokio::sync::Mutex<()>>>>);
@@ -284,13 +288,15 @@ impl Inner {
     /// no longer the one it read. Checked once the write is in: a change
     /// committed before it is seen here, and one committed after it queued
     /// the refresh itself; a refresh that lost the race to this write
-    /// cannot be counted on.
+    /// cannot be counted on. Most often the change's own job, with its
+    /// deltas, is on its way: this one is due a little later
+    /// ([`CATCH_UP`]), so that it merges with it or finds nothing to do.
     async fn behind_on(self: &Arc<Self>, key: &Key, read: &[(Key, Option<ContentHash>)]) {
         if read.is_empty() {
             return;
         }
         let keys: Vec<Key> = read.iter().map(|(key, _)| key.clone()).collect();
-        let now = self.clock.now();
+        let due = self.clock.now() + CATCH_UP;
         let current = match self.store.content_hashes(&keys).await {
             Ok(current) => current,
             // Cannot tell: assume they all changed.
@@ -302,7 +308,7 @@ impl Inner {
             .filter(|((_, seen), hash)| hash != seen)
             .map(|((from, _), _)| {
                 let reason = RefreshReason::DependencyChanged { from: from.clone() };
-                JobRequest::new(key.clone(), now, reason)
+                JobRequest::new(key.clone(), due, reason)
             })
             .collect();
         if !jobs.is_empty() {
