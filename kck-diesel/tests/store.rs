@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use kck_core::{Cache, Ctx, Event, MockClock, Timestamp, primer};
+use kck_core::{Augment, Augmented, Cache, Ctx, Event, MockClock, Timestamp, primer};
 
 use kck_diesel::PgStore;
 use kck_testing::postgres::TestDatabase;
@@ -139,4 +139,55 @@ async fn copies_outdated_by_unannounced_refreshes_catch_up_from_the_store() {
         b.queue().next_due().await.expect("asked").is_some(),
         "stale in the store too: a refresh is queued"
     );
+}
+
+/// A counter that augments in place.
+#[primer(key = "counter/{n}", augment)]
+async fn counter(_ctx: &Ctx, n: u32) -> Result<u64, std::convert::Infallible> {
+    Ok(u64::from(n))
+}
+
+impl Augment for counter {
+    type Delta = u64;
+
+    fn augment(count: &u64, add: &u64) -> Option<u64> {
+        Some(count + add)
+    }
+}
+
+/// Two caches on their own connections, as two processes, augment one
+/// product at once: compare-and-set makes the losers try again from the
+/// winner's value, and no delta is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_augments_from_two_connections_lose_nothing() {
+    let Some(db) = TestDatabase::create().await else {
+        return;
+    };
+    let clock = Arc::new(MockClock::new(Timestamp::from_unix_micros(
+        1_800_000_000_000_000,
+    )));
+    let events: Events = Arc::default();
+    let a = process_cache(db.url(), &clock, Some(events.clone())).await;
+    let b = process_cache(db.url(), &clock, Some(events.clone())).await;
+    let key = counter::key(0);
+    assert_eq!(*counter(&a, 0).await.expect("computed"), 0);
+    let augments = (1..=30_u64).map(|n| {
+        let cache = if n % 2 == 0 { a.clone() } else { b.clone() };
+        let key = key.clone();
+        tokio::spawn(async move { cache.augment(&key, &n).await })
+    });
+    for outcome in futures_util::future::join_all(augments).await {
+        let outcome = outcome.expect("no panic").expect("augmented");
+        assert!(
+            matches!(outcome, Augmented::Applied { changed: true, .. }),
+            "{outcome:?}"
+        );
+    }
+    assert_eq!(*b.get(&key).await.expect("read"), (1..=30).sum::<u64>());
+    assert_eq!(*a.get(&key).await.expect("read"), (1..=30).sum::<u64>());
+    let conflicts = taken(&events)
+        .iter()
+        .filter(|kind| **kind == "conflict")
+        .count();
+    println!("{conflicts} writes lost the race and were tried again");
 }
