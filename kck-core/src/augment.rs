@@ -1,50 +1,5 @@
 //! Augment: updating a product in place from new information, instead of
-//! recomputing it.
-//!
-//! A primer that can take a *delta* (a new sale, a corrected reading)
-//! implements [`Augment`] and says so with `#[primer(augment, …)]`. Then
-//! [`Cache::augment`](crate::Cache::augment) reads the stored value, applies
-//! the delta, and writes the result with compare-and-set on the version,
-//! trying again from the newer value when another write won the race; where
-//! there is no value to start from, or the primer's function declines, the
-//! product is recomputed in full instead. Dependents learn of the change as
-//! of any other (and are refreshed, or marked stale, as their `on_change`
-//! says).
-//!
-//! A delta must describe a change the stored value does not include yet. A
-//! full recompute that reads the source after the change, racing with the
-//! delta, can count it twice: `verify_every` bounds how long such drift, or
-//! a wrong augment function, can last (see [`Policy::verify_every`]).
-//!
-//! ```
-//! use kck_core::{Augment, Ctx, primer};
-//! use serde::{Deserialize, Serialize};
-//!
-//! #[derive(Debug, Clone, Serialize, Deserialize)]
-//! struct Sale { cents: u64 }
-//!
-//! #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-//! struct Totals { sales: u64, cents: u64 }
-//!
-//! #[primer(key = "totals/{store}", augment, verify_every = "1h")]
-//! async fn totals(_ctx: &Ctx, store: u32) -> Result<Totals, std::convert::Infallible> {
-//!     // The full computation: read every sale of the store, sum them.
-//!     Ok(Totals::default())
-//! }
-//!
-//! impl Augment for totals {
-//!     type Delta = Sale;
-//!
-//!     fn augment(totals: &Totals, sale: &Sale) -> Option<Totals> {
-//!         Some(Totals { sales: totals.sales + 1, cents: totals.cents + sale.cents })
-//!     }
-//! }
-//! # async fn run(cache: kck_core::Cache) -> Result<(), kck_core::Error> {
-//! cache.augment(&totals::key(7), &Sale { cents: 350 }).await?;
-//! # Ok(()) }
-//! ```
-//!
-//! [`Policy::verify_every`]: crate::Policy::verify_every
+//! recomputing it. See [`Augment`].
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -53,8 +8,51 @@ use crate::erased::ErasedValue;
 use crate::primer::Primer;
 use crate::store::Version;
 
-/// How a primer applies a delta to its value. Implement it on the marker
-/// type `#[primer]` generates, and add `augment` to the attribute.
+/// How a primer applies a delta (a new sale, a corrected reading) to its
+/// value. Implement it on the marker type `#[primer]` generates, and add
+/// `augment` to the attribute. Then [`Cache::augment`](crate::Cache::augment) reads the stored value, applies
+/// the delta, and writes the result with compare-and-set on the version,
+/// trying again from the newer value when another write won the race; where
+/// there is no value to start from, or the primer's function declines, the
+/// product is recomputed in full instead. Dependents learn of the change as
+/// of any other; those that implement [`AugmentFrom`] for this primer are
+/// augmented in turn, the others refreshed (or marked stale, as their
+/// `on_change` says).
+///
+/// A delta must describe a change the stored value does not include yet. A
+/// full recompute that reads the source after the change, racing with the
+/// delta, can count it twice: `verify_every` bounds how long such drift, or
+/// a wrong augment function, can last (see [`Policy::verify_every`]).
+///
+/// ```
+/// use kck_core::{Augment, Ctx, primer};
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Debug, Clone, Serialize, Deserialize)]
+/// struct Sale { cents: u64 }
+///
+/// #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+/// struct Totals { sales: u64, cents: u64 }
+///
+/// #[primer(key = "totals/{store}", augment, verify_every = "1h")]
+/// async fn totals(_ctx: &Ctx, store: u32) -> Result<Totals, std::convert::Infallible> {
+///     // The full computation: read every sale of the store, sum them.
+///     Ok(Totals::default())
+/// }
+///
+/// impl Augment for totals {
+///     type Delta = Sale;
+///
+///     fn augment(totals: &Totals, sale: &Sale) -> Option<Totals> {
+///         Some(Totals { sales: totals.sales + 1, cents: totals.cents + sale.cents })
+///     }
+/// }
+/// # async fn run(cache: kck_core::Cache) -> Result<(), kck_core::Error> {
+/// cache.augment(&totals::key(7), &Sale { cents: 350 }).await?;
+/// # Ok(()) }
+/// ```
+///
+/// [`Policy::verify_every`]: crate::Policy::verify_every
 #[diagnostic::on_unimplemented(
     message = "`{Self}` has `augment` in its `#[primer]` attribute but does not implement `Augment`",
     note = "implement `kck_core::Augment` for `{Self}`: `type Delta` and `fn augment`"

@@ -21,8 +21,10 @@ use crate::clock::Timestamp;
 use crate::erased::PrimerHandle;
 use crate::error::{Error, panic_message};
 use crate::event::{EventKind, InvalidationCause};
+use crate::key::Key;
 use crate::primer::OnChange;
-use crate::queue::{Claim, Job, JobDelta, JobRequest, JobWatcher, RefreshReason, Turnover};
+use crate::queue::{Claim, Job, JobWatcher, RefreshReason, Turnover};
+use crate::store::ContentHash;
 
 /// Claims refresh jobs from the cache's queue and runs them.
 ///
@@ -245,7 +247,7 @@ impl Worker {
             // and nothing runs, all of it is worked through.
             let queued = cache.inner.queued.load(Ordering::SeqCst);
             while let Some(finished) = running.try_join_next() {
-                collect(finished, &mut done, &mut done_since);
+                note_finished(finished, &mut done, &mut done_since);
             }
             let capacity = config.concurrency.saturating_sub(running.len());
             // Claim in batches, once half the capacity is free (or nothing
@@ -285,7 +287,7 @@ impl Worker {
             tokio::select! {
                 () = &mut shutdown => break,
                 Some(finished) = running.join_next(), if !running.is_empty() => {
-                    collect(finished, &mut done, &mut done_since);
+                    note_finished(finished, &mut done, &mut done_since);
                 }
                 () = woken => {}
                 () = sleep_until_some(settle_by) => {}
@@ -296,7 +298,7 @@ impl Worker {
         // and their claims run out and are claimed again.
         let finished = tokio::time::timeout(config.grace, async {
             while let Some(finished) = running.join_next().await {
-                collect(finished, &mut done, &mut done_since);
+                note_finished(finished, &mut done, &mut done_since);
             }
         });
         if finished.await.is_err() {
@@ -378,7 +380,7 @@ async fn settle_and_claim(
 }
 
 /// Takes a finished job's claim to complete, if it is done.
-fn collect(
+fn note_finished(
     finished: Result<Option<Claim>, tokio::task::JoinError>,
     done: &mut Vec<Claim>,
     since: &mut Option<Instant>,
@@ -553,8 +555,12 @@ async fn execute(cache: &Cache, config: &Config, job: &Job) -> Outcome {
     }
     // Verifying an augmented product: what it was, to compare.
     let verified = if job.reasons.contains(&RefreshReason::Verify) {
-        match inner.store.load(&job.key).await {
-            Ok(stored) => stored.map(|stored| stored.meta.content_hash),
+        match inner
+            .store
+            .content_hashes(std::slice::from_ref(&job.key))
+            .await
+        {
+            Ok(hashes) => hashes.into_iter().next().flatten(),
             Err(error) => return Outcome::Retry(error.to_string()),
         }
     } else {
@@ -595,7 +601,8 @@ async fn execute(cache: &Cache, config: &Config, job: &Job) -> Outcome {
 /// Deltas that stop short of a product's value now (it changed again while
 /// this job ran) are applied all the same: its edge then records the value
 /// the deltas led to. The rest comes with the job the later change queued;
-/// in case it does not, the product is queued again, a second later.
+/// in case it does not, the write queues the product again, a second later
+/// (see `Inner::behind_on`).
 async fn augment_from_deltas(
     inner: &Arc<Inner>,
     handle: PrimerHandle,
@@ -624,42 +631,54 @@ async fn plan_and_augment(
     augment: AugmentHandle,
     job: &Job,
 ) -> Result<Option<bool>, Error> {
+    // What the product read of each changed product, and what that is now.
     let dependencies = inner.store.dependencies(&job.key).await?;
-    let mut reads = Vec::new();
-    let mut steps: Vec<&JobDelta> = Vec::new();
-    let mut behind = Vec::new();
+    let mut changed: Vec<(&Key, ContentHash)> = Vec::with_capacity(job.reasons.len());
     for reason in &job.reasons {
         let RefreshReason::DependencyChanged { from } = reason else {
             return Ok(Some(false));
         };
-        let Some(seen) = dependencies
+        let seen = dependencies
             .iter()
             .find(|edge| &edge.key == from)
-            .and_then(|edge| edge.seen)
-        else {
+            .and_then(|edge| edge.seen);
+        let Some(seen) = seen else {
             return Ok(Some(false));
         };
-        let Some(current) = inner.store.load(from).await? else {
-            return Ok(Some(false));
+        changed.push((from, seen));
+    }
+    let keys: Vec<Key> = changed.iter().map(|(from, _)| (*from).clone()).collect();
+    let current = inner.store.content_hashes(&keys).await?;
+    // The deltas in the order they happened: each one that starts where
+    // its product's chain ends extends it, as a delta of this product.
+    let mut at: Vec<ContentHash> = changed.iter().map(|(_, seen)| *seen).collect();
+    let mut deltas = Vec::new();
+    for delta in &job.deltas {
+        let Some(i) = changed.iter().position(|(from, _)| *from == &delta.from) else {
+            continue;
         };
-        let mut at = seen;
-        for delta in job.deltas.iter().filter(|delta| &delta.from == from) {
-            if delta.before == at {
-                steps.push(delta);
-                at = delta.after;
-            }
+        if delta.before != at[i] {
+            continue;
         }
-        if at == seen && seen != current.meta.content_hash {
+        let Some(map) = augment.mapping(delta.from.primer()) else {
+            return Ok(Some(false));
+        };
+        match map(&delta.delta) {
+            Ok(Some(mapped)) => deltas.push(mapped),
+            Ok(None) | Err(_) => return Ok(Some(false)),
+        }
+        at[i] = delta.after;
+    }
+    let mut reads = Vec::new();
+    for (((from, seen), at), current) in changed.iter().zip(at).zip(current) {
+        if at == *seen && current != Some(*seen) {
             // A change that no delta describes: recompute.
             return Ok(Some(false));
         }
-        if at != current.meta.content_hash {
-            behind.push(from.clone());
-        }
-        if at != seen {
+        if at != *seen {
             reads.push(Read {
-                key: from.clone(),
-                before: seen,
+                key: (*from).clone(),
+                before: *seen,
                 after: at,
             });
         }
@@ -668,40 +687,13 @@ async fn plan_and_augment(
         // Every change is already in the value.
         return Ok(Some(true));
     }
-    // In the order they happened, as this primer's deltas.
-    steps.sort_by_key(|step| {
-        job.deltas
-            .iter()
-            .position(|delta| std::ptr::eq(delta, *step))
-    });
-    let mut deltas = Vec::with_capacity(steps.len());
-    for step in steps {
-        let Some(map) = augment.mapping(step.from.primer()) else {
-            return Ok(Some(false));
-        };
-        match map(&step.delta) {
-            Ok(Some(delta)) => deltas.push(delta),
-            Ok(None) | Err(_) => return Ok(Some(false)),
-        }
-    }
+    // Deltas that stop short of a product's value now are applied all the
+    // same; the write then queues the product again for the rest.
     match inner
         .augment_in_place(&job.key, handle, augment, &deltas, &reads)
         .await?
     {
-        InPlace::Applied(_) => {
-            let due = inner.clock.now() + Duration::from_secs(1);
-            let jobs: Vec<JobRequest> = behind
-                .into_iter()
-                .map(|from| {
-                    let reason = RefreshReason::DependencyChanged { from };
-                    JobRequest::new(job.key.clone(), due, reason)
-                })
-                .collect();
-            if !jobs.is_empty() {
-                inner.queue_refresh(jobs).await;
-            }
-            Ok(Some(true))
-        }
+        InPlace::Applied(_) => Ok(Some(true)),
         InPlace::ReadMoved => Ok(None),
         InPlace::Cannot(reason) => {
             inner.events.emit(

@@ -110,25 +110,21 @@ impl Inner {
             .augment_in_place(key, handle, augment, &deltas, &[])
             .await?;
         drop(held);
-        match in_place {
-            InPlace::Applied(augmented) => Ok(augmented),
-            // No reads to move: only `Cannot` remains.
-            InPlace::ReadMoved | InPlace::Cannot(_) => {
-                let reason = match in_place {
-                    InPlace::Cannot(reason) => reason,
-                    _ => "it was computed again meanwhile",
-                };
-                self.events.emit(
-                    key,
-                    EventKind::AugmentDeclined {
-                        reason: reason.to_owned(),
-                    },
-                );
-                self.refresh(key, handle, vec![RefreshReason::Requested])
-                    .await?;
-                Ok(Augmented::Recomputed)
-            }
-        }
+        let reason = match in_place {
+            InPlace::Applied(augmented) => return Ok(augmented),
+            InPlace::Cannot(reason) => reason,
+            // Only reads can move, and there are none.
+            InPlace::ReadMoved => "it was computed again meanwhile",
+        };
+        self.events.emit(
+            key,
+            EventKind::AugmentDeclined {
+                reason: reason.to_owned(),
+            },
+        );
+        self.refresh(key, handle, vec![RefreshReason::Requested])
+            .await?;
+        Ok(Augmented::Recomputed)
     }
 
     /// Applies `deltas` (this primer's, serialized), in order, to the stored
