@@ -5,12 +5,12 @@
 //! |---|---|
 //! | `GET /sales/{register}/{day}` | the register's sales of the day, in order |
 //! | `GET /since/{seq}` | the sales rung up after sale `seq`, in order |
+//! | `GET /last` | the number of the last sale |
 //! | `GET /status/{register}` | the register's sales today and its last sale |
 //!
 //! Every answer takes the fleet's latency: the source is slow, as remote
 //! sources are.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -173,6 +173,7 @@ impl Fleet {
                 Ok(seq) => json(serde_json::to_string(&self.since(seq))),
                 Err(_) => (400, "{\"error\":\"bad sequence number\"}".to_owned()),
             },
+            ["last"] => json(serde_json::to_string(&self.count())),
             ["status", register] => match register.parse() {
                 Ok(register) => json(serde_json::to_string(&self.status(register))),
                 Err(_) => (400, "{\"error\":\"bad register\"}".to_owned()),
@@ -221,14 +222,4 @@ impl Fleet {
         let _ = stream.write_all(response.as_bytes()).await;
         let _ = stream.shutdown().await;
     }
-}
-
-/// The per-product totals of a report, best sellers (by revenue) first.
-pub(crate) fn ranked(by_product: &BTreeMap<String, crate::Totals>) -> Vec<(String, u64)> {
-    let mut ranked: Vec<(String, u64)> = by_product
-        .iter()
-        .map(|(product, totals)| (product.clone(), totals.cents))
-        .collect();
-    ranked.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-    ranked
 }

@@ -101,6 +101,18 @@ impl Report {
         report
     }
 
+    /// The `n` best-selling products, by revenue, with their revenue.
+    pub fn best_sellers(&self, n: usize) -> Vec<(String, u64)> {
+        let mut ranked: Vec<(String, u64)> = self
+            .by_product
+            .iter()
+            .map(|(product, totals)| (product.clone(), totals.cents))
+            .collect();
+        ranked.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        ranked.truncate(n);
+        ranked
+    }
+
     /// Counts another report's sales too.
     pub fn merge(&mut self, other: &Report) {
         self.all.sales += other.all.sales;
@@ -115,11 +127,8 @@ impl Report {
 
 /// The fleet's service failed or could not be reached.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("the register fleet at {address}: {reason}")]
-pub struct FleetError {
-    address: SocketAddr,
-    reason: String,
-}
+#[error("the register fleet: {0}")]
+pub struct FleetError(String);
 
 /// The fleet's HTTP service, as primers reach it: in the cache's state.
 #[derive(Debug, Clone)]
@@ -133,11 +142,6 @@ impl FleetApi {
         FleetApi { address }
     }
 
-    /// Its address.
-    pub fn address(&self) -> SocketAddr {
-        self.address
-    }
-
     /// `GET path`, decoded from JSON.
     ///
     /// # Errors
@@ -145,10 +149,8 @@ impl FleetApi {
     /// If the service cannot be reached, answers with another status than
     /// 200, or with a body that does not decode.
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, FleetError> {
-        let failed = |reason: String| FleetError {
-            address: self.address,
-            reason,
-        };
+        let address = self.address;
+        let failed = |reason: String| FleetError(format!("{address}: {reason}"));
         let mut stream = tokio::net::TcpStream::connect(self.address)
             .await
             .map_err(|error| failed(format!("cannot connect: {error}")))?;
@@ -176,10 +178,8 @@ impl FleetApi {
 
 /// The fleet's API, from the cache's state.
 fn api(ctx: &Ctx) -> Result<&FleetApi, FleetError> {
-    ctx.state::<FleetApi>().ok_or(FleetError {
-        address: SocketAddr::from(([0, 0, 0, 0], 0)),
-        reason: "the cache was built without a FleetApi in its state".to_owned(),
-    })
+    ctx.state::<FleetApi>()
+        .ok_or_else(|| FleetError("the cache was built without a FleetApi in its state".to_owned()))
 }
 
 /// One register's sales of the day, imported from the fleet.
@@ -199,9 +199,10 @@ impl Augment for register_sales {
     /// changes nothing.
     fn augment(sales: &Vec<Sale>, sale: &Sale) -> Option<Vec<Sale>> {
         let mut sales = sales.clone();
-        if !sales.iter().any(|known| known.seq == sale.seq) {
-            sales.push(sale.clone());
-            sales.sort_by_key(|sale| sale.seq);
+        // Sales are in feed order.
+        let at = sales.partition_point(|known| known.seq < sale.seq);
+        if sales.get(at).is_none_or(|known| known.seq != sale.seq) {
+            sales.insert(at, sale.clone());
         }
         Some(sales)
     }
@@ -278,9 +279,7 @@ pub async fn top_products(
     ctx: &Ctx,
     day: NaiveDate,
 ) -> Result<Vec<(String, u64)>, kck_core::Error> {
-    let mut ranked = fleet::ranked(&chain_report(ctx, day).await?.by_product);
-    ranked.truncate(5);
-    Ok(ranked)
+    Ok(chain_report(ctx, day).await?.best_sellers(5))
 }
 
 /// A register's live status: fetched on every request.
@@ -355,8 +354,7 @@ pub async fn follow_sales(
 ///
 /// If the fleet cannot be reached.
 pub async fn last_sale(fleet: &FleetApi) -> Result<u64, FleetError> {
-    let sales: Vec<Sale> = fleet.get("/since/0").await?;
-    Ok(sales.last().map_or(0, |sale| sale.seq))
+    fleet.get("/last").await
 }
 
 /// Formats cents as dollars: `$1,234.56`.
