@@ -11,7 +11,7 @@ use super::flight::WaitGraph;
 use super::freshness::Backoff;
 use super::memo::Memo;
 use super::peers::{Peers, Watcher};
-use super::{Cache, FlightCounter, Inner};
+use super::{Cache, FlightCounter, Hooks, Inner};
 use crate::clock::{Clock, SystemClock};
 use crate::erased::{ErasedStub, StubFn, erase_stub};
 use crate::event::{EventListener, Events};
@@ -50,6 +50,7 @@ pub struct CacheBuilder {
     queue: Option<Arc<dyn Queue>>,
     local_worker: bool,
     local_scheduler: bool,
+    hooks: Hooks,
 }
 
 impl CacheBuilder {
@@ -69,6 +70,7 @@ impl CacheBuilder {
             queue: None,
             local_worker: true,
             local_scheduler: true,
+            hooks: Hooks::default(),
         }
     }
 
@@ -173,6 +175,22 @@ impl CacheBuilder {
         self
     }
 
+    /// A pause point for tests that force an interleaving: `hook` runs in a
+    /// flight's task once the flight delivered its outcome, left its slot
+    /// and gave back the store's lease, before it tells dependents of a
+    /// change. Not part of the stable API.
+    #[doc(hidden)]
+    pub fn __after_outcome(
+        mut self,
+        hook: impl Fn(&crate::key::Key) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>>
+        + Send
+        + Sync
+        + 'static,
+    ) -> Self {
+        self.hooks.after_outcome = Some(Arc::new(hook));
+        self
+    }
+
     /// Builds the cache.
     ///
     /// # Errors
@@ -226,6 +244,7 @@ impl CacheBuilder {
             queued: AtomicU64::new(0),
             worked: tokio::sync::watch::Sender::new(0),
             augmenting: Default::default(),
+            hooks: self.hooks,
         });
         let watcher: Arc<dyn ChangeWatcher> = inner.watcher.clone();
         inner.store.watch(Arc::downgrade(&watcher));

@@ -337,6 +337,9 @@ impl FlightGuard {
                 });
             }
         }
+        if let Some(hook) = &self.inner.hooks.after_outcome {
+            hook(&self.key).await;
+        }
         if let Some(hash) = after.changed {
             self.inner.value_changed(&self.key, hash).await;
         }

@@ -1,6 +1,7 @@
 //! A flight, from start to end: load the current entry, decide whether to
-//! compute (see [`compute`](super::compute)), deliver the outcome, leave the
-//! slot to new readers, then finish what follows the outcome.
+//! compute (see [`compute`](super::compute)), deliver the outcome and leave
+//! the slot to new readers (one step), then finish what follows the
+//! outcome.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -75,7 +76,6 @@ impl Inner {
             handle,
             flight,
             leased: AtomicBool::new(false),
-            detached: false,
         };
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => drop(runtime.spawn(guard.run(initial))),
@@ -135,13 +135,17 @@ impl Inner {
         Some(ready)
     }
 
-    /// Takes a flight that produced its outcome out of its slot, so new
-    /// readers start new flights.
-    pub(crate) fn detach_flight(&self, key: &Key, flight: &Arc<Flight>) {
+    /// Delivers `outcome` to the waiters of `flight` and takes the flight
+    /// out of its slot, in one step under the slot's lock: a read that
+    /// starts once the outcome is out never joins the flight, and starts
+    /// its own instead. Only the first outcome counts (see
+    /// [`Flight::deliver`]).
+    pub(crate) fn settle_flight(&self, key: &Key, flight: &Arc<Flight>, outcome: Outcome) {
         self.memo.update(key, |slot| {
             if slot.flight.as_ref().is_some_and(|f| Arc::ptr_eq(f, flight)) {
                 slot.flight = None;
             }
+            flight.deliver(outcome);
         });
         flight.end();
     }
@@ -160,12 +164,11 @@ pub(super) struct FlightGuard {
     pub(super) holder: String,
     /// Whether the flight holds the store's lease.
     pub(super) leased: AtomicBool,
-    detached: bool,
 }
 
 impl FlightGuard {
     /// Runs the flight; `initial` is the entry a reader already loaded.
-    async fn run(mut self, initial: Option<Current>) {
+    async fn run(self, initial: Option<Current>) {
         let produced = AssertUnwindSafe(self.produce(initial)).catch_unwind().await;
         let after = produced.unwrap_or_else(|panic| {
             // Primer panics are caught closer; this would be a kck bug, and
@@ -176,19 +179,17 @@ impl FlightGuard {
             }));
             After::default()
         });
-        self.detach();
+        // Every path of `produce` settled the flight; this is the net.
+        self.deliver(Outcome::failed(Error::Aborted {
+            key: self.key.clone(),
+        }));
         let _ = AssertUnwindSafe(self.after(after)).catch_unwind().await;
     }
 
-    fn detach(&mut self) {
-        if !self.detached {
-            self.detached = true;
-            self.inner.detach_flight(&self.key, &self.flight);
-        }
-    }
-
+    /// Delivers the outcome and leaves the slot, in one step: see
+    /// [`Inner::settle_flight`].
     pub(super) fn deliver(&self, outcome: Outcome) {
-        self.flight.deliver(outcome);
+        self.inner.settle_flight(&self.key, &self.flight, outcome);
     }
 
     pub(super) fn emit(&self, kind: EventKind) {
@@ -275,10 +276,9 @@ impl FlightGuard {
 
 impl Drop for FlightGuard {
     fn drop(&mut self) {
-        self.flight.deliver(Outcome::failed(Error::Aborted {
+        self.deliver(Outcome::failed(Error::Aborted {
             key: self.key.clone(),
         }));
-        self.detach();
         if self.leased.swap(false, Ordering::SeqCst) {
             // The task was dropped mid-computation: give the lease back if a
             // runtime is still there, else let it expire.

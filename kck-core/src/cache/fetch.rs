@@ -139,8 +139,7 @@ impl Leader {
     /// Delivers `outcome` and frees the slot.
     fn end(mut self, outcome: Outcome) {
         if let Some(flight) = self.flight.take() {
-            flight.deliver(outcome);
-            self.inner.detach_flight(&self.key, &flight);
+            self.inner.settle_flight(&self.key, &flight, outcome);
             self.inner.flights.end();
         }
     }

@@ -90,7 +90,22 @@ pub(crate) struct Inner {
     /// The keys being augmented here, each behind a lock: augments of one
     /// key in one process take turns instead of racing.
     pub(crate) augmenting: augment::Turns,
+    pub(crate) hooks: Hooks,
 }
+
+/// Pause points for tests that force an interleaving; empty in production.
+#[derive(Default)]
+pub(crate) struct Hooks {
+    /// Awaited by a flight's task once its outcome is out (see
+    /// [`CacheBuilder::__after_outcome`]).
+    pub(crate) after_outcome: Option<AfterOutcome>,
+}
+
+pub(crate) type AfterOutcome = Arc<
+    dyn Fn(&crate::key::Key) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>
+        + Send
+        + Sync,
+>;
 
 impl Inner {
     /// Starts the cache's own worker, once, if it has one and a runtime is

@@ -6,7 +6,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use kck_core::Ctx;
+use kck_core::{CacheBuilder, Ctx};
 use kck_diesel::PgStore;
 use kck_testing::TestCache;
 use kck_testing::postgres::TestDatabase;
@@ -85,9 +85,17 @@ pub(crate) fn source(ctx: &Ctx) -> &Source {
 
 /// A test cache whose primers read `source`, on the memory store.
 pub(crate) fn test_cache(source: &Arc<Source>) -> TestCache {
+    test_cache_with(source, |builder| builder)
+}
+
+/// [`test_cache`], with more of the cache's configuration.
+pub(crate) fn test_cache_with(
+    source: &Arc<Source>,
+    configure: impl FnOnce(CacheBuilder) -> CacheBuilder + 'static,
+) -> TestCache {
     let source = source.clone();
     TestCache::builder()
-        .configure(move |builder| builder.state(source))
+        .configure(move |builder| configure(builder.state(source)))
         .build()
 }
 
@@ -112,8 +120,16 @@ impl kck_core::Scope for Harness {
 
 /// [`test_cache`], as a [`Harness`].
 pub(crate) fn on_memory(source: &Arc<Source>) -> Harness {
+    on_memory_with(source, |builder| builder)
+}
+
+/// [`test_cache_with`], as a [`Harness`].
+pub(crate) fn on_memory_with(
+    source: &Arc<Source>,
+    configure: impl FnOnce(CacheBuilder) -> CacheBuilder + 'static,
+) -> Harness {
     Harness {
-        test: test_cache(source),
+        test: test_cache_with(source, configure),
         _database: None,
     }
 }
@@ -121,6 +137,14 @@ pub(crate) fn on_memory(source: &Arc<Source>) -> Harness {
 /// A test cache whose primers read `source`, on PostgreSQL: a fresh
 /// database of its own. `None` (after a loud message) without PostgreSQL.
 pub(crate) async fn on_postgres(source: &Arc<Source>) -> Option<Harness> {
+    on_postgres_with(source, |builder| builder).await
+}
+
+/// [`on_postgres`], with more of the cache's configuration.
+pub(crate) async fn on_postgres_with(
+    source: &Arc<Source>,
+    configure: impl FnOnce(CacheBuilder) -> CacheBuilder + 'static,
+) -> Option<Harness> {
     let database = TestDatabase::create().await?;
     let store = PgStore::connect(database.url())
         .await
@@ -128,7 +152,7 @@ pub(crate) async fn on_postgres(source: &Arc<Source>) -> Option<Harness> {
     let source = source.clone();
     let test = TestCache::builder()
         .store(Arc::new(store))
-        .configure(move |builder| builder.state(source))
+        .configure(move |builder| configure(builder.state(source)))
         .build();
     Some(Harness {
         test,
