@@ -99,6 +99,17 @@ pub enum Error {
         key: Key,
     },
 
+    /// The computation ran past its time limit (a worker's
+    /// [`job_timeout`](crate::WorkerBuilder::job_timeout)) and was stopped:
+    /// its waiters get this error, and the key is free for the next attempt.
+    #[error("the computation of `{key}` timed out after {after:?} and was stopped")]
+    TimedOut {
+        /// The product whose computation was stopped.
+        key: Key,
+        /// The time limit it ran past.
+        after: std::time::Duration,
+    },
+
     /// The cache was used outside a Tokio runtime; it runs computations as
     /// Tokio tasks.
     #[error("kck computes on Tokio tasks: call it from within a Tokio runtime")]
@@ -129,6 +140,8 @@ pub enum ErrorKind {
     Store,
     /// [`Error::Aborted`].
     Aborted,
+    /// [`Error::TimedOut`].
+    TimedOut,
     /// [`Error::NoRuntime`].
     NoRuntime,
 }
@@ -147,17 +160,18 @@ impl Error {
             Error::Encode { .. } => ErrorKind::Encode,
             Error::Store(_) => ErrorKind::Store,
             Error::Aborted { .. } => ErrorKind::Aborted,
+            Error::TimedOut { .. } => ErrorKind::TimedOut,
             Error::NoRuntime => ErrorKind::NoRuntime,
         }
     }
 
-    /// Whether trying again later may succeed: store outages and aborted
-    /// computations. Compute errors are the primer's to judge, through
+    /// Whether trying again later may succeed: store outages, and aborted or
+    /// timed-out computations. Compute errors are the primer's to judge, through
     /// [`Error::compute_error`].
     pub fn is_transient(&self) -> bool {
         match self {
             Error::Store(error) => error.is_transient(),
-            Error::Aborted { .. } => true,
+            Error::Aborted { .. } | Error::TimedOut { .. } => true,
             _ => false,
         }
     }
@@ -169,7 +183,8 @@ impl Error {
             | Error::Panicked { key, .. }
             | Error::NotPrimed { key }
             | Error::Encode { key, .. }
-            | Error::Aborted { key } => Some(key),
+            | Error::Aborted { key }
+            | Error::TimedOut { key, .. } => Some(key),
             Error::Cycle { path } => path.first(),
             _ => None,
         }

@@ -110,7 +110,12 @@ impl WorkerBuilder {
         self
     }
 
-    /// How long one job may run before it counts as failed (default 5 min).
+    /// How long one job may run before it counts as a failed attempt
+    /// (default 5 min). The computation is then stopped, not only no longer
+    /// waited for: reads waiting for it get
+    /// [`Error::TimedOut`](crate::Error::TimedOut), the key (and its lease
+    /// in a shared store) is free for the next attempt, and the job is
+    /// retried with back-off like any failure.
     pub fn job_timeout(mut self, timeout: Duration) -> Self {
         self.config.job_timeout = timeout;
         self
@@ -566,9 +571,14 @@ async fn execute(cache: &Cache, config: &Config, job: &Job) -> Outcome {
     } else {
         None
     };
-    let refresh = inner.refresh(&job.key, handle, job.reasons.clone());
-    match tokio::time::timeout(config.job_timeout, refresh).await {
-        Ok(Ok(served)) => {
+    let refresh = inner.refresh_within(
+        &job.key,
+        handle,
+        job.reasons.clone(),
+        Some(config.job_timeout),
+    );
+    match refresh.await {
+        Ok(served) => {
             if let Some(augmented) = verified.filter(|hash| *hash != served.hash) {
                 let recomputed = served.hash;
                 tracing::warn!(
@@ -588,8 +598,7 @@ async fn execute(cache: &Cache, config: &Config, job: &Job) -> Outcome {
             }
             Outcome::Done
         }
-        Ok(Err(error)) => Outcome::Retry(error.to_string()),
-        Err(_) => Outcome::Retry(format!("timed out after {:?}", config.job_timeout)),
+        Err(error) => Outcome::Retry(error.to_string()),
     }
 }
 

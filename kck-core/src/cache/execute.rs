@@ -78,7 +78,10 @@ impl Inner {
             leased: AtomicBool::new(false),
         };
         match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => drop(runtime.spawn(guard.run(initial))),
+            Ok(runtime) => {
+                let flight = guard.flight.clone();
+                flight.run_on(runtime.spawn(guard.run(initial)).abort_handle());
+            }
             // Dropping the guard delivers `Aborted` and frees the slot.
             Err(_) => drop(guard),
         }
@@ -148,6 +151,14 @@ impl Inner {
             flight.deliver(outcome);
         });
         flight.end();
+    }
+
+    /// Ends `flight` with `error` and stops its computation: its waiters get
+    /// the error, new reads start afresh, and its task gives back the
+    /// store's lease as it is dropped.
+    pub(crate) fn stop_flight(&self, key: &Key, flight: &Arc<Flight>, error: Error) {
+        self.settle_flight(key, flight, Outcome::failed(error));
+        flight.stop();
     }
 }
 

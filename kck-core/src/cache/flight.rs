@@ -3,9 +3,10 @@
 //! instead of a hang.
 
 use std::collections::HashMap;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Mutex, OnceLock, PoisonError};
 
 use tokio::sync::watch;
+use tokio::task::AbortHandle;
 
 use crate::erased::ErasedValue;
 use crate::error::Error;
@@ -81,6 +82,8 @@ pub(crate) struct Flight {
     outcome: watch::Sender<Option<Outcome>>,
     /// Becomes `true` when the flight has left its slot.
     ended: watch::Sender<bool>,
+    /// Stops the flight's task, once it has one.
+    task: OnceLock<AbortHandle>,
 }
 
 impl Flight {
@@ -91,6 +94,21 @@ impl Flight {
             epoch,
             outcome: watch::Sender::new(None),
             ended: watch::Sender::new(false),
+            task: OnceLock::new(),
+        }
+    }
+
+    /// Notes the task that runs the flight, so [`Flight::stop`] can stop it.
+    pub(crate) fn run_on(&self, task: AbortHandle) {
+        let _ = self.task.set(task);
+    }
+
+    /// Stops the flight's task, if it has one: the task is dropped at its
+    /// next await, and its guard gives back what it held (see
+    /// `FlightGuard`'s `Drop`).
+    pub(crate) fn stop(&self) {
+        if let Some(task) = self.task.get() {
+            task.abort();
         }
     }
 

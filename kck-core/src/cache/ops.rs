@@ -1,6 +1,7 @@
 //! The public operations of [`Cache`] besides reads through getters.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::fetch::downcast;
 use super::flight::{Flight, FlightMode, Served};
@@ -267,6 +268,21 @@ impl Inner {
         handle: PrimerHandle,
         reasons: Vec<RefreshReason>,
     ) -> Result<Served, Error> {
+        self.refresh_within(key, handle, reasons, None).await
+    }
+
+    /// [`Inner::refresh`], stopped after `limit`: the computation waited
+    /// for is stopped (see [`Inner::stop_flight`]), and whoever waits for it
+    /// gets [`Error::TimedOut`], so a computation that hangs never blocks
+    /// its key past the limit.
+    pub(crate) async fn refresh_within(
+        self: &Arc<Self>,
+        key: &Key,
+        handle: PrimerHandle,
+        reasons: Vec<RefreshReason>,
+        limit: Option<Duration>,
+    ) -> Result<Served, Error> {
+        let deadline = limit.map(|limit| (tokio::time::Instant::now() + limit, limit));
         let watermark = self.flights.watermark();
         loop {
             let mut started = false;
@@ -283,12 +299,34 @@ impl Inner {
                 let reasons = reasons.clone();
                 self.events.emit(key, EventKind::RefreshStarted { reasons });
             }
-            if flight.mode == FlightMode::Refresh && flight.id > watermark {
-                return flight.wait(key).await.for_refresher();
+            let ours = flight.mode == FlightMode::Refresh && flight.id > watermark;
+            let waited = async {
+                if ours {
+                    Some(flight.wait(key).await)
+                } else {
+                    // A computation that started before this call may have
+                    // read older inputs: let it end, then refresh.
+                    flight.ended().await;
+                    None
+                }
+            };
+            let waited = match deadline {
+                None => waited.await,
+                Some((deadline, limit)) => match tokio::time::timeout_at(deadline, waited).await {
+                    Ok(waited) => waited,
+                    Err(_) => {
+                        let error = Error::TimedOut {
+                            key: key.clone(),
+                            after: limit,
+                        };
+                        self.stop_flight(key, &flight, error.clone());
+                        return Err(error);
+                    }
+                },
+            };
+            if let Some(outcome) = waited {
+                return outcome.for_refresher();
             }
-            // A computation that started before this call may have read
-            // older inputs: let it end, then refresh.
-            flight.ended().await;
         }
     }
 }

@@ -1,0 +1,89 @@
+//! A worker's job time-out ends the computation it times out, not only the
+//! wait: a read of the same key answers instead of hanging, the key is free
+//! for the next attempt, the job is retried, and shutdown is not held up.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{Harness, Source, SourceDown, source, until};
+use kck_core::queue::{JobRequest, RefreshReason};
+use kck_core::{ErrorKind, Worker, primer};
+
+#[primer(key = "stuck/{name}")]
+async fn stuck(ctx: &kck_core::Ctx, name: String) -> Result<i64, SourceDown> {
+    source(ctx).read(&name).await
+}
+
+/// Runs a worker with a job time-out of `timeout` on `test`, refreshes a
+/// product whose source hangs, and checks what a read of it gets, what the
+/// next read gets once the source answers, and that the worker stops.
+async fn a_hung_refresh_is_stopped_at_the_job_timeout(
+    test: Harness,
+    source: Arc<Source>,
+    timeout: Duration,
+) {
+    let key = stuck::key("a".into()).key().clone();
+    source.set("a", 1);
+    source.hold();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let worker = Worker::builder(test.cache())
+        .concurrency(1)
+        .job_timeout(timeout)
+        .retries(3, Duration::from_secs(3600), Duration::from_secs(3600))
+        .grace_period(Duration::from_secs(3600))
+        .shutdown(async move {
+            let _ = stopped.await;
+        })
+        .build();
+    let running = tokio::spawn(worker.run());
+    let job = JobRequest::new(key.clone(), test.now(), RefreshReason::Requested);
+    test.queue()
+        .enqueue(&[job])
+        .await
+        .expect("the queue takes the job");
+    until(|| source.reads("a") == 1).await;
+
+    // A read joins the hung computation, and is answered when it is stopped.
+    let cache = test.cache().clone();
+    let reader = tokio::spawn(async move { stuck(&cache, "a".into()).await });
+    until(|| test.recorder().count(&key, "coalesced") == 1).await;
+    let error = reader
+        .await
+        .expect("the reader does not panic")
+        .expect_err("the computation was stopped");
+    assert_eq!(error.kind(), ErrorKind::TimedOut, "{error}");
+    assert!(error.is_transient());
+    until(|| test.recorder().count(&key, "retry-scheduled") == 1).await;
+
+    // The key is free: the next read computes it, with no lease left behind.
+    source.open();
+    let value = stuck(test.cache(), "a".into()).await;
+    assert_eq!(*value.expect("computed again"), 1);
+    assert_eq!(source.reads("a"), 2);
+
+    // The retry waits an hour; the worker stops at once all the same.
+    stop.send(()).expect("the worker listens");
+    let stopped = running.await.expect("the worker does not panic");
+    stopped.expect("the worker stops cleanly");
+}
+
+/// Paused time: the time-out fires when the runtime has nothing else to do.
+#[tokio::test(start_paused = true)]
+async fn on_memory() {
+    let source = Source::new();
+    let test = common::on_memory(&source);
+    a_hung_refresh_is_stopped_at_the_job_timeout(test, source, Duration::from_secs(60)).await;
+}
+
+/// Real time: a database round trip must not count as idle time, so the
+/// clock is not paused; the time-out is short instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgres() {
+    let source = Source::new();
+    let Some(test) = common::on_postgres(&source).await else {
+        return;
+    };
+    a_hung_refresh_is_stopped_at_the_job_timeout(test, source, Duration::from_millis(300)).await;
+}
