@@ -23,7 +23,7 @@ use crate::event::EventKind;
 use crate::key::Key;
 use crate::queue::{JobRequest, RefreshReason};
 use crate::store::{
-    ContentHash, Edge, Entry, EntryError, EntryMeta, EntryPatch, Expect, Lease, Saved,
+    ContentHash, Edge, Entry, EntryError, EntryMeta, EntryPatch, Expect, Lease, Saved, Version,
 };
 
 /// A successful computation.
@@ -32,6 +32,30 @@ struct Computed {
     reads: Vec<Read>,
     started_at: Timestamp,
     finished_at: Timestamp,
+}
+
+/// How many times one computed value is saved again over writes it is newer
+/// than (see [`FlightGuard::rebase`]) before it gives up.
+const MAX_REBASES: u32 = 8;
+
+/// What a save is fenced by: the version it replaces, and that version's
+/// content hash and time of last change, when its value was read.
+#[derive(Clone, Copy)]
+struct Base {
+    version: Option<Version>,
+    previous: Option<(ContentHash, Timestamp)>,
+}
+
+impl Base {
+    fn of(current: &Current) -> Self {
+        Base {
+            version: current.version,
+            previous: current
+                .ready
+                .as_ref()
+                .map(|ready| (ready.content_hash, ready.changed_at)),
+        }
+    }
 }
 
 /// What remains to do once a flight delivered its outcome.
@@ -183,6 +207,12 @@ impl FlightGuard {
 
     /// Stores a computed value (fenced by the version the flight saw),
     /// delivers it, and tells dependents if it changed.
+    ///
+    /// A save that loses to another write is tried again over that write
+    /// when this computation is the newer one (see [`FlightGuard::rebase`]):
+    /// the version the flight saw may be older than the store's without any
+    /// change of value, as a write that keeps the value is not announced to
+    /// other processes.
     async fn persist(&self, computed: Computed, current: Current) -> After {
         let def = self.handle.def;
         let bytes = match (self.handle.encode)(&computed.value) {
@@ -197,81 +227,118 @@ impl FlightGuard {
             }
         };
         let content_hash = ContentHash::of(&bytes);
-        let previous = current.ready.as_ref();
-        let changed = previous.is_none_or(|ready| ready.content_hash != content_hash);
         let computed_at = computed.started_at;
         let deadlines = Deadlines::of(&def.policy, &self.key, computed_at);
-        let meta = EntryMeta {
-            computed_at,
-            changed_at: match previous {
-                Some(ready) if !changed => ready.changed_at,
-                _ => computed_at,
-            },
-            stale_at: deadlines.stale_at,
-            refresh_at: deadlines.refresh_at,
-            expires_at: deadlines.expires_at,
-            content_hash,
-            code_version: def.code_version.to_owned(),
-            compute_duration: computed.finished_at.saturating_duration_since(computed_at),
-            last_error: None,
-            // A product computed for a reader was just read.
-            read_at: (self.flight.mode == FlightMode::Get).then_some(computed.finished_at),
-        };
         let served = Served {
             value: computed.value.clone(),
             hash: content_hash,
         };
-        let entry = Entry {
-            key: self.key.clone(),
-            value: bytes,
-            meta: meta.clone(),
-            dependencies: computed
-                .reads
-                .iter()
-                .map(|read| Edge::new(read.key.clone(), read.seen))
-                .collect(),
-        };
-        let expect = current.version.map_or(Expect::Absent, Expect::Version);
-        match self.inner.store.save(entry, expect).await {
-            Ok(Saved::Written(version)) => {
-                self.inner.memo.observe(&self.key, version);
-                self.install(Ready::new(computed.value.clone(), version, &meta, None));
-                self.emit(EventKind::Computed {
-                    version,
-                    changed,
-                    duration: meta.compute_duration,
-                });
-                // Before anyone gets the value: a dependency that changed
-                // since it was read makes this flight run again.
-                if let Some(from) = self.changed_dependency(&computed.reads).await {
-                    let reason = RefreshReason::DependencyChanged { from };
-                    let job = JobRequest::new(self.key.clone(), computed.finished_at, reason);
-                    self.inner.queue_refresh(vec![job]).await;
-                }
-                self.deliver(Outcome::Value(served));
-                After {
-                    changed: changed.then_some(content_hash),
-                }
-            }
-            Ok(Saved::Conflict { current }) => {
-                // Another write or an invalidation won the race; the value is
-                // still a correct answer for those who asked before it. The
-                // memo's copy, if older than the winner, goes.
-                if let Some(version) = current {
+        let dependencies: Vec<Edge> = computed
+            .reads
+            .iter()
+            .map(|read| Edge::new(read.key.clone(), read.seen))
+            .collect();
+        let mut base = Base::of(&current);
+        let mut rebases = 0;
+        loop {
+            let changed = base.previous.is_none_or(|(hash, _)| hash != content_hash);
+            let meta = EntryMeta {
+                computed_at,
+                changed_at: match base.previous {
+                    Some((_, changed_at)) if !changed => changed_at,
+                    _ => computed_at,
+                },
+                stale_at: deadlines.stale_at,
+                refresh_at: deadlines.refresh_at,
+                expires_at: deadlines.expires_at,
+                content_hash,
+                code_version: def.code_version.to_owned(),
+                compute_duration: computed.finished_at.saturating_duration_since(computed_at),
+                last_error: None,
+                // A product computed for a reader was just read.
+                read_at: (self.flight.mode == FlightMode::Get).then_some(computed.finished_at),
+            };
+            let entry = Entry {
+                key: self.key.clone(),
+                value: bytes.clone(),
+                meta: meta.clone(),
+                dependencies: dependencies.clone(),
+            };
+            let expect = base.version.map_or(Expect::Absent, Expect::Version);
+            match self.inner.store.save(entry, expect).await {
+                Ok(Saved::Written(version)) => {
                     self.inner.memo.observe(&self.key, version);
+                    self.install(Ready::new(computed.value.clone(), version, &meta, None));
+                    self.emit(EventKind::Computed {
+                        version,
+                        changed,
+                        duration: meta.compute_duration,
+                    });
+                    // Before anyone gets the value: a dependency that changed
+                    // since it was read makes this flight run again.
+                    if let Some(from) = self.changed_dependency(&computed.reads).await {
+                        let reason = RefreshReason::DependencyChanged { from };
+                        let job = JobRequest::new(self.key.clone(), computed.finished_at, reason);
+                        self.inner.queue_refresh(vec![job]).await;
+                    }
+                    self.deliver(Outcome::Value(served));
+                    return After {
+                        changed: changed.then_some(content_hash),
+                    };
                 }
-                self.emit(EventKind::Conflict);
-                self.deliver(Outcome::Value(served));
-                After::default()
-            }
-            Err(error) => {
-                self.emit(EventKind::Failed {
-                    error: Error::Store(error),
-                });
-                self.deliver(Outcome::Value(served));
-                After::default()
+                Ok(Saved::Conflict { current }) => {
+                    // The memo's copy, if older than the winner, goes.
+                    if let Some(version) = current {
+                        self.inner.memo.observe(&self.key, version);
+                    }
+                    if rebases < MAX_REBASES {
+                        rebases += 1;
+                        if let Some(newer) = self.rebase(computed_at).await {
+                            base = newer;
+                            continue;
+                        }
+                    }
+                    // A newer write or an invalidation won the race; the
+                    // value is still a correct answer for those who asked
+                    // before it.
+                    self.emit(EventKind::Conflict);
+                    self.deliver(Outcome::Value(served));
+                    return After::default();
+                }
+                Err(error) => {
+                    self.emit(EventKind::Failed {
+                        error: Error::Store(error),
+                    });
+                    self.deliver(Outcome::Value(served));
+                    return After::default();
+                }
             }
         }
+    }
+
+    /// After a save lost to another write: what to save over, if this
+    /// computation, which started at `started_at`, is newer than the write
+    /// that won; `None` if the winner stands.
+    ///
+    /// The winner is as new as the computation that wrote it (its
+    /// `computed_at`, when it started), or as the mark that made it stale
+    /// before its time (an invalidation), whichever is later. A winner as
+    /// new as this computation, a removed entry, an entry of other code, or
+    /// a store that cannot say, stand.
+    async fn rebase(&self, started_at: Timestamp) -> Option<Base> {
+        let stored = self.inner.store.load(&self.key).await.ok()??;
+        let meta = &stored.meta;
+        let def = self.handle.def;
+        if meta.code_version != def.code_version {
+            return None;
+        }
+        let natural = Deadlines::of(&def.policy, &self.key, meta.computed_at).stale_at;
+        let marked = meta.stale_at.filter(|at| Some(*at) != natural);
+        let as_of = marked.map_or(meta.computed_at, |at| at.max(meta.computed_at));
+        (as_of < started_at).then_some(Base {
+            version: Some(stored.version),
+            previous: Some((meta.content_hash, meta.changed_at)),
+        })
     }
 
     /// A failed computation: with a usable value and `stale_if_error`, keep
