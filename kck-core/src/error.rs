@@ -110,6 +110,20 @@ pub enum Error {
         after: std::time::Duration,
     },
 
+    /// A computed value could not be stored, for a reason that will not go
+    /// away by itself (the store refused it; an outage is
+    /// [`Error::Store`] and the computed value is served all the same).
+    /// The value is not served: a product that can never be stored would
+    /// otherwise be recomputed by every read of every process, unnoticed.
+    #[error("the value of `{key}` was computed but the store refused it: {source}")]
+    SaveFailed {
+        /// The product whose value was refused.
+        key: Key,
+        /// What the store said.
+        #[source]
+        source: StoreError,
+    },
+
     /// The cache was used outside a Tokio runtime; it runs computations as
     /// Tokio tasks.
     #[error("kck computes on Tokio tasks: call it from within a Tokio runtime")]
@@ -142,6 +156,8 @@ pub enum ErrorKind {
     Aborted,
     /// [`Error::TimedOut`].
     TimedOut,
+    /// [`Error::SaveFailed`].
+    SaveFailed,
     /// [`Error::NoRuntime`].
     NoRuntime,
 }
@@ -161,6 +177,7 @@ impl Error {
             Error::Store(_) => ErrorKind::Store,
             Error::Aborted { .. } => ErrorKind::Aborted,
             Error::TimedOut { .. } => ErrorKind::TimedOut,
+            Error::SaveFailed { .. } => ErrorKind::SaveFailed,
             Error::NoRuntime => ErrorKind::NoRuntime,
         }
     }
@@ -184,7 +201,8 @@ impl Error {
             | Error::NotPrimed { key }
             | Error::Encode { key, .. }
             | Error::Aborted { key }
-            | Error::TimedOut { key, .. } => Some(key),
+            | Error::TimedOut { key, .. }
+            | Error::SaveFailed { key, .. } => Some(key),
             Error::Cycle { path } => path.first(),
             _ => None,
         }

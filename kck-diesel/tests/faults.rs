@@ -107,3 +107,73 @@ async fn a_restarted_database_gives_transient_errors_then_recovers_by_itself() {
     })
     .await;
 }
+
+static REFUSED_COMPUTED: AtomicUsize = AtomicUsize::new(0);
+
+#[primer(key = "refused/{n}")]
+async fn refused(_ctx: &Ctx, n: u32) -> Result<u32, std::convert::Infallible> {
+    REFUSED_COMPUTED.fetch_add(1, Ordering::SeqCst);
+    Ok(n)
+}
+
+/// Makes the database refuse every write of an entry whose key starts with
+/// `prefix`, as it would refuse a value it cannot hold.
+async fn refuse_writes(url: &str, prefix: &str) {
+    use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+    let mut connection = AsyncPgConnection::establish(url)
+        .await
+        .expect("the test database accepts connections");
+    let function = format!(
+        "CREATE FUNCTION kck_test_refuse() RETURNS trigger LANGUAGE plpgsql AS $$ \
+         BEGIN IF NEW.key LIKE '{prefix}%' THEN RAISE EXCEPTION 'refused by a test trigger'; END IF; \
+         RETURN NEW; END $$"
+    );
+    for statement in [
+        function.as_str(),
+        "CREATE TRIGGER kck_test_refuse BEFORE INSERT OR UPDATE ON kck_entries \
+         FOR EACH ROW EXECUTE FUNCTION kck_test_refuse()",
+    ] {
+        diesel::sql_query(statement)
+            .execute(&mut connection)
+            .await
+            .expect("the trigger is created");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_value_the_store_refuses_is_an_error_to_the_reader_not_a_silent_recompute() {
+    let Some(db) = TestDatabase::create().await else {
+        return;
+    };
+    let store = PgStore::connect(db.url()).await.expect("connects");
+    let recorder = kck_testing::EventRecorder::default();
+    let cache = Cache::builder()
+        .store(store)
+        .on_event(recorder.listener())
+        .build()
+        .expect("valid primers");
+    refuse_writes(db.url(), "refused/").await;
+
+    let key = key("refused/1");
+    for attempt in 1..=2 {
+        let error = refused(&cache, 1)
+            .await
+            .expect_err("a value that cannot be stored is not served");
+        assert_eq!(error.kind(), ErrorKind::SaveFailed, "{error}");
+        assert!(!error.is_transient(), "{error}");
+        assert_eq!(error.key(), Some(&key));
+        assert!(
+            error.to_string().contains("refused by a test trigger"),
+            "{error}"
+        );
+        assert_eq!(recorder.count(&key, "failed"), attempt);
+    }
+    assert!(
+        cache
+            .entry(&key)
+            .await
+            .expect("the store answers")
+            .is_none()
+    );
+    assert_eq!(REFUSED_COMPUTED.load(Ordering::SeqCst), 2);
+}

@@ -305,11 +305,22 @@ impl FlightGuard {
                     self.deliver(Outcome::Value(served));
                     return After::default();
                 }
-                Err(error) => {
+                Err(error) if error.is_transient() => {
+                    // The store is away: the value is still the answer, and
+                    // the next read tries again.
                     self.emit(EventKind::Failed {
                         error: Error::Store(error),
                     });
                     self.deliver(Outcome::Value(served));
+                    return After::default();
+                }
+                Err(error) => {
+                    let error = Error::SaveFailed {
+                        key: self.key.clone(),
+                        source: error,
+                    };
+                    tracing::warn!(target: "kck", key = %self.key, %error, "a computed value cannot be stored");
+                    self.fail(error, current, computed.finished_at).await;
                     return After::default();
                 }
             }
