@@ -5,14 +5,13 @@
 use std::any::{Any, TypeId};
 use std::sync::Arc;
 
-use futures_util::future::BoxFuture;
-use serde::Serialize;
-
 use crate::augment::AugmentHandle;
 use crate::ctx::Ctx;
+use crate::encode::{self, EncodeError};
 use crate::error::Error;
 use crate::key::{self, Key, KeyError};
 use crate::primer::{Primer, PrimerDef};
+use futures_util::future::BoxFuture;
 
 /// A product value of any primer's type.
 pub(crate) type ErasedValue = Arc<dyn Any + Send + Sync>;
@@ -24,10 +23,10 @@ pub struct PrimerHandle {
     pub(crate) def: &'static PrimerDef,
     pub(crate) primer_type: fn() -> TypeId,
     pub(crate) compute: fn(Arc<Ctx>) -> BoxFuture<'static, Result<ErasedValue, Error>>,
-    pub(crate) encode: fn(&ErasedValue) -> Result<Vec<u8>, serde_json::Error>,
+    pub(crate) encode: fn(&ErasedValue) -> Result<Vec<u8>, EncodeError>,
     pub(crate) decode: fn(&[u8]) -> Result<ErasedValue, serde_json::Error>,
     pub(crate) check_key: fn(&Key) -> Result<(), KeyError>,
-    pub(crate) to_json: fn(&ErasedValue) -> Result<serde_json::Value, serde_json::Error>,
+    pub(crate) to_json: fn(&ErasedValue) -> Result<serde_json::Value, EncodeError>,
     pub(crate) augment: Option<AugmentHandle>,
 }
 
@@ -103,15 +102,10 @@ fn typed<P: Primer>(value: &ErasedValue) -> Result<&P::Value, serde_json::Error>
     })
 }
 
-/// Serializes canonically: through `serde_json::Value`, whose maps are
-/// sorted, so equal values give equal bytes (and equal content hashes) even
-/// when they hold `HashMap`s.
-pub(crate) fn to_canonical_json<V: Serialize>(value: &V) -> Result<Vec<u8>, serde_json::Error> {
-    serde_json::to_vec(&serde_json::to_value(value)?)
-}
-
-fn encode<P: Primer>(value: &ErasedValue) -> Result<Vec<u8>, serde_json::Error> {
-    to_canonical_json(typed::<P>(value)?)
+/// Encodes a value for the store, refusing what would not read back; see
+/// [`encode::to_canonical_json`].
+fn encode<P: Primer>(value: &ErasedValue) -> Result<Vec<u8>, EncodeError> {
+    encode::to_canonical_json(typed::<P>(value)?)
 }
 
 fn decode<P: Primer>(bytes: &[u8]) -> Result<ErasedValue, serde_json::Error> {
@@ -122,6 +116,6 @@ fn check_key<P: Primer>(key: &Key) -> Result<(), KeyError> {
     key::parse_params::<P::Params>(key, P::DEF).map(drop)
 }
 
-fn to_json<P: Primer>(value: &ErasedValue) -> Result<serde_json::Value, serde_json::Error> {
-    serde_json::to_value(typed::<P>(value)?)
+fn to_json<P: Primer>(value: &ErasedValue) -> Result<serde_json::Value, EncodeError> {
+    Ok(serde_json::to_value(typed::<P>(value)?)?)
 }

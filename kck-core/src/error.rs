@@ -4,6 +4,7 @@ use std::error::Error as StdError;
 use std::fmt;
 use std::sync::Arc;
 
+use crate::encode::EncodeError;
 use crate::key::{Key, KeyError};
 use crate::store::StoreError;
 
@@ -77,14 +78,16 @@ pub enum Error {
         key: Key,
     },
 
-    /// The computed value could not be serialized for the store.
+    /// The value could not be serialized for the store, or would not read
+    /// back (a non-finite float, nesting past
+    /// [`MAX_VALUE_DEPTH`](crate::MAX_VALUE_DEPTH)): nothing was stored.
     #[error("serializing the value of `{key}` failed: {source}")]
     Encode {
         /// The product whose value failed to serialize.
         key: Key,
-        /// The serializer's error.
+        /// Why: [`EncodeError`].
         #[source]
-        source: Arc<serde_json::Error>,
+        source: Arc<EncodeError>,
     },
 
     /// The store failed.

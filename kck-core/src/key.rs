@@ -5,7 +5,8 @@
 //! `%25`, `/` becomes `%2F`), so no parameter value can reach into another key.
 //! Keys are *canonical*: a string key is accepted only in the exact form that
 //! formatting its typed parameters produces, so every key round-trips between
-//! its string and its typed parameters.
+//! its string and its typed parameters. A key is at most [`MAX_KEY_LEN`]
+//! bytes long.
 
 use std::borrow::{Borrow, Cow};
 use std::fmt;
@@ -14,6 +15,18 @@ use std::sync::Arc;
 
 use crate::key_param::{KeyParam, KeyParams, ParamError};
 use crate::primer::Primer;
+
+/// The longest key, in bytes (of its escaped text): 1 KiB, the same on
+/// every store.
+///
+/// PostgreSQL indexes keys in B-trees whose entries hold about 2,700 bytes,
+/// two keys to an entry for dependency edges; a longer key (about 8 KB)
+/// would not even fit a notification. A longer key is
+/// [`KeyError::TooLong`]: when parsed, and when a primer computes it or a
+/// cache operation checks it against its primer. Keep parameters short: put
+/// a long text in a product's value, or pass a digest of it as the
+/// parameter.
+pub const MAX_KEY_LEN: usize = 1024;
 
 /// The address of one data product: `primer_name/param/param…`.
 ///
@@ -43,12 +56,13 @@ impl Key {
     ///
     /// # Errors
     ///
-    /// [`KeyError::Empty`], [`KeyError::InvalidName`] or
-    /// [`KeyError::InvalidEscape`].
+    /// [`KeyError::Empty`], [`KeyError::TooLong`] (past [`MAX_KEY_LEN`]
+    /// bytes), [`KeyError::InvalidName`] or [`KeyError::InvalidEscape`].
     pub fn parse(text: &str) -> Result<Key, KeyError> {
         if text.is_empty() {
             return Err(KeyError::Empty);
         }
+        check_len(text)?;
         let (name, rest) = text.split_once('/').unwrap_or((text, ""));
         if !is_valid_primer_name(name) {
             return Err(KeyError::InvalidName {
@@ -65,6 +79,9 @@ impl Key {
     }
 
     /// Builds the key of primer `P` for `params` (in key-template order).
+    ///
+    /// The key may be longer than [`MAX_KEY_LEN`]: such a key is refused
+    /// with [`KeyError::TooLong`] when it is used (see [`MAX_KEY_LEN`]).
     pub fn of<P: Primer>(params: &P::Params) -> Key {
         let mut text = String::with_capacity(P::DEF.name.len() + 16);
         text.push_str(P::DEF.name);
@@ -76,6 +93,14 @@ impl Key {
     /// it is well formed by construction.
     pub(crate) fn from_written(text: &str) -> Key {
         Key(Arc::from(text))
+    }
+
+    /// [`KeyError::TooLong`] if the key is longer than [`MAX_KEY_LEN`]
+    /// bytes. Keys built from typed parameters ([`Key::of`],
+    /// [`TypedKey::new`], generated getters) are checked with this before
+    /// they reach a store.
+    pub(crate) fn check_len(&self) -> Result<(), KeyError> {
+        check_len(&self.0)
     }
 
     /// The whole key as text.
@@ -130,6 +155,25 @@ impl fmt::Debug for Key {
     }
 }
 
+/// [`KeyError::TooLong`] past [`MAX_KEY_LEN`] bytes.
+fn check_len(text: &str) -> Result<(), KeyError> {
+    if text.len() <= MAX_KEY_LEN {
+        return Ok(());
+    }
+    let mut end = PREFIX_LEN;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    Err(KeyError::TooLong {
+        prefix: text[..end].to_owned(),
+        len: text.len(),
+        max: MAX_KEY_LEN,
+    })
+}
+
+/// How much of a key too long to use [`KeyError::TooLong`] keeps.
+const PREFIX_LEN: usize = 64;
+
 /// Whether `name` can name a primer: non-empty ASCII letters, digits, `_`,
 /// `-` and `.`.
 pub fn is_valid_primer_name(name: &str) -> bool {
@@ -152,6 +196,9 @@ pub struct TypedKey<P: Primer> {
 
 impl<P: Primer> TypedKey<P> {
     /// The key of `P` for `params`, given in key-template order.
+    ///
+    /// As [`Key::of`], the key may be longer than [`MAX_KEY_LEN`]: it is
+    /// refused when used.
     pub fn new(params: P::Params) -> Self {
         TypedKey {
             key: Key::of::<P>(&params),
@@ -177,8 +224,9 @@ impl<P: Primer> TypedKey<P> {
     ///
     /// # Errors
     ///
-    /// [`KeyError::WrongPrimer`] for a key of another primer, and the errors
-    /// of [`Registry::parse_key`](crate::Registry::parse_key) about its
+    /// [`KeyError::WrongPrimer`] for a key of another primer,
+    /// [`KeyError::TooLong`], and the errors of
+    /// [`Registry::parse_key`](crate::Registry::parse_key) about its
     /// parameters.
     pub fn from_key(key: Key) -> Result<Self, KeyError> {
         if key.primer() != P::DEF.name {
@@ -326,12 +374,15 @@ fn unescape(segment: &str) -> Option<Cow<'_, str>> {
     Some(Cow::Owned(out))
 }
 
-/// Parses the parameters of `key` as `P`'s typed parameters, checking their
-/// number, their values and that the key is in canonical form.
+/// Parses the parameters of `key` as `P`'s typed parameters, checking its
+/// length, their number, their values and that the key is in canonical
+/// form. Every computation starts here, and so does every check of a key
+/// against its primer.
 pub(crate) fn parse_params<Params: KeyParams>(
     key: &Key,
     primer: &'static crate::PrimerDef,
 ) -> Result<Params, KeyError> {
+    key.check_len()?;
     let segments: Vec<Cow<'_, str>> = key.params().collect();
     if segments.len() != Params::ARITY {
         return Err(KeyError::WrongParamCount {
@@ -422,6 +473,16 @@ pub enum KeyError {
         /// The canonical form of the same parameters.
         canonical: String,
     },
+    /// The key is longer than [`MAX_KEY_LEN`] bytes.
+    #[error("key `{prefix}…` is {len} bytes long, past the maximum of {max}")]
+    TooLong {
+        /// The key's first 64 bytes (or fewer, to end on a character).
+        prefix: String,
+        /// The key's length in bytes.
+        len: usize,
+        /// [`MAX_KEY_LEN`].
+        max: usize,
+    },
 }
 
 #[cfg(test)]
@@ -460,6 +521,21 @@ mod tests {
             Key::parse("name/a%2fb"),
             Err(KeyError::InvalidEscape { .. })
         ));
+    }
+
+    #[test]
+    fn keys_past_the_maximum_length_are_too_long() {
+        // `é` is two bytes: the 64th byte of the key is inside one.
+        let at_max = format!("p/x{}y", "é".repeat((MAX_KEY_LEN - 4) / 2));
+        assert_eq!(at_max.len(), MAX_KEY_LEN);
+        assert_eq!(Key::parse(&at_max).map(|key| key.check_len()), Ok(Ok(())));
+        let past = format!("{at_max}x");
+        let Err(KeyError::TooLong { prefix, len, max }) = Key::parse(&past) else {
+            panic!("a key of {} bytes parses", past.len());
+        };
+        assert_eq!((prefix.len(), len, max), (63, MAX_KEY_LEN + 1, MAX_KEY_LEN));
+        assert!(past.starts_with(&prefix));
+        assert!(Key::from_written(&past).check_len().is_err());
     }
 
     #[test]

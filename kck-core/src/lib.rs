@@ -101,6 +101,21 @@
 //! each key round-trips between its string and its typed parameters.
 //! Workers and tools address products by string through
 //! [`Cache::parse_key`], [`Cache::get_json`] and [`Cache::refresh_key`].
+//! A key is at most [`MAX_KEY_LEN`] bytes (1 KiB, on every store: what
+//! PostgreSQL's indexes and notifications carry); a longer one is
+//! [`KeyError::TooLong`].
+//!
+//! ## Values
+//!
+//! Values are stored as JSON (serde), canonically: map keys sorted, so
+//! equal values hash alike. A value that would not read back is refused at
+//! write, on every store, with [`Error::Encode`] and an [`EncodeError`] that
+//! names the cause, and nothing is stored: a NaN or infinite float
+//! ([`EncodeError::NonFinite`], with its path, such as
+//! `.sales[3].amount`), or arrays and objects nested deeper than
+//! [`MAX_VALUE_DEPTH`] (127, what serde_json reads back;
+//! [`EncodeError::TooDeep`]). `-0.0` is stored as `0.0` (PostgreSQL's
+//! `jsonb` has no negative zero), so every store reads back the same value.
 //!
 //! ## Stores
 //!
@@ -180,6 +195,7 @@ mod augment;
 mod cache;
 mod clock;
 mod ctx;
+mod encode;
 mod erased;
 mod error;
 mod event;
@@ -197,9 +213,10 @@ pub use augment::{Augment, AugmentFrom, AugmentHandle, Augmented, MapDelta};
 pub use cache::{Cache, CacheBuilder};
 pub use clock::{Clock, MockClock, SystemClock, Timestamp};
 pub use ctx::{Ctx, Scope, ScopeRef};
+pub use encode::{EncodeError, MAX_VALUE_DEPTH};
 pub use error::{BoxError, Error, ErrorKind};
 pub use event::{Event, EventKind, EventListener, InvalidationCause};
-pub use key::{Key, KeyError, KeyWriter, TypedKey, is_valid_primer_name};
+pub use key::{Key, KeyError, KeyWriter, MAX_KEY_LEN, TypedKey, is_valid_primer_name};
 pub use key_param::{KeyParam, KeyParams, ParamError};
 pub use primer::{DomainFn, OnChange, Policy, Primer, PrimerDef};
 pub use queue::{MemoryQueue, Queue, RefreshReason};

@@ -239,10 +239,17 @@ statements! {
                   WHERE key = {} AND holder = {}";
 
     /// Gives a lease back and announces it. Binds: key, holder.
+    ///
+    /// The release never depends on the announcement: a payload of 8,000
+    /// bytes or more makes `pg_notify` fail, which would roll the DELETE
+    /// back and leave the lease to run out. Keys of at most `MAX_KEY_LEN`
+    /// (1 KiB) always fit; a longer one (written before the limit) is
+    /// released unannounced, and its waiters see it at their next recheck.
     ReleaseLease = "WITH released AS ( \
             DELETE FROM kck_leases WHERE key = {} AND holder = {} RETURNING key \
         ) \
-        SELECT count(pg_notify('kck_changes', '! ' || key)) AS notified FROM released";
+        SELECT count(pg_notify('kck_changes', '! ' || key)) AS notified FROM released \
+        WHERE octet_length(key) < 7998";
 }
 
 /// A row of `kck_entries`.

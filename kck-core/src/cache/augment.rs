@@ -65,7 +65,7 @@ impl Cache {
         delta: &P::Delta,
     ) -> Result<Augmented, Error> {
         let handle = self.inner.typed_handle::<P>()?;
-        let delta = serde_json::to_vec(delta).map_err(|error| Error::Encode {
+        let delta = crate::encode::to_checked_json(delta).map_err(|error| Error::Encode {
             key: key.key().clone(),
             source: Arc::new(error),
         })?;
@@ -185,7 +185,7 @@ impl Inner {
             for delta in deltas {
                 let applied = (augment.apply)(&value, delta).map_err(|error| Error::Encode {
                     key: key.clone(),
-                    source: Arc::new(error),
+                    source: Arc::new(error.into()),
                 })?;
                 let Some(next) = applied else {
                     return Ok(InPlace::Cannot("the primer declined the delta"));
