@@ -64,6 +64,7 @@ on_every_store! {
         assert_too_long(&test.parse_key(key.as_str()).unwrap_err());
         assert_too_long(&test.refresh_key(&key).await.unwrap_err());
         assert_too_long(&test.get_json(&key).await.unwrap_err());
+        assert_too_long(&test.cache().set(&key, 1).await.unwrap_err());
         assert!(test.store().load(&key).await.unwrap().is_none());
     }
 }

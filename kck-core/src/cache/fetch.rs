@@ -41,6 +41,7 @@ pub async fn get<P: Primer>(
             text.push_str(P::DEF.name);
             params(&mut KeyWriter::new(&mut text));
             let key = Key::from_written(&text);
+            key.check_len()?;
             read_through(ctx, &key, P::DEF.name)?;
             ctx.cache().inner.fetch_typed::<P>(key, Some(ctx)).await
         }
@@ -198,6 +199,7 @@ impl Inner {
         key: Key,
         reader: Option<&Ctx>,
     ) -> Result<Arc<P::Value>, Error> {
+        key.check_len()?;
         let handle = self.typed_handle::<P>()?;
         let served = self.fetch(&key, handle, reader).await;
         if let Some(ctx) = reader {

@@ -49,12 +49,15 @@ impl Cache {
     ///
     /// # Errors
     ///
-    /// [`Error::UnknownPrimer`], [`Error::Encode`], [`Error::Store`].
+    /// [`Error::InvalidKey`] for a key longer than
+    /// [`MAX_KEY_LEN`](crate::MAX_KEY_LEN), [`Error::UnknownPrimer`],
+    /// [`Error::Encode`], [`Error::Store`].
     pub async fn set<P: Primer>(
         &self,
         key: &TypedKey<P>,
         value: P::Value,
     ) -> Result<Version, Error> {
+        key.key().check_len()?;
         let handle = self.inner.typed_handle::<P>()?;
         self.inner.set(key, handle, Arc::new(value)).await
     }
