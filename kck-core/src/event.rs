@@ -40,6 +40,13 @@ pub enum EventKind {
         /// Its version.
         version: Version,
     },
+    /// The store could not be reached, and a read was served the copy held
+    /// in memory (see
+    /// [`CacheBuilder::serve_stale_on_store_error`](crate::CacheBuilder::serve_stale_on_store_error)).
+    OutageServed {
+        /// The version of the copy served.
+        version: Version,
+    },
     /// A stored value no longer decodes as the primer's type; it is treated
     /// as missing.
     DecodeFailed {
@@ -154,6 +161,7 @@ impl EventKind {
             EventKind::Miss => "miss",
             EventKind::Coalesced => "coalesced",
             EventKind::Loaded { .. } => "loaded",
+            EventKind::OutageServed { .. } => "outage-served",
             EventKind::DecodeFailed { .. } => "decode-failed",
             EventKind::Outdated { .. } => "outdated",
             EventKind::PeerComputing => "peer-computing",

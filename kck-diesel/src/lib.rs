@@ -62,10 +62,11 @@
 //! **The bound on staleness.** While the `LISTEN` connection is up, a memo
 //! drops a value another process changed as soon as the notification
 //! arrives: at the commit, plus network latency. If the connection breaks,
-//! every memo is emptied and bypassed (reads go to PostgreSQL) until it is
-//! back; a connection that dies silently is noticed by a heartbeat within
-//! twice [`PgStoreBuilder::heartbeat`] (10 seconds by default). No memo
-//! serves a changed value for longer than that.
+//! every memo sets its values aside and is bypassed (reads go to
+//! PostgreSQL) until it is back; a connection that dies silently is noticed
+//! by a heartbeat within twice [`PgStoreBuilder::heartbeat`] (10 seconds by
+//! default). No memo serves a changed value for longer than that while
+//! PostgreSQL answers.
 //!
 //! **A cold key is computed once per cluster.** A process that misses a key
 //! takes a lease on it (a row of `kck_leases`) before computing; others that
@@ -82,6 +83,24 @@
 //! cache operations fail with that transient error
 //! ([`kck_core::Error::is_transient`]) while it is down. The pool and the
 //! listener reconnect by themselves: no restart is needed.
+//!
+//! **Reads ride out a short outage.** A read that needs PostgreSQL while it
+//! cannot be reached is served the copy its process holds in memory instead
+//! of the error (event `outage-served`), never past the product's hard
+//! expiry: a copy the memo still trusts (the outage is not noticed yet, so
+//! no change went unheard), or one set aside when the `LISTEN` connection
+//! broke, for at most
+//! [`serve_stale_on_store_error`](kck_core::CacheBuilder::serve_stale_on_store_error)
+//! after that (60 seconds by default). Products this process never read,
+//! and on-demand products, get the error. When the `LISTEN` connection is
+//! back, the set-aside copies are dropped and every product is loaded again
+//! before it is served: once PostgreSQL answers again, no process serves a
+//! value older than one another process wrote during the outage.
+//!
+//! A write PostgreSQL refuses for good (not an outage) is
+//! [`kck_core::Error::SaveFailed`] to the reader, logged at `warn`: the
+//! value is not served, so a product that can never be stored is not
+//! silently recomputed by every read.
 
 mod convert;
 mod listen;

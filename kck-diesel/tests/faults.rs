@@ -177,3 +177,103 @@ async fn a_value_the_store_refuses_is_an_error_to_the_reader_not_a_silent_recomp
     );
     assert_eq!(REFUSED_COMPUTED.load(Ordering::SeqCst), 2);
 }
+
+#[primer(key = "warm/{n}")]
+async fn warm(_ctx: &Ctx, n: u32) -> Result<u32, std::convert::Infallible> {
+    Ok(n * 10)
+}
+
+/// Stops or starts `cluster` off the runtime's threads.
+async fn set_running(cluster: &std::sync::Arc<kck_testing::postgres::Cluster>, running: bool) {
+    let cluster = cluster.clone();
+    tokio::task::spawn_blocking(move || {
+        if running {
+            cluster.resume()
+        } else {
+            cluster.stop()
+        }
+    })
+    .await
+    .expect("the cluster control does not panic")
+    .expect("the server stops or starts");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn warm_reads_ride_out_an_outage_and_see_what_changed_once_it_is_over() {
+    let Some(cluster) = TestDatabase::own_cluster() else {
+        return;
+    };
+    let db = TestDatabase::create_in(&cluster).await;
+    let connect = || async {
+        PgStore::builder(db.url())
+            .pool_size(2)
+            .connect_timeout(Duration::from_secs(2))
+            .heartbeat(Duration::from_millis(200))
+            .connect()
+            .await
+            .expect("connects")
+    };
+    let recorder = kck_testing::EventRecorder::default();
+    let cache = Cache::builder()
+        .store(connect().await)
+        .serve_stale_on_store_error(Duration::from_secs(3600))
+        .on_event(recorder.listener())
+        .build()
+        .expect("valid primers");
+    let strict = Cache::builder()
+        .store(connect().await)
+        .serve_stale_on_store_error(Duration::ZERO)
+        .build()
+        .expect("valid primers");
+    assert_eq!(*warm(&cache, 1).await.unwrap(), 10);
+    assert_eq!(*warm(&strict, 1).await.unwrap(), 10);
+
+    set_running(&cluster, false).await;
+
+    // Down: every read of the warm product answers from memory, before and
+    // after the cache notices that its store stopped reporting changes.
+    let first = key("warm/1");
+    for _ in 0..100 {
+        assert_eq!(*warm(&cache, 1).await.expect("served from memory"), 10);
+        if recorder.count(&first, "outage-served") > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(recorder.count(&first, "outage-served") > 0);
+    assert_eq!(*warm(&cache, 1).await.expect("served from memory"), 10);
+    // Without a bound, once changes go unreported, the copy is not served.
+    let error = until_ok(100, || async {
+        match warm(&strict, 1).await {
+            Ok(value) => Err(format!("still served {value}")),
+            Err(error) => Ok(error),
+        }
+    })
+    .await;
+    assert!(error.is_transient(), "{error}");
+    // A product never read here has nothing to fall back on.
+    let error = warm(&cache, 2).await.unwrap_err();
+    assert!(error.is_transient(), "{error}");
+
+    set_running(&cluster, true).await;
+
+    // Another process changes the product once the database is back: this
+    // cache sees the change, and from then on never the older copy.
+    let other = Cache::builder()
+        .store(connect().await)
+        .build()
+        .expect("valid primers");
+    let changed = warm::key(1);
+    until_ok(50, || other.set(&changed, 99)).await;
+    until_ok(100, || async {
+        match warm(&cache, 1).await {
+            Ok(value) if *value == 99 => Ok(()),
+            Ok(value) => Err(format!("still {value}")),
+            Err(error) => Err(error.to_string()),
+        }
+    })
+    .await;
+    for _ in 0..20 {
+        assert_eq!(*warm(&cache, 1).await.expect("the store is back"), 99);
+    }
+}

@@ -51,6 +51,7 @@ pub struct CacheBuilder {
     local_worker: bool,
     local_scheduler: bool,
     hooks: Hooks,
+    serve_stale_on_store_error: Duration,
 }
 
 impl CacheBuilder {
@@ -71,6 +72,7 @@ impl CacheBuilder {
             local_worker: true,
             local_scheduler: true,
             hooks: Hooks::default(),
+            serve_stale_on_store_error: Duration::from_secs(60),
         }
     }
 
@@ -175,6 +177,30 @@ impl CacheBuilder {
         self
     }
 
+    /// How a read rides out an outage of the store (default: 60 seconds).
+    ///
+    /// When the store cannot be reached (a transient
+    /// [`StoreError`](crate::StoreError)), a read that needs it is served
+    /// the copy this cache holds in memory instead of the error, with an
+    /// [`OutageServed`](crate::EventKind::OutageServed) event, as long as
+    /// the copy is not past its hard expiry (`expire_after`), and:
+    ///
+    /// - the store still reports changes to this cache: the copy is the
+    ///   latest version there is; or
+    /// - the store stopped reporting changes (on PostgreSQL, its `LISTEN`
+    ///   connection went) at most `bound` ago: the copy may have been
+    ///   replaced meanwhile by another process, so it is served only this
+    ///   long.
+    ///
+    /// Once the store reports changes again, copies from before are dropped
+    /// and loaded again: no value older than one another process wrote is
+    /// served as current after an outage. `Duration::ZERO` serves set-aside
+    /// copies not at all.
+    pub fn serve_stale_on_store_error(mut self, bound: Duration) -> Self {
+        self.serve_stale_on_store_error = bound;
+        self
+    }
+
     /// A pause point for tests that force an interleaving: `hook` runs in a
     /// flight's task once the flight delivered its outcome, left its slot
     /// and gave back the store's lease, before it tells dependents of a
@@ -245,6 +271,7 @@ impl CacheBuilder {
             worked: tokio::sync::watch::Sender::new(0),
             augmenting: Default::default(),
             hooks: self.hooks,
+            serve_stale_on_store_error: self.serve_stale_on_store_error,
         });
         let watcher: Arc<dyn ChangeWatcher> = inner.watcher.clone();
         inner.store.watch(Arc::downgrade(&watcher));

@@ -9,6 +9,7 @@ use super::Inner;
 use super::execute::Current;
 use super::flight::{Flight, FlightMode, Outcome, Served};
 use super::freshness::{Freshness, classify};
+use super::memo::Ready;
 use crate::ctx::{Ctx, Scope, ScopeKind};
 use crate::erased::{ErasedValue, PrimerHandle};
 use crate::error::Error;
@@ -321,6 +322,13 @@ impl Inner {
         let loaded = match self.load_current(key, handle, flight.epoch).await {
             Ok(loaded) => loaded,
             Err(error) => {
+                if let Some(kept) = error.is_transient().then(|| self.fallback(key)).flatten() {
+                    let version = kept.version;
+                    self.events.emit(key, EventKind::OutageServed { version });
+                    let served = kept.served();
+                    leader.end(Outcome::Value(served.clone()));
+                    return Ok(served);
+                }
                 self.events.emit(
                     key,
                     EventKind::Failed {
@@ -353,6 +361,14 @@ impl Inner {
                 self.wait(key, &flight, reader).await?.for_reader()
             }
         }
+    }
+
+    /// The copy of `key` a read may be served while the store cannot be
+    /// reached; see [`CacheBuilder::serve_stale_on_store_error`](crate::CacheBuilder::serve_stale_on_store_error).
+    fn fallback(&self, key: &Key) -> Option<Ready> {
+        let now = self.clock.now();
+        self.memo
+            .fallback(key, now, self.serve_stale_on_store_error)
     }
 
     /// Waits for a flight. A computation that waits records the wait, so a

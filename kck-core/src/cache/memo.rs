@@ -13,13 +13,16 @@
 //! alive (and its floor with it) while a flight or a pinned write is under
 //! way.
 //!
-//! When the store says changes may have gone unreported, the memo empties
-//! itself and stops installing until they are reported again; installs
-//! started before that are refused by the memo's `epoch`.
+//! When the store says changes may have gone unreported, the memo sets its
+//! values aside (served only to reads the store cannot answer, for a
+//! bounded time) and stops installing until changes are reported again;
+//! then the set-aside values go, and installs started before either change
+//! are refused by the memo's `epoch`.
 
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::Duration;
 
 use hashbrown::HashTable;
 
@@ -40,6 +43,8 @@ pub(crate) struct Memo {
     configured: bool,
     /// Bumped when tracking of changes is lost or regained.
     epoch: AtomicU64,
+    /// When the store stopped reporting changes, while it does not.
+    lost_at: Mutex<Option<Timestamp>>,
 }
 
 pub(crate) struct Slot {
@@ -56,6 +61,10 @@ pub(crate) struct Slot {
     pub(crate) refresh_queued: bool,
     /// Read since the reads were last reported to the store.
     read: AtomicBool,
+    /// The value held when the store stopped reporting changes: no longer
+    /// trusted, served only while the store cannot be reached (see
+    /// [`Memo::fallback`]).
+    kept: Option<Ready>,
 }
 
 impl Default for Slot {
@@ -67,13 +76,14 @@ impl Default for Slot {
             pins: 0,
             refresh_queued: false,
             read: AtomicBool::new(false),
+            kept: None,
         }
     }
 }
 
 impl Slot {
     fn is_empty(&self) -> bool {
-        self.ready.is_none() && self.flight.is_none() && self.pins == 0
+        self.ready.is_none() && self.flight.is_none() && self.pins == 0 && self.kept.is_none()
     }
 
     /// Notes a read, for [`Memo::take_reads`]; cheap when already noted.
@@ -202,6 +212,7 @@ impl Memo {
             enabled: AtomicBool::new(enabled),
             configured: enabled,
             epoch: AtomicU64::new(0),
+            lost_at: Mutex::new(None),
         }
     }
 
@@ -221,19 +232,53 @@ impl Memo {
         });
     }
 
-    /// The store lost (`false`) or regained (`true`) track of changes: empty
-    /// the memo, and keep values again only once changes are tracked.
-    pub(crate) fn track(&self, tracked: bool) {
+    /// The store lost (`false`, at `now`) or regained (`true`) track of
+    /// changes. Lost: values are no longer trusted, and are set aside as
+    /// fallbacks for reads the store cannot answer; new values are kept
+    /// again only once changes are tracked. Regained: the fallbacks go too,
+    /// as any of them may have been changed meanwhile, so every value is
+    /// loaded again before it is served as current.
+    pub(crate) fn track(&self, tracked: bool, now: Timestamp) {
         self.enabled
             .store(tracked && self.configured, Ordering::SeqCst);
         self.epoch.fetch_add(1, Ordering::SeqCst);
+        {
+            let mut lost_at = self.lost_at.lock().unwrap_or_else(PoisonError::into_inner);
+            *lost_at = if tracked {
+                None
+            } else {
+                Some(lost_at.unwrap_or(now))
+            };
+        }
         for lock in self.shards.iter() {
             let mut shard = Self::write_shard(lock);
             for (_, _, slot) in shard.iter_mut() {
+                if tracked {
+                    slot.kept = None;
+                } else if let Some(ready) = slot.ready.take() {
+                    slot.kept = Some(ready);
+                }
                 slot.ready = None;
             }
             shard.retain(|(_, _, slot)| !slot.is_empty());
         }
+    }
+
+    /// What a read may be served when the store cannot be reached: the
+    /// value held, or one set aside at most `bound` ago when the store
+    /// stopped reporting changes; never one past its hard expiry.
+    pub(crate) fn fallback(&self, key: &Key, now: Timestamp, bound: Duration) -> Option<Ready> {
+        let lost_at = *self.lost_at.lock().unwrap_or_else(PoisonError::into_inner);
+        let usable = |ready: &Ready| ready.expires_at.is_none_or(|at| now < at);
+        self.read(key.as_str(), |slot| {
+            if let Some(ready) = slot.ready.as_ref().filter(|ready| usable(ready)) {
+                return Some(ready.clone());
+            }
+            let kept = slot.kept.as_ref().filter(|ready| usable(ready))?;
+            let since = now.saturating_duration_since(lost_at?);
+            (since <= bound).then(|| kept.clone())
+        })
+        .flatten()
     }
 
     fn locate(&self, key: &str) -> (u64, &RwLock<Shard>) {
@@ -341,5 +386,89 @@ impl Memo {
             .iter()
             .map(|lock| Self::read_shard(lock).len())
             .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::EntryMeta;
+
+    const MINUTE: Duration = Duration::from_secs(60);
+
+    fn at(minutes: u64) -> Timestamp {
+        Timestamp::UNIX_EPOCH + MINUTE * minutes as u32
+    }
+
+    fn ready(version: i64, expires_at: Option<Timestamp>) -> Ready {
+        let meta = EntryMeta {
+            computed_at: at(0),
+            changed_at: at(0),
+            stale_at: None,
+            refresh_at: None,
+            expires_at,
+            content_hash: crate::store::ContentHash::of(b"1"),
+            code_version: String::new(),
+            compute_duration: Duration::ZERO,
+            last_error: None,
+            read_at: None,
+        };
+        Ready::new(Arc::new(1_i64), Version(version), &meta, None)
+    }
+
+    fn memo_with(key: &Key, ready: Ready) -> Memo {
+        let memo = Memo::new(1, true);
+        memo.install(key, memo.epoch(), ready);
+        memo
+    }
+
+    fn fallback_version(memo: &Memo, key: &Key, now: Timestamp, bound: Duration) -> Option<i64> {
+        memo.fallback(key, now, bound).map(|ready| ready.version.0)
+    }
+
+    #[test]
+    fn a_trusted_copy_is_a_fallback_until_its_hard_expiry() {
+        let key = Key::parse("a").unwrap();
+        let memo = memo_with(&key, ready(3, Some(at(10))));
+        assert_eq!(
+            fallback_version(&memo, &key, at(9), Duration::ZERO),
+            Some(3)
+        );
+        assert_eq!(fallback_version(&memo, &key, at(10), Duration::ZERO), None);
+    }
+
+    #[test]
+    fn a_copy_set_aside_when_changes_go_unreported_is_a_fallback_within_the_bound() {
+        let key = Key::parse("a").unwrap();
+        let memo = memo_with(&key, ready(3, Some(at(60))));
+        memo.track(false, at(5));
+        assert!(
+            memo.read(key.as_str(), |slot| slot.ready.is_none())
+                .unwrap()
+        );
+        let bound = MINUTE * 2;
+        assert_eq!(fallback_version(&memo, &key, at(7), bound), Some(3));
+        assert_eq!(fallback_version(&memo, &key, at(8), bound), None);
+        // A second loss does not restart the bound.
+        memo.track(false, at(6));
+        assert_eq!(fallback_version(&memo, &key, at(8), bound), None);
+    }
+
+    #[test]
+    fn a_set_aside_copy_is_never_served_past_its_hard_expiry() {
+        let key = Key::parse("a").unwrap();
+        let memo = memo_with(&key, ready(3, Some(at(6))));
+        memo.track(false, at(5));
+        assert_eq!(fallback_version(&memo, &key, at(6), MINUTE * 10), None);
+    }
+
+    #[test]
+    fn set_aside_copies_go_once_changes_are_reported_again() {
+        let key = Key::parse("a").unwrap();
+        let memo = memo_with(&key, ready(3, None));
+        memo.track(false, at(5));
+        memo.track(true, at(6));
+        assert_eq!(fallback_version(&memo, &key, at(6), MINUTE * 10), None);
+        assert_eq!(memo.len(), 0);
     }
 }

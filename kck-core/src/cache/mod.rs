@@ -91,6 +91,9 @@ pub(crate) struct Inner {
     /// key in one process take turns instead of racing.
     pub(crate) augmenting: augment::Turns,
     pub(crate) hooks: Hooks,
+    /// How long after the store stopped reporting changes the memo's
+    /// copies may still be served when the store cannot be reached.
+    pub(crate) serve_stale_on_store_error: Duration,
 }
 
 /// Pause points for tests that force an interleaving; empty in production.

@@ -66,7 +66,7 @@ impl ChangeWatcher for Watcher {
 
     fn tracking(&self, tracked: bool) {
         if let Some(inner) = self.inner.upgrade() {
-            inner.memo.track(tracked);
+            inner.memo.track(tracked, inner.clock.now());
         }
     }
 }
