@@ -169,3 +169,45 @@ parked_on_every_store! {
         assert_eq!(coalesced(&test, &key), 0);
     }
 }
+
+/// Soft expiry by the clock, with no memo: every read goes past the slot,
+/// where the finished flight must not be found.
+async fn soft_expiry(test: Harness, source: Arc<Source>, parking: Parking) {
+    let key = staling::key("e".into());
+    source.set("e", 1);
+    assert_eq!(*staling(&*test, "e".into()).await.expect("computed"), 1);
+    parking.until_parked(1).await;
+    test.advance(Duration::from_secs(120));
+    assert_eq!(
+        *staling(&*test, "e".into()).await.expect("stale, served"),
+        1
+    );
+    parking.release();
+    test.cache().wait_idle().await;
+    assert_eq!(test.recorder().count(&key, "refresh-queued"), 1);
+    assert_eq!(coalesced(&test, &key), 0);
+}
+
+mod a_read_past_soft_expiry_by_the_clock_after_a_delivered_computation_queues_a_refresh {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn on_memory() {
+        let (source, parking) = (Source::new(), Parking::new());
+        let installing = parking.clone();
+        let test = common::on_memory_with(&source, move |b| installing.install(b).memo(false));
+        soft_expiry(test, source, parking).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn on_postgres() {
+        let (source, parking) = (Source::new(), Parking::new());
+        let installing = parking.clone();
+        let Some(test) =
+            common::on_postgres_with(&source, move |b| installing.install(b).memo(false)).await
+        else {
+            return;
+        };
+        soft_expiry(test, source, parking).await;
+    }
+}

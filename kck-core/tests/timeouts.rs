@@ -87,3 +87,35 @@ async fn on_postgres() {
     };
     a_hung_refresh_is_stopped_at_the_job_timeout(test, source, Duration::from_millis(300)).await;
 }
+
+/// A worker told to stop while a job hangs stops at the job's time-out,
+/// however long its grace period, and the hung computation goes with it.
+#[tokio::test(start_paused = true)]
+async fn a_hung_job_does_not_hold_up_shutdown_past_its_timeout() {
+    let source = Source::new();
+    let test = common::on_memory(&source);
+    let key = stuck::key("b".into()).key().clone();
+    source.hold();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let worker = Worker::builder(test.cache())
+        .job_timeout(Duration::from_secs(60))
+        .grace_period(Duration::from_secs(24 * 3600))
+        .shutdown(async move {
+            let _ = stopped.await;
+        })
+        .build();
+    let running = tokio::spawn(worker.run());
+    let job = JobRequest::new(key.clone(), test.now(), RefreshReason::Requested);
+    test.queue()
+        .enqueue(&[job])
+        .await
+        .expect("the queue takes the job");
+    until(|| source.reads("b") == 1).await;
+    stop.send(()).expect("the worker listens");
+    let started = tokio::time::Instant::now();
+    let stopped = running.await.expect("the worker does not panic");
+    stopped.expect("the worker stops cleanly");
+    assert!(started.elapsed() <= Duration::from_secs(60));
+    // Nothing of the computation is left running.
+    test.cache().wait_idle().await;
+}
