@@ -127,6 +127,14 @@
 //! which drops its outdated memo copy; values are versioned across the
 //! whole store, so a copy older than a known change is never installed.
 //!
+//! A read that starts once a computation delivered its result never joins
+//! that computation: delivering and leaving the key to new readers are one
+//! step. A computed value the store refuses for good (not an outage) is
+//! [`Error::SaveFailed`] to its readers, and logged at `warn`. While the
+//! store cannot be reached, reads are served what the memo holds, within
+//! the bound of [`CacheBuilder::serve_stale_on_store_error`] and never past
+//! a product's hard expiry.
+//!
 //! ## Keeping products fresh
 //!
 //! Refreshes are jobs in a durable [`Queue`]: the store's own
@@ -138,7 +146,13 @@
 //! failures retry with exponential back-off and jitter, then the job is kept
 //! as failed with its error. A worker that died gives its jobs back when
 //! their leases run out, and the claim token and the entry version fence
-//! out anything it still tries to write.
+//! out anything it still tries to write. A job that runs past
+//! [`WorkerBuilder::job_timeout`] has its computation stopped: whoever
+//! waits for it gets [`Error::TimedOut`], and the key is free for the next
+//! attempt. A refresh whose save loses to a write it is newer than (one
+//! that kept the value, and so was not announced to this process) saves
+//! over that write rather than dropping its value; writes newer than it
+//! still win.
 //!
 //! A [`Scheduler`] turns time into jobs: `refresh = "5m"` refreshes each
 //! live product every interval after its last computation (up to a tenth

@@ -180,7 +180,7 @@ impl CacheBuilder {
     /// How a read rides out an outage of the store (default: 60 seconds).
     ///
     /// When the store cannot be reached (a transient
-    /// [`StoreError`](crate::StoreError)), a read that needs it is served
+    /// [`StoreError`](crate::store::StoreError)), a read that needs it is served
     /// the copy this cache holds in memory instead of the error, with an
     /// [`OutageServed`](crate::EventKind::OutageServed) event, as long as
     /// the copy is not past its hard expiry (`expire_after`), and:
