@@ -2,7 +2,9 @@
 //! read back.
 //!
 //! JSON has no NaN or infinity (serde_json writes them as `null`, which then
-//! fails to decode), and serde_json's reader stops at 128 levels of nesting.
+//! fails to decode), serde_json's reader stops at 128 levels of nesting, and
+//! PostgreSQL's `jsonb` refuses a string holding NUL (`\u0000`) where the
+//! memory store would keep it.
 //! A value that would not read back is refused before it is written, by one
 //! pass over its `Serialize` impl that produces nothing: every read would
 //! otherwise find an undecodable entry and recompute it, forever.
@@ -35,6 +37,16 @@ pub enum EncodeError {
         path: String,
         /// The float (NaN, `inf` or `-inf`).
         value: f64,
+    },
+    /// A string of the value holds the NUL character (`\0`): serde_json
+    /// writes it as `\u0000`, which PostgreSQL's `jsonb` refuses, so no
+    /// store keeps it. Strings, `char`s, map keys and `collect_str` output
+    /// are checked; other control characters are fine.
+    #[error("string with a NUL character (`\\0`) at `{path}`: PostgreSQL cannot hold it")]
+    Nul {
+        /// Where the string is, as for [`EncodeError::NonFinite`]; for a
+        /// map key, the path ends with the key itself: `.tags["a\0b"]`.
+        path: String,
     },
     /// The value nests arrays and objects deeper than [`MAX_VALUE_DEPTH`]:
     /// it would not read back.
@@ -92,9 +104,9 @@ pub(crate) fn to_checked_json<V: Serialize + ?Sized>(value: &V) -> Result<Vec<u8
     Ok(serde_json::to_vec(value)?)
 }
 
-/// Whether `value` reads back from JSON: finite floats only, nested at most
-/// [`MAX_VALUE_DEPTH`] deep. An error of the value's own `Serialize` impl
-/// passes: the serializer reports it.
+/// Whether `value` reads back from JSON on every store: finite floats only,
+/// no NUL in a string, nested at most [`MAX_VALUE_DEPTH`] deep. An error of
+/// the value's own `Serialize` impl passes: the serializer reports it.
 /// Returns whether the value holds a `-0.0`.
 fn checked<V: Serialize + ?Sized>(value: &V) -> Result<bool, EncodeError> {
     let negative_zero = Cell::new(false);
@@ -104,11 +116,12 @@ fn checked<V: Serialize + ?Sized>(value: &V) -> Result<bool, EncodeError> {
     };
     match value.serialize(checker) {
         Ok(()) | Err(Refusal::Custom) => Ok(negative_zero.get()),
-        Err(Refusal::NonFinite { value, mut path }) => {
+        Err(Refusal::At { cause, mut path }) => {
             path.reverse();
-            Err(EncodeError::NonFinite {
-                path: render(&path),
-                value,
+            let path = render(&path);
+            Err(match cause {
+                Cause::NonFinite(value) => EncodeError::NonFinite { path, value },
+                Cause::Nul => EncodeError::Nul { path },
             })
         }
         Err(Refusal::TooDeep { depth }) => Err(EncodeError::TooDeep {
@@ -142,12 +155,22 @@ fn render(path: &[Step]) -> String {
     out
 }
 
-/// Why the check stopped. The path is collected as the error unwinds, so
-/// a value that passes pays nothing for it (innermost step first).
+/// What is refused at one place in a value.
+#[derive(Debug)]
+enum Cause {
+    /// A NaN or infinite float.
+    NonFinite(f64),
+    /// A string holding NUL.
+    Nul,
+}
+
+/// Why the check stopped.
 #[derive(Debug)]
 enum Refusal {
-    NonFinite {
-        value: f64,
+    /// Refused at `path`. The path is collected as the error unwinds, so a
+    /// value that passes pays nothing for it (innermost step first).
+    At {
+        cause: Cause,
         path: Vec<Step>,
     },
     TooDeep {
@@ -158,11 +181,45 @@ enum Refusal {
 }
 
 impl Refusal {
+    /// Refused right here: the callers above add their steps.
+    fn here(cause: Cause) -> Self {
+        Refusal::At {
+            cause,
+            path: Vec::new(),
+        }
+    }
+
+    /// The refusal, one step further out.
     fn at(mut self, step: impl FnOnce() -> Step) -> Self {
-        if let Refusal::NonFinite { path, .. } = &mut self {
+        if let Refusal::At { path, .. } = &mut self {
             path.push(step());
         }
         self
+    }
+}
+
+/// Refuses a string holding NUL. `contains` finds a byte with `memchr`.
+fn no_nul(text: &str) -> Result<(), Refusal> {
+    if text.contains('\0') {
+        Err(Refusal::here(Cause::Nul))
+    } else {
+        Ok(())
+    }
+}
+
+/// A `fmt::Write` that keeps nothing, and stops at the first NUL written.
+#[derive(Default)]
+struct NulScan {
+    found: bool,
+}
+
+impl fmt::Write for NulScan {
+    fn write_str(&mut self, text: &str) -> fmt::Result {
+        if text.contains('\0') {
+            self.found = true;
+            return Err(fmt::Error);
+        }
+        Ok(())
     }
 }
 
@@ -181,7 +238,8 @@ impl ser::Error for Refusal {
 }
 
 /// A serializer that writes nothing: it counts the JSON nesting depth as
-/// serde_json's reader would and refuses non-finite floats.
+/// serde_json's reader would, and refuses non-finite floats and strings
+/// holding NUL.
 #[derive(Clone, Copy)]
 struct Checker<'a> {
     /// The arrays and objects around the value being checked.
@@ -207,10 +265,7 @@ impl<'a> Checker<'a> {
             }
             Ok(())
         } else {
-            Err(Refusal::NonFinite {
-                value,
-                path: Vec::new(),
-            })
+            Err(Refusal::here(Cause::NonFinite(value)))
         }
     }
 }
@@ -237,8 +292,19 @@ impl<'a> ser::Serializer for Checker<'a> {
     pass! {
         serialize_bool: bool, serialize_i8: i8, serialize_i16: i16, serialize_i32: i32,
         serialize_i64: i64, serialize_i128: i128, serialize_u8: u8, serialize_u16: u16,
-        serialize_u32: u32, serialize_u64: u64, serialize_u128: u128, serialize_char: char,
-        serialize_str: &str, serialize_unit_struct: &'static str,
+        serialize_u32: u32, serialize_u64: u64, serialize_u128: u128,
+        serialize_unit_struct: &'static str,
+    }
+
+    fn serialize_char(self, value: char) -> Result<(), Refusal> {
+        if value == '\0' {
+            return Err(Refusal::here(Cause::Nul));
+        }
+        Ok(())
+    }
+
+    fn serialize_str(self, value: &str) -> Result<(), Refusal> {
+        no_nul(value)
     }
 
     fn serialize_f32(self, value: f32) -> Result<(), Refusal> {
@@ -347,7 +413,14 @@ impl<'a> ser::Serializer for Checker<'a> {
         })
     }
 
-    fn collect_str<T: fmt::Display + ?Sized>(self, _value: &T) -> Result<(), Refusal> {
+    fn collect_str<T: fmt::Display + ?Sized>(self, value: &T) -> Result<(), Refusal> {
+        // Scanned as it is formatted, without keeping it. A `Display` error
+        // of its own is serde_json's to report.
+        let mut scan = NulScan::default();
+        let _ = write!(scan, "{value}");
+        if scan.found {
+            return Err(Refusal::here(Cause::Nul));
+        }
         Ok(())
     }
 }
@@ -454,8 +527,8 @@ macro_rules! fields_impls {
 
 fields_impls!(SerializeStruct, SerializeStructVariant);
 
-/// The entries of a map: each key is kept (in one reused buffer) to name
-/// the path of a refused value.
+/// The entries of a map: each key is written (in one reused buffer) to be
+/// checked for NUL and to name the path of a refused value.
 struct Map<'a> {
     inner: Checker<'a>,
     key: String,
@@ -468,7 +541,9 @@ impl ser::SerializeMap for Map<'_> {
     fn serialize_key<T: Serialize + ?Sized>(&mut self, key: &T) -> Result<(), Refusal> {
         self.key.clear();
         // A key serde_json cannot write is its error to report, not ours.
-        let _ = key.serialize(KeyText(&mut self.key));
+        if key.serialize(KeyText(&mut self.key)).is_ok() {
+            no_nul(&self.key).map_err(|refusal| refusal.at(|| Step::Key(self.key.clone())))?;
+        }
         Ok(())
     }
 
@@ -662,6 +737,84 @@ mod tests {
 
     fn check<V: Serialize>(value: &V) -> Result<bool, EncodeError> {
         checked(value)
+    }
+
+    fn nul_path_of<V: Serialize + ?Sized>(value: &V) -> String {
+        match checked(value) {
+            Err(EncodeError::Nul { path }) => path,
+            other => panic!("expected a NUL, got {other:?}"),
+        }
+    }
+
+    /// Serializes as `<text>`, through `collect_str`.
+    #[derive(PartialEq, Eq, PartialOrd, Ord)]
+    struct Shown(&'static str);
+
+    impl Serialize for Shown {
+        fn serialize<S: ser::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+            serializer.collect_str(&format_args!("<{}>", self.0))
+        }
+    }
+
+    #[derive(Serialize, PartialEq, Eq, PartialOrd, Ord)]
+    struct Name(String);
+
+    #[derive(Serialize)]
+    struct Tagged {
+        tags: BTreeMap<String, Vec<String>>,
+        mark: char,
+    }
+
+    fn tagged(key: &str, text: &str, mark: char) -> Tagged {
+        Tagged {
+            tags: BTreeMap::from([(key.to_owned(), vec!["ok".to_owned(), text.to_owned()])]),
+            mark,
+        }
+    }
+
+    #[test]
+    fn nul_is_refused_wherever_a_string_comes_from() {
+        assert_eq!(nul_path_of("a\0"), ".");
+        assert_eq!(nul_path_of(&tagged("a", "x\0y", 'm')), r#".tags["a"][1]"#);
+        assert_eq!(nul_path_of(&tagged("a", "x", '\0')), ".mark");
+        assert_eq!(nul_path_of(&tagged("a\0b", "x", 'm')), r#".tags["a\0b"]"#);
+        assert_eq!(nul_path_of(&BTreeMap::from([('\0', 1)])), r#"["\0"]"#);
+        let name = BTreeMap::from([(Name("x\0".to_owned()), 1)]);
+        assert_eq!(nul_path_of(&name), r#"["x\0"]"#);
+        assert_eq!(nul_path_of(&Shown("a\0")), ".");
+        assert_eq!(nul_path_of(&[Shown("a"), Shown("\0")]), "[1]");
+        let shown = BTreeMap::from([(Shown("\0"), [1.0])]);
+        assert_eq!(nul_path_of(&shown), r#"["<\0>"]"#);
+        let value = serde_json::json!({"a": [{"b\u{0}": 1}]});
+        assert_eq!(nul_path_of(&value), r#"["a"][0]["b\0"]"#);
+
+        // Deltas as well as values.
+        assert!(matches!(
+            to_checked_json(&tagged("a", "\0", 'm')),
+            Err(EncodeError::Nul { .. })
+        ));
+        assert!(matches!(
+            to_canonical_json(&tagged("a", "\0", 'm')),
+            Err(EncodeError::Nul { .. })
+        ));
+        let error = checked("\0").unwrap_err().to_string();
+        assert_eq!(
+            error,
+            "string with a NUL character (`\\0`) at `.`: PostgreSQL cannot hold it"
+        );
+    }
+
+    #[test]
+    fn other_control_characters_pass() {
+        let text = "\u{1}\t\n\r\u{1b}\u{1f}\u{7f}";
+        let value = tagged(text, text, '\u{1}');
+        assert!(!checked(&value).expect("passes"));
+        let bytes = to_canonical_json(&value).expect("encodes");
+        let read: serde_json::Value = serde_json::from_slice(&bytes).expect("reads back");
+        assert_eq!(read["tags"][text][1], text);
+        assert_eq!(read["mark"], "\u{1}");
+        checked(&Shown(text)).expect("passes");
+        checked(&BTreeMap::from([(Shown(text), 1)])).expect("passes");
     }
 
     #[test]

@@ -80,7 +80,8 @@ pub enum Error {
 
     /// The value could not be serialized for the store, or would not read
     /// back (a non-finite float, nesting past
-    /// [`MAX_VALUE_DEPTH`](crate::MAX_VALUE_DEPTH)): nothing was stored.
+    /// [`MAX_VALUE_DEPTH`](crate::MAX_VALUE_DEPTH), a NUL in a string):
+    /// nothing was stored.
     #[error("serializing the value of `{key}` failed: {source}")]
     Encode {
         /// The product whose value failed to serialize.

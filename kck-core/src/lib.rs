@@ -112,9 +112,13 @@
 //! write, on every store, with [`Error::Encode`] and an [`EncodeError`] that
 //! names the cause, and nothing is stored: a NaN or infinite float
 //! ([`EncodeError::NonFinite`], with its path, such as
-//! `.sales[3].amount`), or arrays and objects nested deeper than
+//! `.sales[3].amount`), arrays and objects nested deeper than
 //! [`MAX_VALUE_DEPTH`] (127, what serde_json reads back;
-//! [`EncodeError::TooDeep`]). `-0.0` is stored as `0.0` (PostgreSQL's
+//! [`EncodeError::TooDeep`]), or a string holding the NUL character `\0`,
+//! as a value, a `char` or a map key ([`EncodeError::Nul`], with its path:
+//! PostgreSQL's `jsonb` cannot hold it, so no store keeps it; other control
+//! characters are stored). Augment deltas are checked alike.
+//! `-0.0` is stored as `0.0` (PostgreSQL's
 //! `jsonb` has no negative zero), so every store reads back the same value.
 //!
 //! ## Stores

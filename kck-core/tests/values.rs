@@ -1,10 +1,11 @@
 //! Values that would not read back (non-finite floats, nesting past
-//! `MAX_VALUE_DEPTH`) are refused at write with a typed error naming the
-//! cause, and never stored: on every store, from a computation and from
-//! `Cache::set`.
+//! `MAX_VALUE_DEPTH`, strings holding NUL, which PostgreSQL refuses) are
+//! refused at write with a typed error naming the cause, and never stored:
+//! on every store, from a computation and from `Cache::set`.
 
 mod common;
 
+use std::collections::BTreeMap;
 use std::convert::Infallible;
 
 use common::on_every_store;
@@ -56,6 +57,57 @@ async fn nested(_ctx: &Ctx, depth: usize) -> Result<Nest, Infallible> {
     Ok(nest(depth))
 }
 
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Label {
+    text: String,
+}
+
+/// Strings from every source: map keys, nested fields, a `char`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Note {
+    tags: BTreeMap<String, Label>,
+    mark: char,
+}
+
+fn note(key: &str, text: &str, mark: char) -> Note {
+    Note {
+        tags: BTreeMap::from([
+            (
+                "first".to_owned(),
+                Label {
+                    text: "ok".to_owned(),
+                },
+            ),
+            (
+                key.to_owned(),
+                Label {
+                    text: text.to_owned(),
+                },
+            ),
+        ]),
+        mark,
+    }
+}
+
+/// Other control characters than NUL, which every store keeps.
+const CONTROLS: &str = "a\u{1}b\tc\nd\u{1f}e\u{7f}";
+
+/// A note with a NUL where `which` says (`field`, `key`, `char`), and
+/// the path to it; or with control characters only (`controls`).
+fn nul_note(which: &str) -> (Note, &'static str) {
+    match which {
+        "field" => (note("a", "x\0y", 'm'), r#".tags["a"].text"#),
+        "key" => (note("a\0b", "x", 'm'), r#".tags["a\0b"]"#),
+        "char" => (note("a", "x", '\0'), ".mark"),
+        _ => (note(CONTROLS, CONTROLS, '\u{1}'), ""),
+    }
+}
+
+#[primer(key = "note/{which}")]
+async fn noted(_ctx: &Ctx, which: String) -> Result<Note, Infallible> {
+    Ok(nul_note(&which).0)
+}
+
 fn key(text: &str) -> Key {
     Key::parse(text).expect("a valid key")
 }
@@ -88,6 +140,18 @@ fn assert_too_deep(error: &Error) {
         }
         other => panic!("expected a too deep value, got {other:?}"),
     }
+}
+
+fn assert_nul(error: &Error, key: &str, path: &str) {
+    assert_eq!(error.kind(), ErrorKind::Encode);
+    assert_eq!(error.key().map(Key::as_str), Some(key));
+    match encode_error(error) {
+        EncodeError::Nul { path: at } => assert_eq!(at, path),
+        other => panic!("expected a NUL, got {other:?}"),
+    }
+    let message = error.to_string();
+    assert!(message.contains(&format!("at `{path}`")), "{message}");
+    assert!(message.contains("PostgreSQL cannot hold it"), "{message}");
 }
 
 on_every_store! {
@@ -164,5 +228,50 @@ on_every_store! {
             assert_too_deep(&error);
             assert!(test.store().load(&nested::key(2)).await.unwrap().is_none());
         }
+    }
+
+    #[tokio::test]
+    async fn a_computed_string_with_nul_is_refused_and_not_stored(test, _source) {
+        for which in ["field", "key", "char"] {
+            let text = format!("note/{which}");
+            let error = noted(&test, which.to_owned()).await.unwrap_err();
+            assert_nul(&error, &text, nul_note(which).1);
+            assert!(test.store().load(&key(&text)).await.unwrap().is_none());
+        }
+    }
+
+    #[tokio::test]
+    async fn set_refuses_a_string_with_nul_and_keeps_the_stored_value(test, _source) {
+        let fresh = noted::key("fresh".to_owned());
+        let kept = noted::key("kept".to_owned());
+        let good = note("a", "x", 'm');
+        let version = test.set(&kept, good.clone()).await.unwrap();
+        for which in ["field", "key", "char"] {
+            let (bad, path) = nul_note(which);
+            let error = test.set(&fresh, bad.clone()).await.unwrap_err();
+            assert_nul(&error, "note/fresh", path);
+            assert!(test.store().load(&fresh).await.unwrap().is_none());
+
+            let error = test.set(&kept, bad).await.unwrap_err();
+            assert_nul(&error, "note/kept", path);
+            let stored = test.store().load(&kept).await.unwrap().unwrap();
+            assert_eq!(stored.version, version);
+            assert_eq!(serde_json::from_slice::<Note>(&stored.value).unwrap(), good);
+        }
+        assert_eq!(*noted(&test, "kept".to_owned()).await.unwrap(), good);
+    }
+
+    #[tokio::test]
+    async fn other_control_characters_are_stored_and_read_back(test, _source) {
+        let (controls, _) = nul_note("controls");
+        assert_eq!(*noted(&test, "controls".to_owned()).await.unwrap(), controls);
+        let stored = test.store().load(&key("note/controls")).await.unwrap().unwrap();
+        assert_eq!(serde_json::from_slice::<Note>(&stored.value).unwrap(), controls);
+
+        let set_key = noted::key("set".to_owned());
+        test.set(&set_key, controls.clone()).await.unwrap();
+        let stored = test.store().load(&set_key).await.unwrap().unwrap();
+        assert_eq!(serde_json::from_slice::<Note>(&stored.value).unwrap(), controls);
+        assert_eq!(*noted(&test, "set".to_owned()).await.unwrap(), controls);
     }
 }
