@@ -4,6 +4,7 @@
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::encode::{EncodeError, to_checked_json};
 use crate::erased::ErasedValue;
 use crate::primer::Primer;
 use crate::store::Version;
@@ -85,8 +86,10 @@ pub trait AugmentFrom<U: Augment>: Augment {
 }
 
 /// Turns a serialized delta of one primer into a serialized delta of
-/// another; `Ok(None)` when the dependent declines.
-pub type MapDelta = fn(&[u8]) -> Result<Option<Vec<u8>>, serde_json::Error>;
+/// another; `Ok(None)` when the dependent declines, an error when the delta
+/// does not decode or the mapped one would not read back (see
+/// [`EncodeError`]): the dependent is then recomputed instead.
+pub type MapDelta = fn(&[u8]) -> Result<Option<Vec<u8>>, EncodeError>;
 
 /// What [`Cache::augment`](crate::Cache::augment) did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -146,10 +149,10 @@ impl AugmentHandle {
     }
 }
 
-fn map<P: AugmentFrom<U>, U: Augment>(delta: &[u8]) -> Result<Option<Vec<u8>>, serde_json::Error> {
+fn map<P: AugmentFrom<U>, U: Augment>(delta: &[u8]) -> Result<Option<Vec<u8>>, EncodeError> {
     let delta: U::Delta = serde_json::from_slice(delta)?;
     P::map(&delta)
-        .map(|mapped| serde_json::to_vec(&mapped))
+        .map(|mapped| to_checked_json(&mapped))
         .transpose()
 }
 

@@ -71,6 +71,27 @@ impl AugmentFrom<tally> for takings {
     }
 }
 
+/// A shop's count of sales, as a float, from `tally`: its mapping yields a
+/// delta JSON cannot carry (NaN) for a sale of zero cents.
+#[primer(key = "share/{shop}", depends_on = [tally], augment, augment_from = [tally])]
+async fn share(ctx: &Ctx, shop: String) -> Result<f64, kck_core::Error> {
+    Ok(tally(ctx, shop).await?.sales as f64)
+}
+
+impl Augment for share {
+    type Delta = f64;
+
+    fn augment(share: &f64, delta: &f64) -> Option<f64> {
+        Some(share + delta)
+    }
+}
+
+impl AugmentFrom<tally> for share {
+    fn map(sale: &i64) -> Option<f64> {
+        Some(if *sale == 0 { f64::NAN } else { 1.0 })
+    }
+}
+
 /// Like `tally`, with an augment function that counts every sale twice.
 #[primer(key = "sloppy/{shop}", augment, verify_every = "1m")]
 async fn sloppy(ctx: &Ctx, shop: String) -> Result<Tally, SourceDown> {
@@ -241,5 +262,19 @@ on_every_store! {
             "recomputed from the upstream value, not 500 + 100"
         );
         test.assert_computed(dependent.key(), 2);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_mapped_delta_that_would_not_read_back_makes_the_dependent_recompute(test, source) {
+        source.set("sales/g", 1);
+        let (upstream, dependent) = (tally::key("g".into()), share::key("g".into()));
+        assert_eq!(*share(&test, "g".into()).await.unwrap(), 1.0);
+        // A sale of zero cents maps to NaN: refused, so the dependent is
+        // recomputed from the upstream value, and no delta is stored.
+        test.augment(&upstream, &0).await.unwrap();
+        test.settle().await;
+        assert_eq!(test.peek(&dependent).await.unwrap().as_deref(), Some(&2.0));
+        test.assert_computed(dependent.key(), 2);
+        assert_eq!(test.recorder().count(dependent.key(), "augmented"), 0);
     }
 }
