@@ -16,16 +16,19 @@ async fn stuck(ctx: &kck_core::Ctx, name: String) -> Result<i64, SourceDown> {
     source(ctx).read(&name).await
 }
 
-/// Runs a worker with a job time-out of `timeout` on `test`, refreshes a
-/// product whose source hangs, and checks what a read of it gets, what the
-/// next read gets once the source answers, and that the worker stops.
-async fn a_hung_refresh_is_stopped_at_the_job_timeout(
-    test: Harness,
-    source: Arc<Source>,
+/// Starts a worker with a job time-out of `timeout` (retries an hour apart,
+/// an hour's grace period on shutdown) and a job of `key`, whose source
+/// hangs; returns once the computation started, with the worker's stop
+/// signal and task.
+async fn hang_a_job(
+    test: &Harness,
+    source: &Source,
+    key: &kck_core::Key,
     timeout: Duration,
+) -> (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<Result<(), kck_core::Error>>,
 ) {
-    let key = stuck::key("a".into()).key().clone();
-    source.set("a", 1);
     source.hold();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let worker = Worker::builder(test.cache())
@@ -43,7 +46,22 @@ async fn a_hung_refresh_is_stopped_at_the_job_timeout(
         .enqueue(&[job])
         .await
         .expect("the queue takes the job");
-    until(|| source.reads("a") == 1).await;
+    let name = key.params().next().expect("one parameter").into_owned();
+    until(|| source.reads(&name) == 1).await;
+    (stop, running)
+}
+
+/// Runs a worker with a job time-out of `timeout` on `test`, refreshes a
+/// product whose source hangs, and checks what a read of it gets, what the
+/// next read gets once the source answers, and that the worker stops.
+async fn a_hung_refresh_is_stopped_at_the_job_timeout(
+    test: Harness,
+    source: Arc<Source>,
+    timeout: Duration,
+) {
+    let key = stuck::key("a".into()).key().clone();
+    source.set("a", 1);
+    let (stop, running) = hang_a_job(&test, &source, &key, timeout).await;
 
     // A read joins the hung computation, and is answered when it is stopped.
     let cache = test.cache().clone();
@@ -95,22 +113,7 @@ async fn a_hung_job_does_not_hold_up_shutdown_past_its_timeout() {
     let source = Source::new();
     let test = common::on_memory(&source);
     let key = stuck::key("b".into()).key().clone();
-    source.hold();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let worker = Worker::builder(test.cache())
-        .job_timeout(Duration::from_secs(60))
-        .grace_period(Duration::from_secs(24 * 3600))
-        .shutdown(async move {
-            let _ = stopped.await;
-        })
-        .build();
-    let running = tokio::spawn(worker.run());
-    let job = JobRequest::new(key.clone(), test.now(), RefreshReason::Requested);
-    test.queue()
-        .enqueue(&[job])
-        .await
-        .expect("the queue takes the job");
-    until(|| source.reads("b") == 1).await;
+    let (stop, running) = hang_a_job(&test, &source, &key, Duration::from_secs(60)).await;
     stop.send(()).expect("the worker listens");
     let started = tokio::time::Instant::now();
     let stopped = running.await.expect("the worker does not panic");
