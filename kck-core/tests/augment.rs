@@ -277,4 +277,34 @@ on_every_store! {
         test.assert_computed(dependent.key(), 2);
         assert_eq!(test.recorder().count(dependent.key(), "augmented"), 0);
     }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_refresh_that_started_before_an_augment_does_not_overwrite_it(test, source) {
+        source.set("sales/h", 1);
+        source.set("cents/h", 100);
+        let key = tally::key("h".into());
+        tally(&test, "h".into()).await.unwrap();
+        // A refresh reads the source, which does not have the next sale yet.
+        test.advance(Duration::from_secs(1));
+        source.hold();
+        let cache = test.cache().clone();
+        let refreshing = {
+            let key = key.clone();
+            tokio::spawn(async move { cache.refresh(&key).await })
+        };
+        common::until(|| source.reads("sales/h") == 2).await;
+        // The sale arrives as a delta meanwhile.
+        test.advance(Duration::from_secs(1));
+        let augmented = test.augment(&key, &50).await.unwrap();
+        assert!(matches!(augmented, Augmented::Applied { changed: true, .. }));
+        source.open();
+        refreshing.await.unwrap().unwrap();
+        let stored = test.entry(key.key()).await.unwrap().unwrap();
+        assert_eq!(
+            serde_json::from_slice::<Tally>(&stored.value).unwrap(),
+            Tally { sales: 2, cents: 150 },
+            "the augmented value stands"
+        );
+        assert_eq!(test.recorder().count(key.key(), "conflict"), 1);
+    }
 }

@@ -331,11 +331,12 @@ impl FlightGuard {
     /// computation, which started at `started_at`, is newer than the write
     /// that won; `None` if the winner stands.
     ///
-    /// The winner is as new as the computation that wrote it (its
-    /// `computed_at`, when it started), or as the mark that made it stale
-    /// before its time (an invalidation), whichever is later. A winner as
-    /// new as this computation, a removed entry, an entry of other code, or
-    /// a store that cannot say, stand.
+    /// The winner is as new as the latest of: the computation that wrote
+    /// it (its `computed_at`, when it started), its last change of value
+    /// (`changed_at`: an augment changes the value without a computation),
+    /// and the mark that made it stale before its time (an invalidation).
+    /// A winner as new as this computation, a removed entry, an entry of
+    /// other code, or a store that cannot say, stand.
     async fn rebase(&self, started_at: Timestamp) -> Option<Base> {
         let stored = self.inner.store.load(&self.key).await.ok()??;
         let meta = &stored.meta;
@@ -345,7 +346,8 @@ impl FlightGuard {
         }
         let natural = Deadlines::of(&def.policy, &self.key, meta.computed_at).stale_at;
         let marked = meta.stale_at.filter(|at| Some(*at) != natural);
-        let as_of = marked.map_or(meta.computed_at, |at| at.max(meta.computed_at));
+        let written = meta.computed_at.max(meta.changed_at);
+        let as_of = marked.map_or(written, |at| at.max(written));
         (as_of < started_at).then_some(Base {
             version: Some(stored.version),
             previous: Some((meta.content_hash, meta.changed_at)),
