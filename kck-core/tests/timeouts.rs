@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use common::{Harness, Source, SourceDown, source, until};
 use kck_core::queue::{JobRequest, RefreshReason};
+use kck_core::store::Lease;
 use kck_core::{ErrorKind, Worker, primer};
 
 #[primer(key = "stuck/{name}")]
@@ -75,7 +76,30 @@ async fn a_hung_refresh_is_stopped_at_the_job_timeout(
     assert!(error.is_transient());
     until(|| test.recorder().count(&key, "retry-scheduled") == 1).await;
 
-    // The key is free: the next read computes it, with no lease left behind.
+    // The stopped computation gave its lease back at once: it is not left
+    // to run out (30 s). Checked a few times, as the release is on its way.
+    let mut free = false;
+    for _ in 0..100 {
+        let lease = test
+            .store()
+            .acquire_lease(&key, "probe", Duration::from_secs(60));
+        match lease.await.expect("the store answers") {
+            Lease::Held { .. } => tokio::time::sleep(Duration::from_millis(20)).await,
+            Lease::Acquired => {
+                let released = test.store().release_lease(&key, "probe").await;
+                released.expect("the store answers");
+                free = true;
+                break;
+            }
+            _ => {
+                free = true;
+                break;
+            }
+        }
+    }
+    assert!(free, "the lease of the stopped computation is still held");
+
+    // The key is free: the next read computes it.
     source.open();
     let value = stuck(test.cache(), "a".into()).await;
     assert_eq!(*value.expect("computed again"), 1);
