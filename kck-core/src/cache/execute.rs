@@ -144,6 +144,10 @@ impl Inner {
     /// its own instead. Only the first outcome counts (see
     /// [`Flight::deliver`]).
     pub(crate) fn settle_flight(&self, key: &Key, flight: &Arc<Flight>, outcome: Outcome) {
+        if flight.is_delivered() {
+            // Settled already: delivered and out of its slot in one step.
+            return;
+        }
         self.memo.update(key, |slot| {
             if slot.flight.as_ref().is_some_and(|f| Arc::ptr_eq(f, flight)) {
                 slot.flight = None;

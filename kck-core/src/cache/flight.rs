@@ -125,6 +125,11 @@ impl Flight {
         });
     }
 
+    /// Whether an outcome was delivered.
+    pub(crate) fn is_delivered(&self) -> bool {
+        self.outcome.borrow().is_some()
+    }
+
     /// Marks the flight as gone from its slot.
     pub(crate) fn end(&self) {
         self.ended.send_replace(true);
