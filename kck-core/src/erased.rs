@@ -5,13 +5,14 @@
 use std::any::{Any, TypeId};
 use std::sync::Arc;
 
+use futures_util::future::BoxFuture;
+
 use crate::augment::AugmentHandle;
 use crate::ctx::Ctx;
 use crate::encode::{self, EncodeError};
 use crate::error::Error;
 use crate::key::{self, Key, KeyError};
 use crate::primer::{Primer, PrimerDef};
-use futures_util::future::BoxFuture;
 
 /// A product value of any primer's type.
 pub(crate) type ErasedValue = Arc<dyn Any + Send + Sync>;

@@ -74,21 +74,31 @@ impl Parking {
     }
 }
 
-/// Defines a test on both stores, with a cache whose flights park; the
-/// body gets the cache, the source and the parking.
+/// Defines a test on both stores, with a cache whose flights park (and,
+/// after `#[configure(f)]`, configured by `f` too); the body gets the
+/// cache, the source and the parking.
 macro_rules! parked_on_every_store {
     ($(
+        $(#[configure($configure:expr)])?
         async fn $name:ident($test:ident, $source:ident, $parking:ident) $body:block
     )*) => {$(
         mod $name {
             use super::*;
 
+            fn configure(parking: &Parking) -> impl FnOnce(CacheBuilder) -> CacheBuilder + 'static {
+                let parking = parking.clone();
+                move |builder| {
+                    let builder = parking.install(builder);
+                    $( let builder = ($configure)(builder); )?
+                    builder
+                }
+            }
+
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn on_memory() {
                 let $source = Source::new();
                 let $parking = Parking::new();
-                let parking = $parking.clone();
-                let $test = common::on_memory_with(&$source, move |b| parking.install(b));
+                let $test = common::on_memory_with(&$source, configure(&$parking));
                 $body
             }
 
@@ -96,9 +106,7 @@ macro_rules! parked_on_every_store {
             async fn on_postgres() {
                 let $source = Source::new();
                 let $parking = Parking::new();
-                let parking = $parking.clone();
-                let Some($test) =
-                    common::on_postgres_with(&$source, move |b| parking.install(b)).await
+                let Some($test) = common::on_postgres_with(&$source, configure(&$parking)).await
                 else {
                     return;
                 };
@@ -141,7 +149,7 @@ parked_on_every_store! {
         assert_eq!(coalesced(&test, &key), 0);
     }
 
-    async fn a_read_past_soft_expiry_after_a_delivered_computation_queues_a_refresh(test, source, parking) {
+    async fn a_read_after_an_invalidation_and_a_delivered_computation_queues_a_refresh(test, source, parking) {
         let key = plain::key("c".into());
         source.set("c", 1);
         assert_eq!(*plain(&*test, "c".into()).await.unwrap(), 1);
@@ -168,46 +176,20 @@ parked_on_every_store! {
         assert_eq!(source.reads("d"), 2);
         assert_eq!(coalesced(&test, &key), 0);
     }
-}
 
-/// Soft expiry by the clock, with no memo: every read goes past the slot,
-/// where the finished flight must not be found.
-async fn soft_expiry(test: Harness, source: Arc<Source>, parking: Parking) {
-    let key = staling::key("e".into());
-    source.set("e", 1);
-    assert_eq!(*staling(&*test, "e".into()).await.expect("computed"), 1);
-    parking.until_parked(1).await;
-    test.advance(Duration::from_secs(120));
-    assert_eq!(
-        *staling(&*test, "e".into()).await.expect("stale, served"),
-        1
-    );
-    parking.release();
-    test.cache().wait_idle().await;
-    assert_eq!(test.recorder().count(&key, "refresh-queued"), 1);
-    assert_eq!(coalesced(&test, &key), 0);
-}
-
-mod a_read_past_soft_expiry_by_the_clock_after_a_delivered_computation_queues_a_refresh {
-    use super::*;
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn on_memory() {
-        let (source, parking) = (Source::new(), Parking::new());
-        let installing = parking.clone();
-        let test = common::on_memory_with(&source, move |b| installing.install(b).memo(false));
-        soft_expiry(test, source, parking).await;
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn on_postgres() {
-        let (source, parking) = (Source::new(), Parking::new());
-        let installing = parking.clone();
-        let Some(test) =
-            common::on_postgres_with(&source, move |b| installing.install(b).memo(false)).await
-        else {
-            return;
-        };
-        soft_expiry(test, source, parking).await;
+    // Soft expiry by the clock, with no memo: every read goes past the
+    // slot, where the finished flight must not be found.
+    #[configure(|builder: CacheBuilder| builder.memo(false))]
+    async fn a_read_past_soft_expiry_by_the_clock_after_a_delivered_computation_queues_a_refresh(test, source, parking) {
+        let key = staling::key("e".into());
+        source.set("e", 1);
+        assert_eq!(*staling(&*test, "e".into()).await.unwrap(), 1);
+        parking.until_parked(1).await;
+        test.advance(Duration::from_secs(120));
+        assert_eq!(*staling(&*test, "e".into()).await.unwrap(), 1, "stale, served");
+        parking.release();
+        test.cache().wait_idle().await;
+        assert_eq!(test.recorder().count(&key, "refresh-queued"), 1);
+        assert_eq!(coalesced(&test, &key), 0);
     }
 }

@@ -208,7 +208,7 @@ impl CacheBuilder {
     #[doc(hidden)]
     pub fn __after_outcome(
         mut self,
-        hook: impl Fn(&crate::key::Key) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>>
+        hook: impl Fn(&crate::key::Key) -> futures_util::future::BoxFuture<'static, ()>
         + Send
         + Sync
         + 'static,

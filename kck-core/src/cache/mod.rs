@@ -104,11 +104,8 @@ pub(crate) struct Hooks {
     pub(crate) after_outcome: Option<AfterOutcome>,
 }
 
-pub(crate) type AfterOutcome = Arc<
-    dyn Fn(&crate::key::Key) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>
-        + Send
-        + Sync,
->;
+pub(crate) type AfterOutcome =
+    Arc<dyn Fn(&crate::key::Key) -> futures_util::future::BoxFuture<'static, ()> + Send + Sync>;
 
 impl Inner {
     /// Starts the cache's own worker, once, if it has one and a runtime is
