@@ -20,7 +20,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use diesel::QueryableByName;
 use diesel::sql_types::BigInt;
 use diesel_async::RunQueryDsl;
-use kck_core::queue::{JobRequest, RefreshReason};
+use kck_core::storage::{JobRequest, RefreshReason};
 use kck_core::{Cache, Ctx, EventKind, Key, Worker, primer};
 use kck_diesel::PgStore;
 use kck_testing::postgres::TestDatabase;

@@ -7,7 +7,7 @@ use serde::de::DeserializeOwned;
 use crate::encode::{EncodeError, to_checked_json};
 use crate::erased::ErasedValue;
 use crate::primer::Primer;
-use crate::store::Version;
+use crate::storage::Version;
 
 /// How a primer applies a delta (a new sale, a corrected reading) to its
 /// value. Implement it on the marker type `#[primer]` generates, and add

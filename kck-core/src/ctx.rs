@@ -8,7 +8,7 @@ use crate::clock::Timestamp;
 use crate::erased::ErasedStub;
 use crate::key::Key;
 use crate::primer::PrimerDef;
-use crate::store::ContentHash;
+use crate::storage::ContentHash;
 
 /// The context a primer computes in.
 ///

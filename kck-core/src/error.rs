@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use crate::encode::EncodeError;
 use crate::key::{Key, KeyError};
-use crate::store::StoreError;
+use crate::storage::StoreError;
 
 /// A boxed error, as primers may return any error type convertible into it
 /// (every `std::error::Error + Send + Sync`, `anyhow::Error`, `String`…).

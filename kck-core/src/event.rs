@@ -11,8 +11,7 @@ use std::time::Duration;
 
 use crate::error::Error;
 use crate::key::Key;
-use crate::queue::RefreshReason;
-use crate::store::Version;
+use crate::storage::{RefreshReason, Version};
 
 /// Something the cache decided or did about one key.
 #[derive(Debug, Clone)]
@@ -145,9 +144,9 @@ pub enum EventKind {
     /// and is replaced.
     Drift {
         /// The content hash of the augmented value.
-        augmented: crate::store::ContentHash,
+        augmented: crate::storage::ContentHash,
         /// The content hash of the recomputed value.
-        recomputed: crate::store::ContentHash,
+        recomputed: crate::storage::ContentHash,
     },
 }
 

@@ -124,8 +124,10 @@
 //! ## Stores
 //!
 //! A cache keeps serialized entries (JSON, with their metadata and
-//! dependency edges) in a [`Store`], and decoded values in an in-process
-//! memo in front of it, so a hit costs no I/O. [`MemoryStore`] is the
+//! dependency edges) in a store, and decoded values in an in-process
+//! memo in front of it, so a hit costs no I/O. A store is a few small
+//! traits, one per role ([`storage`]: entries, timetable, coordination,
+//! queue), bundled in a [`Storage`]. [`MemoryStore`] is the
 //! default; `kck-diesel`'s `PgStore` keeps the cache in PostgreSQL, shared
 //! by many processes. A shared store reports every write to every cache,
 //! which drops its outdated memo copy; values are versioned across the
@@ -220,11 +222,10 @@ mod event;
 mod key;
 mod key_param;
 mod primer;
-pub mod queue;
 mod registry;
 mod schedule;
 mod scheduler;
-pub mod store;
+pub mod storage;
 mod worker;
 
 pub use augment::{Augment, AugmentFrom, AugmentHandle, Augmented, MapDelta};
@@ -237,11 +238,10 @@ pub use event::{Event, EventKind, EventListener, InvalidationCause};
 pub use key::{Key, KeyError, KeyWriter, MAX_KEY_LEN, TypedKey, is_valid_primer_name};
 pub use key_param::{KeyParam, KeyParams, ParamError};
 pub use primer::{DomainFn, OnChange, Policy, Primer, PrimerDef};
-pub use queue::{MemoryQueue, Queue, RefreshReason};
 pub use registry::{Registry, RegistryBuilder, RegistryError};
 pub use schedule::{Schedule, ScheduleError};
 pub use scheduler::{Scheduler, SchedulerBuilder, TickReport};
-pub use store::{MemoryStore, Store, Version};
+pub use storage::{MemoryQueue, MemoryStore, Queue, RefreshReason, Storage, Version};
 pub use worker::{Worker, WorkerBuilder};
 
 /// Turns an `async fn` into a primer; see the [crate documentation](crate).

@@ -13,8 +13,7 @@ use crate::error::Error;
 use crate::event::EventKind;
 use crate::key::Key;
 use crate::primer::PrimerDef;
-use crate::queue::{JobRequest, RefreshReason};
-use crate::store::TickClaim;
+use crate::storage::{JobRequest, RefreshReason, TickClaim};
 
 /// Turns time into refresh jobs, for the workers to run.
 ///
@@ -270,7 +269,7 @@ impl Scheduler {
         let read_since = self.config.idle_after.map(|idle| now.saturating_sub(idle));
         loop {
             let due = inner
-                .store
+                .timetable()
                 .take_due_refreshes(
                     now,
                     now + self.config.recheck,
@@ -307,10 +306,16 @@ impl Scheduler {
         };
         // Named with the pattern: a changed schedule starts afresh.
         let name = format!("schedule {} {}", def.name, schedule.pattern());
-        if cache.store().claim_tick(&name, now, next).await? != TickClaim::Fired {
+        if cache
+            .storage()
+            .timetable()
+            .claim_tick(&name, now, next)
+            .await?
+            != TickClaim::Fired
+        {
             return Ok(());
         }
-        let mut keys = cache.store().keys_of(def.name).await?;
+        let mut keys = cache.storage().timetable().keys_of(def.name).await?;
         if def.domain.is_some() {
             match domain_keys(cache, def).await {
                 Ok(domain) => {
@@ -339,7 +344,13 @@ impl Scheduler {
         let now = cache.now();
         let name = format!("domain {}", def.name);
         let next = now + self.config.domain_every;
-        if cache.store().claim_tick(&name, now, next).await? == TickClaim::NotDue {
+        if cache
+            .storage()
+            .timetable()
+            .claim_tick(&name, now, next)
+            .await?
+            == TickClaim::NotDue
+        {
             return Ok(());
         }
         let domain = match domain_keys(cache, def).await {
@@ -349,7 +360,13 @@ impl Scheduler {
                 return Ok(());
             }
         };
-        let stored: HashSet<Key> = cache.store().keys_of(def.name).await?.into_iter().collect();
+        let stored: HashSet<Key> = cache
+            .storage()
+            .timetable()
+            .keys_of(def.name)
+            .await?
+            .into_iter()
+            .collect();
         let missing: Vec<Key> = domain
             .into_iter()
             .filter(|key| !stored.contains(key))

@@ -23,8 +23,7 @@ use crate::error::{Error, panic_message};
 use crate::event::{EventKind, InvalidationCause};
 use crate::key::Key;
 use crate::primer::OnChange;
-use crate::queue::{Claim, Job, JobWatcher, RefreshReason, Turnover};
-use crate::store::ContentHash;
+use crate::storage::{Claim, ContentHash, Job, JobWatcher, RefreshReason, Turnover};
 
 /// Claims refresh jobs from the cache's queue and runs them.
 ///
@@ -561,7 +560,7 @@ async fn execute(cache: &Cache, config: &Config, job: &Job) -> Outcome {
     // Verifying an augmented product: what it was, to compare.
     let verified = if job.reasons.contains(&RefreshReason::Verify) {
         match inner
-            .store
+            .entries()
             .content_hashes(std::slice::from_ref(&job.key))
             .await
         {
@@ -641,7 +640,7 @@ async fn plan_and_augment(
     job: &Job,
 ) -> Result<Option<bool>, Error> {
     // What the product read of each changed product, and what that is now.
-    let dependencies = inner.store.dependencies(&job.key).await?;
+    let dependencies = inner.entries().dependencies(&job.key).await?;
     let mut changed: Vec<(&Key, ContentHash)> = Vec::with_capacity(job.reasons.len());
     for reason in &job.reasons {
         let RefreshReason::DependencyChanged { from } = reason else {
@@ -657,7 +656,7 @@ async fn plan_and_augment(
         changed.push((from, seen));
     }
     let keys: Vec<Key> = changed.iter().map(|(from, _)| (*from).clone()).collect();
-    let current = inner.store.content_hashes(&keys).await?;
+    let current = inner.entries().content_hashes(&keys).await?;
     // The deltas in the order they happened: each one that starts where
     // its product's chain ends extends it, as a delta of this product.
     let mut at: Vec<ContentHash> = changed.iter().map(|(_, seen)| *seen).collect();

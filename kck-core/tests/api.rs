@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use common::{Source, SourceDown, on_every_store, source};
-use kck_core::store::{ContentHash, Entry, EntryMeta, Expect, Saved, Store};
+use kck_core::storage::{ContentHash, Entry, EntryMeta, EntryStore, Expect, Saved};
 use kck_core::{Ctx, Error, ErrorKind, Key, KeyError, Version, primer};
 use serde::{Deserialize, Serialize};
 
@@ -209,7 +209,7 @@ on_every_store! {
 
 /// Writes raw bytes as the stored value of `key`, as a process running
 /// other code might have.
-async fn store_raw(store: &dyn Store, key: &Key, value: &[u8], code_version: &str) -> Version {
+async fn store_raw(store: &dyn EntryStore, key: &Key, value: &[u8], code_version: &str) -> Version {
     let now = kck_core::Timestamp::UNIX_EPOCH;
     let entry = Entry {
         key: key.clone(),
@@ -244,7 +244,7 @@ on_every_store! {
         source.set("sales:6", 3);
         let code = <report as kck_core::Primer>::DEF.code_version;
         let key = key("report/6");
-        let old = store_raw(&**test.store(), &key, br#"{"store":6,"sum":3}"#, code).await;
+        let old = store_raw(&**test.storage().entries(), &key, br#"{"store":6,"sum":3}"#, code).await;
 
         assert_eq!(report(&test, 6).await.unwrap().total, 3);
         assert_eq!(
@@ -262,7 +262,7 @@ on_every_store! {
         source.set("sales:7", 4);
         let key = key("report/7");
         store_raw(
-            &**test.store(),
+            &**test.storage().entries(),
             &key,
             br#"{"store":7,"total":1000}"#,
             "old-code",
@@ -277,7 +277,7 @@ on_every_store! {
         // `peek` does not serve it either.
         let other = report::key(8);
         store_raw(
-            &**test.store(),
+            &**test.storage().entries(),
             &other,
             br#"{"store":8,"total":1}"#,
             "old-code",

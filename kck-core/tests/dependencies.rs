@@ -151,7 +151,7 @@ on_every_store! {
     async fn a_recompute_to_an_equal_value_touches_nothing_downstream(test, source) {
         source.set("price:x", 2);
         assert_eq!(*parity_label(&test, "x".into()).await.unwrap(), "even");
-        let changed_at = |entry: kck_core::store::StoredEntry| entry.meta.changed_at;
+        let changed_at = |entry: kck_core::storage::StoredEntry| entry.meta.changed_at;
         let parity_changed = changed_at(test.entry(&key("parity/x")).await.unwrap().unwrap());
 
         test.advance(Duration::from_secs(60));

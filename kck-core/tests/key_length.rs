@@ -48,7 +48,7 @@ on_every_store! {
         assert_eq!(*long(&test, name.clone()).await.unwrap(), MAX_KEY_LEN - 5);
         let key = long::key(name);
         assert_eq!(key.as_str().len(), MAX_KEY_LEN);
-        assert!(test.store().load(&key).await.unwrap().is_some());
+        assert!(test.storage().entries().load(&key).await.unwrap().is_some());
         let parsed = test.parse_key(key.as_str()).unwrap();
         assert!(TypedKey::<long>::from_key(parsed).is_ok());
     }
@@ -59,12 +59,12 @@ on_every_store! {
         let error = long(&test, name.clone()).await.unwrap_err();
         assert_too_long(&error);
         let key = long::key(name);
-        assert!(test.store().load(&key).await.unwrap().is_none());
+        assert!(test.storage().entries().load(&key).await.unwrap().is_none());
 
         assert_too_long(&test.parse_key(key.as_str()).unwrap_err());
         assert_too_long(&test.refresh_key(&key).await.unwrap_err());
         assert_too_long(&test.get_json(&key).await.unwrap_err());
         assert_too_long(&test.cache().set(&key, 1).await.unwrap_err());
-        assert!(test.store().load(&key).await.unwrap().is_none());
+        assert!(test.storage().entries().load(&key).await.unwrap().is_none());
     }
 }

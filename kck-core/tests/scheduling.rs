@@ -6,12 +6,11 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
 use std::time::Duration;
 
 use common::{Source, SourceDown, on_every_store, source};
-use kck_core::queue::RefreshReason;
-use kck_core::{Ctx, EventKind, Key, MemoryStore, Store, Timestamp, primer};
+use kck_core::storage::RefreshReason;
+use kck_core::{Ctx, EventKind, Key, MemoryStore, Storage, Timestamp, primer};
 use kck_testing::TestCache;
 
 const MINUTE: Duration = Duration::from_secs(60);
@@ -243,7 +242,7 @@ async fn products_nobody_reads_stop_refreshing_until_read_again() {
 
 #[tokio::test]
 async fn schedulers_sharing_a_store_never_queue_the_same_work_twice() {
-    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let store = Storage::from(MemoryStore::new());
     schedulers_share(store, None).await;
 }
 
@@ -256,7 +255,7 @@ async fn schedulers_sharing_postgres_never_queue_the_same_work_twice() {
         let store = kck_diesel::PgStore::connect(database.url())
             .await
             .expect("the test database accepts connections");
-        Arc::new(store) as Arc<dyn Store>
+        Storage::from(store)
     };
     let first = connect().await;
     let second = connect().await;
@@ -266,9 +265,9 @@ async fn schedulers_sharing_postgres_never_queue_the_same_work_twice() {
 /// Two test caches on one store (or two connections to one database), each
 /// with its scheduler: at every tick, each product due and each schedule
 /// goes to exactly one of them.
-async fn schedulers_share(store: Arc<dyn Store>, other: Option<Arc<dyn Store>>) {
+async fn schedulers_share(store: Storage, other: Option<Storage>) {
     let source = Source::new();
-    let cache_on = |store: Arc<dyn Store>| {
+    let cache_on = |store: Storage| {
         let source = source.clone();
         TestCache::builder()
             .store(store)

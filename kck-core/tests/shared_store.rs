@@ -8,7 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{Source, SourceDown, source, until};
-use kck_core::{Cache, Ctx, ErrorKind, MemoryStore, MockClock, Store, primer};
+use kck_core::storage::Coordination;
+use kck_core::{Cache, Ctx, ErrorKind, MemoryStore, MockClock, primer};
 use kck_testing::EventRecorder;
 
 #[primer(key = "shared_number/{name}")]
@@ -24,7 +25,7 @@ struct Node {
 fn node(store: &Arc<MemoryStore>, source: &Arc<Source>, clock: &Arc<MockClock>) -> Node {
     let recorder = EventRecorder::default();
     let cache = Cache::builder()
-        .shared_store(store.clone())
+        .store(store.clone())
         .clock(clock.clone())
         .state(source.clone())
         .on_event(recorder.listener())
@@ -177,5 +178,5 @@ fn a_single_cache_needs_no_lease() {
         .unwrap();
     let key = shared_number::key("x".into());
     let lease = runtime.block_on(store.acquire_lease(&key, "me", Duration::from_secs(1)));
-    assert_eq!(lease.unwrap(), kck_core::store::Lease::NotShared);
+    assert_eq!(lease.unwrap(), kck_core::storage::Lease::NotShared);
 }

@@ -18,8 +18,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{Source, SourceDown, source};
-use kck_core::queue::{JobRequest, RefreshReason};
-use kck_core::{Cache, Ctx, Key, MemoryStore, MockClock, Store, Worker, primer};
+use kck_core::storage::{JobRequest, RefreshReason};
+use kck_core::{Cache, Ctx, Key, MemoryStore, MockClock, Storage, Worker, primer};
 use kck_diesel::PgStore;
 use kck_testing::EventRecorder;
 use kck_testing::postgres::TestDatabase;
@@ -49,14 +49,10 @@ struct Pair {
     _database: Option<TestDatabase>,
 }
 
-fn cache(
-    store: Arc<dyn Store>,
-    clock: &Arc<MockClock>,
-    source: &Arc<Source>,
-) -> (Cache, EventRecorder) {
+fn cache(store: Storage, clock: &Arc<MockClock>, source: &Arc<Source>) -> (Cache, EventRecorder) {
     let recorder = EventRecorder::default();
     let cache = Cache::builder()
-        .shared_store(store)
+        .store(store)
         .clock(clock.clone())
         .state(source.clone())
         .local_worker(false)
@@ -70,7 +66,7 @@ fn cache(
 impl Pair {
     fn on_memory() -> Pair {
         let clock = Arc::new(MockClock::default());
-        let store: Arc<dyn Store> = Arc::new(MemoryStore::with_clock(clock.clone()));
+        let store = Storage::from(Arc::new(MemoryStore::with_clock(clock.clone())));
         Pair::of([store.clone(), store], clock, None)
     }
 
@@ -81,7 +77,7 @@ impl Pair {
             let store = PgStore::connect(database.url())
                 .await
                 .expect("the test database accepts connections");
-            stores.push(Arc::new(store) as Arc<dyn Store>);
+            stores.push(Storage::from(store));
         }
         let [a, b] = <[_; 2]>::try_from(stores).ok()?;
         Some(Pair::of(
@@ -91,11 +87,7 @@ impl Pair {
         ))
     }
 
-    fn of(
-        stores: [Arc<dyn Store>; 2],
-        clock: Arc<MockClock>,
-        database: Option<TestDatabase>,
-    ) -> Pair {
+    fn of(stores: [Storage; 2], clock: Arc<MockClock>, database: Option<TestDatabase>) -> Pair {
         let source = Source::new();
         let [a, b] = stores;
         let (a, a_events) = cache(a, &clock, &source);

@@ -8,8 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{Harness, Source, SourceDown, source, until};
-use kck_core::queue::{JobRequest, RefreshReason};
-use kck_core::store::Lease;
+use kck_core::storage::{JobRequest, Lease, RefreshReason};
 use kck_core::{ErrorKind, Worker, primer};
 
 #[primer(key = "stuck/{name}")]
@@ -80,13 +79,18 @@ async fn a_hung_refresh_is_stopped_at_the_job_timeout(
     // to run out (30 s). Checked a few times, as the release is on its way.
     let mut free = false;
     for _ in 0..100 {
-        let lease = test
-            .store()
-            .acquire_lease(&key, "probe", Duration::from_secs(60));
+        let lease =
+            test.storage()
+                .coordination()
+                .acquire_lease(&key, "probe", Duration::from_secs(60));
         match lease.await.expect("the store answers") {
             Lease::Held { .. } => tokio::time::sleep(Duration::from_millis(20)).await,
             Lease::Acquired => {
-                let released = test.store().release_lease(&key, "probe").await;
+                let released = test
+                    .storage()
+                    .coordination()
+                    .release_lease(&key, "probe")
+                    .await;
                 released.expect("the store answers");
                 free = true;
                 break;

@@ -161,7 +161,7 @@ on_every_store! {
             let text = format!("day/{which}");
             let error = sales_day(&test, which.to_owned()).await.unwrap_err();
             assert_non_finite(&error, &text);
-            assert!(test.store().load(&key(&text)).await.unwrap().is_none());
+            assert!(test.storage().entries().load(&key(&text)).await.unwrap().is_none());
         }
     }
 
@@ -172,7 +172,7 @@ on_every_store! {
         for bad in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
             let error = test.set(&day_key, day(bad)).await.unwrap_err();
             assert_non_finite(&error, "day/x");
-            let stored = test.store().load(&day_key).await.unwrap().unwrap();
+            let stored = test.storage().entries().load(&day_key).await.unwrap().unwrap();
             assert_eq!(stored.version, version);
             assert_eq!(serde_json::from_slice::<Day>(&stored.value).unwrap(), day(2.5));
         }
@@ -185,14 +185,14 @@ on_every_store! {
         // as 0.0 (PostgreSQL's jsonb has no negative zero), equal to it.
         let served = sales_day(&test, "-0".to_owned()).await.unwrap();
         assert!(served.sales[3].amount.is_sign_negative());
-        let stored = test.store().load(&key("day/-0")).await.unwrap().unwrap();
+        let stored = test.storage().entries().load(&key("day/-0")).await.unwrap().unwrap();
         let read: Day = serde_json::from_slice(&stored.value).unwrap();
         assert_eq!(read, *served);
         assert!(read.sales[3].amount.is_sign_positive());
 
         let set_key = sales_day::key("set".to_owned());
         test.set(&set_key, day(-0.0)).await.unwrap();
-        let stored = test.store().load(&set_key).await.unwrap().unwrap();
+        let stored = test.storage().entries().load(&set_key).await.unwrap().unwrap();
         let read: Day = serde_json::from_slice(&stored.value).unwrap();
         assert_eq!(read, day(0.0));
     }
@@ -202,12 +202,12 @@ on_every_store! {
         let value = nested(&test, MAX_VALUE_DEPTH).await.unwrap();
         assert_eq!(*value, nest(MAX_VALUE_DEPTH));
         let text = format!("nested/{MAX_VALUE_DEPTH}");
-        let stored = test.store().load(&key(&text)).await.unwrap().unwrap();
+        let stored = test.storage().entries().load(&key(&text)).await.unwrap().unwrap();
         let read: Nest = serde_json::from_slice(&stored.value).unwrap();
         assert_eq!(read, nest(MAX_VALUE_DEPTH));
 
         test.set(&nested::key(1), nest(MAX_VALUE_DEPTH)).await.unwrap();
-        let stored = test.store().load(&nested::key(1)).await.unwrap().unwrap();
+        let stored = test.storage().entries().load(&nested::key(1)).await.unwrap().unwrap();
         let read: Nest = serde_json::from_slice(&stored.value).unwrap();
         assert_eq!(read, nest(MAX_VALUE_DEPTH));
     }
@@ -222,11 +222,11 @@ on_every_store! {
             let error = nested(&test, depth).await.unwrap_err();
             assert_too_deep(&error);
             let text = format!("nested/{depth}");
-            assert!(test.store().load(&key(&text)).await.unwrap().is_none());
+            assert!(test.storage().entries().load(&key(&text)).await.unwrap().is_none());
 
             let error = test.set(&nested::key(2), nest(depth)).await.unwrap_err();
             assert_too_deep(&error);
-            assert!(test.store().load(&nested::key(2)).await.unwrap().is_none());
+            assert!(test.storage().entries().load(&nested::key(2)).await.unwrap().is_none());
         }
     }
 
@@ -236,7 +236,7 @@ on_every_store! {
             let text = format!("note/{which}");
             let error = noted(&test, which.to_owned()).await.unwrap_err();
             assert_nul(&error, &text, nul_note(which).1);
-            assert!(test.store().load(&key(&text)).await.unwrap().is_none());
+            assert!(test.storage().entries().load(&key(&text)).await.unwrap().is_none());
         }
     }
 
@@ -250,11 +250,11 @@ on_every_store! {
             let (bad, path) = nul_note(which);
             let error = test.set(&fresh, bad.clone()).await.unwrap_err();
             assert_nul(&error, "note/fresh", path);
-            assert!(test.store().load(&fresh).await.unwrap().is_none());
+            assert!(test.storage().entries().load(&fresh).await.unwrap().is_none());
 
             let error = test.set(&kept, bad).await.unwrap_err();
             assert_nul(&error, "note/kept", path);
-            let stored = test.store().load(&kept).await.unwrap().unwrap();
+            let stored = test.storage().entries().load(&kept).await.unwrap().unwrap();
             assert_eq!(stored.version, version);
             assert_eq!(serde_json::from_slice::<Note>(&stored.value).unwrap(), good);
         }
@@ -265,12 +265,12 @@ on_every_store! {
     async fn other_control_characters_are_stored_and_read_back(test, _source) {
         let (controls, _) = nul_note("controls");
         assert_eq!(*noted(&test, "controls".to_owned()).await.unwrap(), controls);
-        let stored = test.store().load(&key("note/controls")).await.unwrap().unwrap();
+        let stored = test.storage().entries().load(&key("note/controls")).await.unwrap().unwrap();
         assert_eq!(serde_json::from_slice::<Note>(&stored.value).unwrap(), controls);
 
         let set_key = noted::key("set".to_owned());
         test.set(&set_key, controls.clone()).await.unwrap();
-        let stored = test.store().load(&set_key).await.unwrap().unwrap();
+        let stored = test.storage().entries().load(&set_key).await.unwrap().unwrap();
         assert_eq!(serde_json::from_slice::<Note>(&stored.value).unwrap(), controls);
         assert_eq!(*noted(&test, "set".to_owned()).await.unwrap(), controls);
     }

@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::{Source, SourceDown, on_every_store, source, until};
-use kck_core::queue::{JobRequest, RefreshReason};
+use kck_core::storage::{JobRequest, RefreshReason};
 use kck_core::{Cache, Ctx, EventKind, Key, Worker, primer};
 
 const SECOND: Duration = Duration::from_secs(1);

@@ -4,11 +4,13 @@ use std::time::Duration;
 
 use diesel::pg::data_types::PgTimestamp;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
-use kck_core::queue::JobDelta;
-use kck_core::store::{ContentHash, EntryError, EntryMeta, StoreError, StoredEntry, Version};
+use kck_core::storage::{
+    ContentHash, Edge, EntryError, EntryMeta, JobDelta, StoreError, StoredEntry, Version,
+};
 use kck_core::{Key, Timestamp};
 
 use crate::sql::{EdgeRow, EntryRow};
+use crate::statement::Bind;
 
 /// Microseconds from the Unix epoch to PostgreSQL's, 2000-01-01.
 const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
@@ -140,7 +142,7 @@ pub(crate) fn parse_key(key: &str) -> Result<Key, StoreError> {
 }
 
 impl EdgeRow {
-    pub(crate) fn into_edge(self) -> Result<kck_core::store::Edge, StoreError> {
+    pub(crate) fn into_edge(self) -> Result<Edge, StoreError> {
         let key = parse_key(&self.key)?;
         let seen = match &self.seen {
             Some(bytes) => {
@@ -150,7 +152,7 @@ impl EdgeRow {
             }
             None => None,
         };
-        Ok(kck_core::store::Edge::new(key, seen))
+        Ok(Edge::new(key, seen))
     }
 }
 
@@ -185,6 +187,11 @@ pub(crate) fn query_error(error: DieselError) -> StoreError {
 /// exhausted).
 pub(crate) fn pool_error(error: diesel_async::pooled_connection::bb8::RunError) -> StoreError {
     StoreError::unavailable(error)
+}
+
+/// A key as a text bind.
+pub(crate) fn key_bind(key: &Key) -> Bind {
+    Bind::Text(key.as_str().to_owned())
 }
 
 #[cfg(test)]

@@ -79,7 +79,7 @@
 //! ## Failures
 //!
 //! A database that cannot be reached makes [`PgStore::connect`] fail with
-//! [`StoreError::Unavailable`](kck_core::store::StoreError::Unavailable), and
+//! [`StoreError::Unavailable`](kck_core::storage::StoreError::Unavailable), and
 //! cache operations fail with that transient error
 //! ([`kck_core::Error::is_transient`]) while it is down. The pool and the
 //! listener reconnect by themselves: no restart is needed.
@@ -103,6 +103,8 @@
 //! silently recomputed by every read.
 
 mod convert;
+mod coordination;
+mod entries;
 mod listen;
 #[macro_use]
 mod sql;
@@ -110,5 +112,6 @@ mod queue;
 mod queue_sql;
 mod statement;
 mod store;
+mod timetable;
 
 pub use store::{MIGRATIONS, PgStore, PgStoreBuilder};

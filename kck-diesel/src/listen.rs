@@ -14,8 +14,7 @@ use std::time::Duration;
 use diesel_async::{AsyncPgConnection, RunQueryDsl as _};
 use futures_util::StreamExt;
 use kck_core::Key;
-use kck_core::queue::JobWatcher;
-use kck_core::store::{ChangeWatcher, StoreError, Version};
+use kck_core::storage::{ChangeWatcher, JobWatcher, StoreError, Version};
 
 use crate::convert::query_error;
 use crate::queue_sql::JOBS_CHANNEL;

@@ -1,15 +1,15 @@
 //! [`PgStore`] as a [`Queue`]: refresh jobs in `kck_jobs`, shared by every
 //! worker of every process.
 
-use std::sync::{Arc, Weak};
+use std::sync::Weak;
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 use kck_core::Timestamp;
-use kck_core::queue::{
-    Claim, FailedJob, Job, JobId, JobRequest, JobWatcher, Queue, RefreshReason, Turnover,
+use kck_core::storage::{
+    Claim, FailedJob, Job, JobId, JobRequest, JobWatcher, Queue, RefreshReason, StoreError,
+    Turnover,
 };
-use kck_core::store::StoreError;
 
 use crate::convert::{
     corrupt, deltas_from_json, deltas_to_json, from_pg, micros, parse_key, to_pg,
@@ -258,9 +258,4 @@ impl Queue for PgStore {
     fn watch_jobs(&self, watcher: Weak<dyn JobWatcher>) {
         self.watchers().add_jobs(watcher);
     }
-}
-
-/// The store as a queue, for [`Store::queue`](kck_core::Store::queue).
-pub(crate) fn as_queue(store: &PgStore) -> Arc<dyn Queue> {
-    Arc::new(store.clone())
 }

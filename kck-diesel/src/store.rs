@@ -1,6 +1,8 @@
-//! [`PgStore`]: the [`Store`] on PostgreSQL.
+//! [`PgStore`]: the connection pool, the listener and the schema; each
+//! port it implements has a module of its own (`entries`, `timetable`,
+//! `coordination`, `queue`).
 
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 
 use diesel::Connection as _;
@@ -10,23 +12,11 @@ use diesel_async::pooled_connection::AsyncDieselConnectionManager;
 use diesel_async::pooled_connection::bb8::Pool;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
-use futures_util::future::BoxFuture;
-use kck_core::queue::JobDelta;
-use kck_core::store::{
-    ChangeWatcher, ContentHash, DueRefreshes, Edge, Entry, EntryPatch, Expect, Lease, Saved, Store,
-    StoreError, StoredEntry, TickClaim, Version,
-};
-use kck_core::{Key, Timestamp};
+use kck_core::storage::{Storage, StoreError};
 use tokio::task::AbortHandle;
 
-use crate::convert::{deltas_to_json, micros, parse_key, pool_error, query_error, to_pg};
+use crate::convert::{pool_error, query_error};
 use crate::listen::{self, Watchers};
-use crate::sql::{
-    AcquireLease, ClaimTick, ContentHashes, Dependencies, Dependents, DueRow, EdgeRow, EntryRow,
-    KeyRow, KeysOf, LeaseRow, LoadEntry, PatchEntry, ReleaseLease, ReleaseRow, RemoveEntry,
-    RemoveRow, RenewLease, SaveAbsent, SaveAny, SaveOver, TakeDueRefreshes, TickRow, Touch,
-    WriteRow,
-};
 use crate::statement::{Bind, Sql, Statement};
 
 /// kck's schema, created or upgraded by [`PgStore::connect`].
@@ -35,8 +25,13 @@ pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
 /// Serializes concurrent migrations of processes starting together.
 const MIGRATION_LOCK: i64 = 0x6b63_6b5f_6d69_6772;
 
-/// A [`Store`] in PostgreSQL, shared by every process that connects to the
-/// same database. See the [crate documentation](crate).
+/// A store in PostgreSQL, shared by every process that connects to the
+/// same database: it implements every port
+/// ([`EntryStore`](kck_core::storage::EntryStore),
+/// [`Timetable`](kck_core::storage::Timetable),
+/// [`Coordination`](kck_core::storage::Coordination),
+/// [`Queue`](kck_core::storage::Queue)), and a cache takes it as a
+/// [`Storage`]. See the [crate documentation](crate).
 ///
 /// Cloning is cheap: clones share the pool and the listener.
 #[derive(Clone)]
@@ -115,11 +110,6 @@ impl PgStore {
             .next()
             .ok_or_else(|| StoreError::backend(format!("no row from: {}", S::SQL)))
     }
-
-    async fn edges<S: Sql>(&self, key: &Key) -> Result<Vec<Edge>, StoreError> {
-        let rows: Vec<EdgeRow> = self.run::<S, _>(vec![text(key)]).await?;
-        rows.into_iter().map(EdgeRow::into_edge).collect()
-    }
 }
 
 impl std::fmt::Debug for PgStore {
@@ -135,7 +125,7 @@ impl std::fmt::Debug for PgStore {
 /// Connects a [`PgStore`].
 ///
 /// ```no_run
-/// # async fn run() -> Result<(), kck_core::store::StoreError> {
+/// # async fn run() -> Result<(), kck_core::storage::StoreError> {
 /// use std::time::Duration;
 /// use kck_diesel::PgStore;
 ///
@@ -246,331 +236,11 @@ async fn migrate(url: &str, timeout: Duration) -> Result<(), StoreError> {
     }
 }
 
-fn text(key: &Key) -> Bind {
-    Bind::Text(key.as_str().to_owned())
-}
-
-/// The 14 binds of an entry's columns after its key (the last is its read
-/// time).
-fn entry_binds(entry: &Entry) -> Result<Vec<Bind>, StoreError> {
-    let meta = &entry.meta;
-    let value = String::from_utf8(entry.value.clone()).map_err(StoreError::backend)?;
-    let error = meta.last_error.as_ref();
-    Ok(vec![
-        Bind::Text(entry.key.primer().to_owned()),
-        Bind::Text(value),
-        Bind::Time(to_pg(meta.computed_at)),
-        Bind::Time(to_pg(meta.changed_at)),
-        Bind::OptTime(meta.stale_at.map(to_pg)),
-        Bind::OptTime(meta.refresh_at.map(to_pg)),
-        Bind::OptTime(meta.expires_at.map(to_pg)),
-        Bind::Bytes(meta.content_hash.0.to_vec()),
-        Bind::Text(meta.code_version.clone()),
-        Bind::BigInt(micros(meta.compute_duration)),
-        Bind::OptText(error.map(|e| e.message.clone())),
-        Bind::OptTime(error.map(|e| to_pg(e.at))),
-        Bind::Int(error.map_or(0, |e| i32::try_from(e.attempts).unwrap_or(i32::MAX))),
-        Bind::OptTime(meta.read_at.map(to_pg)),
-    ])
-}
-
-fn saved(row: &WriteRow) -> Saved {
-    match row.written {
-        Some(version) => Saved::Written(Version(version)),
-        None => Saved::Conflict {
-            current: row.current.map(Version),
-        },
-    }
-}
-
-impl Store for PgStore {
-    fn load<'a>(&'a self, key: &'a Key) -> BoxFuture<'a, Result<Option<StoredEntry>, StoreError>> {
-        Box::pin(async move {
-            let rows: Vec<EntryRow> = self.run::<LoadEntry, _>(vec![text(key)]).await?;
-            rows.into_iter()
-                .next()
-                .map(EntryRow::into_entry)
-                .transpose()
-        })
-    }
-
-    fn content_hashes<'a>(
-        &'a self,
-        keys: &'a [Key],
-    ) -> BoxFuture<'a, Result<Vec<Option<ContentHash>>, StoreError>> {
-        Box::pin(async move {
-            let texts = keys.iter().map(|key| key.as_str().to_owned()).collect();
-            let rows: Vec<EdgeRow> = self
-                .run::<ContentHashes, _>(vec![Bind::Texts(texts)])
-                .await?;
-            let found: Vec<Edge> = rows
-                .into_iter()
-                .map(EdgeRow::into_edge)
-                .collect::<Result<_, _>>()?;
-            Ok(keys
-                .iter()
-                .map(|key| {
-                    found
-                        .iter()
-                        .find(|edge| &edge.key == key)
-                        .and_then(|edge| edge.seen)
-                })
-                .collect())
-        })
-    }
-
-    fn save(&self, entry: Entry, expect: Expect) -> BoxFuture<'_, Result<Saved, StoreError>> {
-        self.save_with_deltas(entry, expect, Vec::new())
-    }
-
-    fn save_with_deltas(
-        &self,
-        entry: Entry,
-        expect: Expect,
-        deltas: Vec<JobDelta>,
-    ) -> BoxFuture<'_, Result<Saved, StoreError>> {
-        Box::pin(async move {
-            let deltas = deltas_to_json(&entry.key, &deltas)?;
-            let values = entry_binds(&entry)?;
-            let key = text(&entry.key);
-            let dependencies: Vec<String> = entry
-                .dependencies
-                .iter()
-                .map(|edge| edge.key.as_str().to_owned())
-                .collect();
-            let seen = entry
-                .dependencies
-                .iter()
-                .map(|edge| edge.seen.map(|hash| hash.0.to_vec()))
-                .collect();
-            let hash = entry.meta.content_hash.0.to_vec();
-            let tail = [
-                Bind::Texts(dependencies.clone()),
-                Bind::Texts(dependencies),
-                Bind::OptBytesArray(seen),
-                Bind::Bytes(hash.clone()),
-                Bind::Bytes(hash.clone()),
-                Bind::Time(to_pg(entry.meta.computed_at)),
-                Bind::Text(deltas),
-                key.clone(),
-                Bind::Bytes(hash),
-            ];
-            let row: WriteRow = match expect {
-                Expect::Any | Expect::Absent => {
-                    let binds = std::iter::once(key).chain(values).chain(tail).collect();
-                    if expect == Expect::Any {
-                        self.run_one::<SaveAny, _>(binds).await?
-                    } else {
-                        self.run_one::<SaveAbsent, _>(binds).await?
-                    }
-                }
-                Expect::Version(version) => {
-                    let binds = values
-                        .into_iter()
-                        .chain([key, Bind::BigInt(version.0)])
-                        .chain(tail)
-                        .collect();
-                    self.run_one::<SaveOver, _>(binds).await?
-                }
-            };
-            Ok(saved(&row))
-        })
-    }
-
-    fn patch<'a>(
-        &'a self,
-        key: &'a Key,
-        patch: EntryPatch,
-        expect: Expect,
-    ) -> BoxFuture<'a, Result<Saved, StoreError>> {
-        Box::pin(async move {
-            let expected = match expect {
-                Expect::Any => None,
-                Expect::Version(version) => Some(version.0),
-                Expect::Absent => {
-                    // A patch needs an entry: the condition never holds.
-                    let current = Store::load(self, key).await?.map(|stored| stored.version);
-                    return Ok(Saved::Conflict { current });
-                }
-            };
-            let set_error = patch.last_error.is_some();
-            let error = patch.last_error.clone().flatten();
-            let binds = vec![
-                Bind::OptTime(patch.stale_at.map(to_pg)),
-                Bind::OptTime(patch.expires_at.map(to_pg)),
-                Bind::Bool(set_error),
-                Bind::OptText(error.as_ref().map(|e| e.message.clone())),
-                Bind::Bool(set_error),
-                Bind::OptTime(error.as_ref().map(|e| to_pg(e.at))),
-                Bind::Bool(set_error),
-                Bind::Int(error.map_or(0, |e| i32::try_from(e.attempts).unwrap_or(i32::MAX))),
-                text(key),
-                Bind::OptBigInt(expected),
-                Bind::OptBigInt(expected),
-                text(key),
-            ];
-            let row: WriteRow = self.run_one::<PatchEntry, _>(binds).await?;
-            Ok(saved(&row))
-        })
-    }
-
-    fn remove<'a>(&'a self, key: &'a Key) -> BoxFuture<'a, Result<Option<Version>, StoreError>> {
-        Box::pin(async move {
-            let row: RemoveRow = self
-                .run_one::<RemoveEntry, _>(vec![text(key), text(key)])
-                .await?;
-            Ok(row.version.map(Version))
-        })
-    }
-
-    fn dependents<'a>(&'a self, key: &'a Key) -> BoxFuture<'a, Result<Vec<Edge>, StoreError>> {
-        Box::pin(self.edges::<Dependents>(key))
-    }
-
-    fn dependencies<'a>(&'a self, key: &'a Key) -> BoxFuture<'a, Result<Vec<Edge>, StoreError>> {
-        Box::pin(self.edges::<Dependencies>(key))
-    }
-
-    fn take_due_refreshes<'a>(
-        &'a self,
-        now: Timestamp,
-        until: Timestamp,
-        read_since: Option<Timestamp>,
-        limit: usize,
-    ) -> BoxFuture<'a, Result<DueRefreshes, StoreError>> {
-        Box::pin(async move {
-            let since = read_since.map(to_pg);
-            let binds = vec![
-                Bind::OptTime(since),
-                Bind::OptTime(since),
-                Bind::Time(to_pg(now)),
-                Bind::BigInt(i64::try_from(limit).unwrap_or(i64::MAX)),
-                Bind::Time(to_pg(until)),
-            ];
-            let rows: Vec<DueRow> = self.run::<TakeDueRefreshes, _>(binds).await?;
-            let mut taken = DueRefreshes::default();
-            for row in rows {
-                let key = parse_key(&row.key)?;
-                if row.live {
-                    taken.refresh.push(key);
-                } else {
-                    taken.retired.push(key);
-                }
-            }
-            Ok(taken)
-        })
-    }
-
-    fn claim_tick<'a>(
-        &'a self,
-        name: &'a str,
-        now: Timestamp,
-        next: Timestamp,
-    ) -> BoxFuture<'a, Result<TickClaim, StoreError>> {
-        Box::pin(async move {
-            let binds = vec![
-                Bind::Text(name.to_owned()),
-                Bind::Text(name.to_owned()),
-                Bind::Time(to_pg(next)),
-                Bind::Time(to_pg(now)),
-            ];
-            let row: TickRow = self.run_one::<ClaimTick, _>(binds).await?;
-            Ok(match (row.existed > 0, row.moved > 0) {
-                (false, true) => TickClaim::Started,
-                (true, true) => TickClaim::Fired,
-                (_, false) => TickClaim::NotDue,
-            })
-        })
-    }
-
-    fn keys_of<'a>(&'a self, primer: &'a str) -> BoxFuture<'a, Result<Vec<Key>, StoreError>> {
-        Box::pin(async move {
-            let rows: Vec<KeyRow> = self
-                .run::<KeysOf, _>(vec![Bind::Text(primer.to_owned())])
-                .await?;
-            rows.into_iter().map(|row| parse_key(&row.key)).collect()
-        })
-    }
-
-    fn touch<'a>(
-        &'a self,
-        keys: &'a [Key],
-        at: Timestamp,
-    ) -> BoxFuture<'a, Result<(), StoreError>> {
-        Box::pin(async move {
-            let keys = keys.iter().map(|key| key.as_str().to_owned()).collect();
-            let binds = vec![
-                Bind::Texts(keys),
-                Bind::Time(to_pg(at)),
-                Bind::Time(to_pg(at)),
-            ];
-            self.execute::<Touch>(binds).await?;
-            Ok(())
-        })
-    }
-
-    fn watch(&self, watcher: Weak<dyn ChangeWatcher>) {
-        self.shared.watchers.add(watcher);
-    }
-
-    fn queue(&self) -> Option<Arc<dyn kck_core::Queue>> {
-        Some(crate::queue::as_queue(self))
-    }
-
-    fn queues_dependents(&self) -> bool {
-        true
-    }
-
-    fn acquire_lease<'a>(
-        &'a self,
-        key: &'a Key,
-        holder: &'a str,
-        ttl: Duration,
-    ) -> BoxFuture<'a, Result<Lease, StoreError>> {
-        Box::pin(async move {
-            let binds = vec![
-                text(key),
-                Bind::Text(holder.to_owned()),
-                Bind::BigInt(micros(ttl)),
-                text(key),
-            ];
-            let row: LeaseRow = self.run_one::<AcquireLease, _>(binds).await?;
-            Ok(if row.acquired > 0 {
-                Lease::Acquired
-            } else {
-                let remaining = row.remaining.unwrap_or(0).unsigned_abs();
-                Lease::Held {
-                    remaining: Duration::from_micros(remaining),
-                }
-            })
-        })
-    }
-
-    fn renew_lease<'a>(
-        &'a self,
-        key: &'a Key,
-        holder: &'a str,
-        ttl: Duration,
-    ) -> BoxFuture<'a, Result<bool, StoreError>> {
-        Box::pin(async move {
-            let binds = vec![
-                Bind::BigInt(micros(ttl)),
-                text(key),
-                Bind::Text(holder.to_owned()),
-            ];
-            Ok(self.execute::<RenewLease>(binds).await? == 1)
-        })
-    }
-
-    fn release_lease<'a>(
-        &'a self,
-        key: &'a Key,
-        holder: &'a str,
-    ) -> BoxFuture<'a, Result<(), StoreError>> {
-        Box::pin(async move {
-            let binds = vec![text(key), Bind::Text(holder.to_owned())];
-            let _: Vec<ReleaseRow> = self.run::<ReleaseLease, _>(binds).await?;
-            Ok(())
-        })
+/// Every port is the one `PgStore`; its saves queue their dependents'
+/// refreshes in `kck_jobs` themselves.
+impl From<PgStore> for Storage {
+    fn from(store: PgStore) -> Self {
+        let store = Arc::new(store);
+        Storage::of(store.clone()).with_queue_fed_by_saves(store)
     }
 }

@@ -6,8 +6,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use kck_core::store::{ChangeWatcher, ContentHash, Edge, Entry, EntryMeta, Expect, Lease, Saved};
-use kck_core::{Cache, Ctx, Key, MAX_KEY_LEN, Store, Timestamp, Version, primer};
+use kck_core::storage::{ChangeWatcher, ContentHash, Edge, Entry, EntryMeta, Expect, Lease, Saved};
+use kck_core::storage::{Coordination, EntryStore};
+use kck_core::{Cache, Ctx, Key, MAX_KEY_LEN, Timestamp, Version, primer};
 use kck_diesel::PgStore;
 use kck_testing::EventRecorder;
 use kck_testing::postgres::TestDatabase;
@@ -126,7 +127,7 @@ async fn long_named(ctx: &Ctx, name: String) -> Result<usize, String> {
 fn node_cache(store: PgStore, node: Arc<Node>, lease_ttl: Duration) -> (Cache, EventRecorder) {
     let recorder = EventRecorder::default();
     let cache = Cache::builder()
-        .shared_store(Arc::new(store))
+        .store(store)
         .local_worker(false)
         .local_scheduler(false)
         .lease_ttl(lease_ttl)

@@ -18,9 +18,9 @@ use std::time::Duration;
 
 use diesel::QueryableByName;
 use diesel::sql_types::BigInt;
-use kck_core::queue::{JobRequest, RefreshReason};
-use kck_core::store::{
-    ChangeWatcher, ContentHash, Entry, EntryMeta, Expect, Saved, Store, Version,
+use kck_core::storage::{
+    ChangeWatcher, ContentHash, Coordination, Entry, EntryMeta, EntryStore, Expect, JobRequest,
+    Queue, RefreshReason, Saved, Version,
 };
 use kck_core::{Cache, Ctx, Key, Worker, primer};
 use kck_diesel::PgStore;
@@ -237,7 +237,7 @@ async fn a_worker_killed_in_the_middle_of_a_job_loses_nothing() {
     };
     const JOBS: u32 = 30;
     let store = Arc::new(PgStore::connect(db.url()).await.expect("connects"));
-    let queue = store.queue().expect("PgStore is a queue");
+    let queue: Arc<dyn Queue> = store.clone();
     let now = kck_core::Clock::now(&kck_core::SystemClock);
     let jobs: Vec<JobRequest> = (0..JOBS)
         .map(|n| JobRequest::new(slow_job::key(n).into(), now, RefreshReason::Requested))
@@ -399,11 +399,11 @@ fn child() {
         .build()
         .expect("a runtime");
     runtime.block_on(async {
-        let store = Arc::new(PgStore::connect(&url).await.expect("connects"));
+        let store = PgStore::connect(&url).await.expect("connects");
         // Jobs run on the workers the roles start; a computation whose
         // process died frees its key after a second.
         let cache = Cache::builder()
-            .shared_store(store.clone())
+            .store(store.clone())
             .local_worker(false)
             .local_scheduler(false)
             .lease_ttl(Duration::from_secs(1))

@@ -1,22 +1,45 @@
-//! PgStore keeps the store contract, reports an unreachable database
+//! PgStore keeps the contract of every port, reports an unreachable database
 //! clearly, and keeps the memos of caches on other connections right.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use kck_core::{Augment, Augmented, Cache, Ctx, Event, MockClock, Timestamp, primer};
-
+use kck_core::{Augment, Augmented, Cache, Ctx, Event, MockClock, Storage, Timestamp, primer};
 use kck_diesel::PgStore;
+use kck_testing::conformance;
 use kck_testing::postgres::TestDatabase;
 
+/// A new database and the storage of a `PgStore` on it, or `None` where
+/// PostgreSQL is not available (see `TestDatabase`).
+async fn postgres_storage() -> Option<(TestDatabase, Storage)> {
+    let db = TestDatabase::create().await?;
+    let store = PgStore::connect(db.url()).await.expect("connects");
+    Some((db, Storage::from(store)))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_postgres_store_passes_the_conformance_suite() {
-    let Some(db) = TestDatabase::create().await else {
+async fn the_postgres_store_passes_the_entries_suite() {
+    let Some((_db, storage)) = postgres_storage().await else {
         return;
     };
-    let store = PgStore::connect(db.url()).await.expect("connects");
-    kck_testing::conformance::check_store(Arc::new(store)).await;
+    conformance::check_entries(&**storage.entries()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_postgres_store_passes_the_timetable_suite() {
+    let Some((_db, storage)) = postgres_storage().await else {
+        return;
+    };
+    conformance::check_timetable(&storage).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_postgres_store_passes_the_coordination_suite() {
+    let Some((_db, storage)) = postgres_storage().await else {
+        return;
+    };
+    conformance::check_coordination(&storage).await;
 }
 
 #[tokio::test]
@@ -47,12 +70,12 @@ async fn connecting_twice_runs_the_migrations_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_postgres_store_passes_the_queue_conformance_suite() {
-    let Some(db) = TestDatabase::create().await else {
+async fn the_postgres_store_passes_the_queue_suite() {
+    let Some((_db, storage)) = postgres_storage().await else {
         return;
     };
-    let store = PgStore::connect(db.url()).await.expect("connects");
-    kck_testing::queue_conformance::check_queue(Arc::new(store)).await;
+    let queue = storage.queue().expect("PgStore holds the queue").clone();
+    conformance::check_queue(queue).await;
 }
 
 static STEADY: AtomicUsize = AtomicUsize::new(0);

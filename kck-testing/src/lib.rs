@@ -44,7 +44,6 @@
 pub mod conformance;
 #[cfg(feature = "postgres")]
 pub mod postgres;
-pub mod queue_conformance;
 mod recorder;
 mod stub;
 
@@ -53,7 +52,7 @@ use std::time::Duration;
 
 use kck_core::{
     Cache, CacheBuilder, Clock, Event, Key, MemoryStore, MockClock, Primer, Registry, Scheduler,
-    SchedulerBuilder, Scope, ScopeRef, Store, TickReport, Timestamp, TypedKey, Worker,
+    SchedulerBuilder, Scope, ScopeRef, Storage, TickReport, Timestamp, TypedKey, Worker,
     WorkerBuilder,
 };
 
@@ -299,7 +298,7 @@ impl Scope for TestCache {
 /// Builds a [`TestCache`].
 pub struct TestCacheBuilder {
     registry: Option<Registry>,
-    store: Option<Arc<dyn Store>>,
+    store: Option<Storage>,
     worker: Option<Box<dyn FnOnce(WorkerBuilder) -> WorkerBuilder>>,
     scheduler: Option<Box<dyn FnOnce(SchedulerBuilder) -> SchedulerBuilder>>,
     start: Timestamp,
@@ -328,8 +327,8 @@ impl TestCacheBuilder {
 
     /// Runs the cache on `store` instead of a new [`MemoryStore`] (whose
     /// leases would follow the mock clock).
-    pub fn store(mut self, store: Arc<dyn Store>) -> Self {
-        self.store = Some(store);
+    pub fn store(mut self, store: impl Into<Storage>) -> Self {
+        self.store = Some(store.into());
         self
     }
 
@@ -402,11 +401,11 @@ impl TestCacheBuilder {
         let clock = Arc::new(MockClock::new(self.start));
         let store = self
             .store
-            .unwrap_or_else(|| Arc::new(MemoryStore::with_clock(clock.clone())));
+            .unwrap_or_else(|| Arc::new(MemoryStore::with_clock(clock.clone())).into());
         let recorder = EventRecorder::default();
         let mut builder = Cache::builder()
             .clock(clock.clone())
-            .shared_store(store)
+            .store(store)
             .local_worker(false)
             .local_scheduler(false)
             .on_event(recorder.listener());

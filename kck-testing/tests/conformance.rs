@@ -1,15 +1,26 @@
-//! The memory store keeps the store contract.
+//! The memory store keeps the contract of every port.
 
 use std::sync::Arc;
 
-use kck_core::MemoryStore;
+use kck_core::{MemoryQueue, MemoryStore, Storage};
+use kck_testing::conformance;
 
 #[tokio::test]
-async fn the_memory_store_passes_the_conformance_suite() {
-    kck_testing::conformance::check_store(Arc::new(MemoryStore::new())).await;
+async fn the_memory_store_passes_the_entries_suite() {
+    conformance::check_entries(&MemoryStore::new()).await;
 }
 
 #[tokio::test]
-async fn the_memory_queue_passes_the_conformance_suite() {
-    kck_testing::queue_conformance::check_queue(Arc::new(kck_core::MemoryQueue::new())).await;
+async fn the_memory_store_passes_the_timetable_suite() {
+    conformance::check_timetable(&Storage::from(MemoryStore::new())).await;
+}
+
+#[tokio::test]
+async fn the_memory_store_passes_the_coordination_suite() {
+    conformance::check_coordination(&Storage::from(MemoryStore::new())).await;
+}
+
+#[tokio::test]
+async fn the_memory_queue_passes_the_queue_suite() {
+    conformance::check_queue(Arc::new(MemoryQueue::new())).await;
 }

@@ -12,8 +12,9 @@ use crate::erased::PrimerHandle;
 use crate::error::Error;
 use crate::event::EventKind;
 use crate::key::{Key, TypedKey};
-use crate::queue::{JobDelta, JobRequest, RefreshReason};
-use crate::store::{ContentHash, Entry, EntryMeta, Expect, Saved};
+use crate::storage::{
+    ContentHash, Entry, EntryMeta, Expect, JobDelta, JobRequest, RefreshReason, Saved,
+};
 
 /// Writes that may lose a race before the delta is applied by a full
 /// recompute instead: each loss means another process's write landed
@@ -146,7 +147,7 @@ impl Inner {
         for _ in 0..ATTEMPTS {
             let epoch = self.memo.epoch();
             let now = self.clock.now();
-            let stored = self.store.load(key).await?;
+            let stored = self.entries().load(key).await?;
             let current = stored
                 .filter(|stored| stored.meta.code_version == def.code_version)
                 .and_then(|stored| {
@@ -167,7 +168,7 @@ impl Inner {
             let Some((stored, ready)) = current else {
                 return Ok(InPlace::Cannot("no value to apply it to"));
             };
-            let mut dependencies = self.store.dependencies(key).await?;
+            let mut dependencies = self.entries().dependencies(key).await?;
             for read in reads {
                 let Some(edge) = dependencies.iter_mut().find(|edge| edge.key == read.key) else {
                     return Ok(InPlace::Cannot("it no longer reads the changed product"));
@@ -246,7 +247,7 @@ impl Inner {
                 })
                 .collect();
             let saved = self
-                .store
+                .entries()
                 .save_with_deltas(entry, Expect::Version(stored.version), passed.clone())
                 .await?;
             match saved {
@@ -293,7 +294,7 @@ impl Inner {
         }
         let keys: Vec<Key> = read.iter().map(|(key, _)| key.clone()).collect();
         let due = self.clock.now() + CATCH_UP;
-        let current = match self.store.content_hashes(&keys).await {
+        let current = match self.entries().content_hashes(&keys).await {
             Ok(current) => current,
             // Cannot tell: assume they all changed.
             Err(_) => vec![None; keys.len()],

@@ -16,9 +16,8 @@ use crate::clock::{Clock, SystemClock};
 use crate::erased::{ErasedStub, StubFn, erase_stub};
 use crate::event::{EventListener, Events};
 use crate::primer::Primer;
-use crate::queue::{MemoryQueue, Queue};
 use crate::registry::{Registry, RegistryError};
-use crate::store::{ChangeWatcher, MemoryStore, Store};
+use crate::storage::{ChangeWatcher, MemoryQueue, MemoryStore, Queue, Storage};
 
 /// Builds a [`Cache`].
 ///
@@ -38,7 +37,7 @@ use crate::store::{ChangeWatcher, MemoryStore, Store};
 /// ```
 pub struct CacheBuilder {
     registry: Option<Registry>,
-    store: Arc<dyn Store>,
+    storage: Storage,
     clock: Arc<dyn Clock>,
     listeners: Vec<Arc<dyn EventListener>>,
     stubs: Vec<(&'static str, ErasedStub)>,
@@ -59,7 +58,7 @@ impl CacheBuilder {
         let cores = std::thread::available_parallelism().map_or(4, usize::from);
         CacheBuilder {
             registry: None,
-            store: Arc::new(MemoryStore::new()),
+            storage: Storage::from(MemoryStore::new()),
             clock: Arc::new(SystemClock),
             listeners: Vec::new(),
             stubs: Vec::new(),
@@ -82,15 +81,12 @@ impl CacheBuilder {
         self
     }
 
-    /// Where entries live. Default: a new [`MemoryStore`].
-    pub fn store(self, store: impl Store) -> Self {
-        self.shared_store(Arc::new(store))
-    }
-
-    /// Like [`CacheBuilder::store`], for a store shared with others (several
-    /// caches on one store, or a test that inspects it).
-    pub fn shared_store(mut self, store: Arc<dyn Store>) -> Self {
-        self.store = store;
+    /// Where entries live: a store (a [`MemoryStore`], or an
+    /// `Arc<MemoryStore>` shared with other caches; `kck-diesel`'s
+    /// `PgStore`), or a [`Storage`] built from ports. Default: a new
+    /// [`MemoryStore`].
+    pub fn store(mut self, store: impl Into<Storage>) -> Self {
+        self.storage = store.into();
         self
     }
 
@@ -180,7 +176,7 @@ impl CacheBuilder {
     /// How a read rides out an outage of the store (default: 60 seconds).
     ///
     /// When the store cannot be reached (a transient
-    /// [`StoreError`](crate::store::StoreError)), a read that needs it is served
+    /// [`StoreError`](crate::storage::StoreError)), a read that needs it is served
     /// the copy this cache holds in memory instead of the error, with an
     /// [`OutageServed`](crate::EventKind::OutageServed) event, as long as
     /// the copy is not past its hard expiry (`expire_after`), and:
@@ -243,11 +239,11 @@ impl CacheBuilder {
         );
         let queue = self
             .queue
-            .or_else(|| self.store.queue())
+            .or_else(|| self.storage.queue().cloned())
             .unwrap_or_else(|| Arc::new(MemoryQueue::new()));
         let inner = Arc::new_cyclic(|inner| Inner {
             registry,
-            store: self.store,
+            storage: self.storage,
             clock: self.clock,
             memo: Memo::new(self.memo_shards, self.memo),
             waits: WaitGraph::default(),
@@ -274,7 +270,7 @@ impl CacheBuilder {
             serve_stale_on_store_error: self.serve_stale_on_store_error,
         });
         let watcher: Arc<dyn ChangeWatcher> = inner.watcher.clone();
-        inner.store.watch(Arc::downgrade(&watcher));
+        inner.coordination().watch(Arc::downgrade(&watcher));
         inner.start_local_worker();
         inner.start_local_scheduler();
         Ok(Cache { inner })

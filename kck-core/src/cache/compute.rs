@@ -21,9 +21,9 @@ use crate::erased::ErasedValue;
 use crate::error::{Error, panic_message};
 use crate::event::EventKind;
 use crate::key::Key;
-use crate::queue::{JobRequest, RefreshReason};
-use crate::store::{
-    ContentHash, Edge, Entry, EntryError, EntryMeta, EntryPatch, Expect, Lease, Saved, Version,
+use crate::storage::{
+    ContentHash, Edge, Entry, EntryError, EntryMeta, EntryPatch, Expect, JobRequest, Lease,
+    RefreshReason, Saved, Version,
 };
 
 /// A successful computation.
@@ -130,7 +130,7 @@ impl FlightGuard {
             let wake = inner.peers.waiter(&self.key);
             let woken = wake.notified();
             let lease = inner
-                .store
+                .coordination()
                 .acquire_lease(&self.key, &self.holder, inner.lease_ttl)
                 .await;
             let remaining = match lease {
@@ -156,7 +156,7 @@ impl FlightGuard {
                 () = tokio::time::sleep(recheck) => {}
             }
             inner.peers.forget(&self.key, wake);
-            let stored = match inner.store.load(&self.key).await {
+            let stored = match inner.entries().load(&self.key).await {
                 Ok(stored) => stored,
                 Err(error) => {
                     self.emit(EventKind::Failed {
@@ -189,7 +189,7 @@ impl FlightGuard {
             loop {
                 tokio::time::sleep(inner.lease_ttl / 3).await;
                 let renewed = inner
-                    .store
+                    .coordination()
                     .renew_lease(&self.key, &self.holder, inner.lease_ttl)
                     .await;
                 if !matches!(renewed, Ok(true)) {
@@ -265,7 +265,7 @@ impl FlightGuard {
                 dependencies: dependencies.clone(),
             };
             let expect = base.version.map_or(Expect::Absent, Expect::Version);
-            match self.inner.store.save(entry, expect).await {
+            match self.inner.entries().save(entry, expect).await {
                 Ok(Saved::Written(version)) => {
                     self.inner.memo.observe(&self.key, version);
                     self.install(Ready::new(computed.value.clone(), version, &meta, None));
@@ -338,7 +338,7 @@ impl FlightGuard {
     /// A winner as new as this computation, a removed entry, an entry of
     /// other code, or a store that cannot say, stand.
     async fn rebase(&self, started_at: Timestamp) -> Option<Base> {
-        let stored = self.inner.store.load(&self.key).await.ok()??;
+        let stored = self.inner.entries().load(&self.key).await.ok()??;
         let meta = &stored.meta;
         let def = self.handle.def;
         if meta.code_version != def.code_version {
@@ -376,7 +376,7 @@ impl FlightGuard {
         };
         let patched = self
             .inner
-            .store
+            .entries()
             .patch(
                 &self.key,
                 EntryPatch::failed(record, !keep),
@@ -410,7 +410,10 @@ impl FlightGuard {
     /// Gives the lease back and tells dependents about a changed value.
     pub(super) async fn after(&self, after: After) {
         if self.leased.swap(false, Ordering::SeqCst) {
-            let released = self.inner.store.release_lease(&self.key, &self.holder);
+            let released = self
+                .inner
+                .coordination()
+                .release_lease(&self.key, &self.holder);
             if let Err(error) = released.await {
                 self.emit(EventKind::Failed {
                     error: Error::Store(error),
@@ -439,7 +442,7 @@ impl FlightGuard {
             return None;
         }
         let keys: Vec<Key> = reads.iter().map(|read| read.key.clone()).collect();
-        let Ok(current) = self.inner.store.content_hashes(&keys).await else {
+        let Ok(current) = self.inner.entries().content_hashes(&keys).await else {
             // Cannot tell: assume it changed.
             return keys.into_iter().next();
         };

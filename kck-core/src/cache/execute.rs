@@ -18,8 +18,7 @@ use crate::erased::PrimerHandle;
 use crate::error::{Error, panic_message};
 use crate::event::EventKind;
 use crate::key::Key;
-use crate::queue::RefreshReason;
-use crate::store::{StoredEntry, Version};
+use crate::storage::{RefreshReason, StoredEntry, Version};
 
 impl Inner {
     /// Starts a flight for `key` in `slot` (whose shard the caller has
@@ -95,7 +94,7 @@ impl Inner {
         handle: PrimerHandle,
         epoch: u64,
     ) -> Result<Current, Error> {
-        let Some(stored) = self.store.load(key).await? else {
+        let Some(stored) = self.entries().load(key).await? else {
             return Ok(Current::default());
         };
         let version = Some(stored.version);
@@ -298,13 +297,13 @@ impl Drop for FlightGuard {
             // The task was dropped mid-computation: give the lease back if a
             // runtime is still there, else let it expire.
             if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-                let (store, key, holder) = (
-                    self.inner.store.clone(),
+                let (coordination, key, holder) = (
+                    self.inner.storage.coordination().clone(),
                     self.key.clone(),
                     self.holder.clone(),
                 );
                 runtime.spawn(async move {
-                    let _ = store.release_lease(&key, &holder).await;
+                    let _ = coordination.release_lease(&key, &holder).await;
                 });
             }
         }

@@ -16,7 +16,7 @@ use crate::error::Error;
 use crate::event::EventKind;
 use crate::key::{Key, KeyWriter};
 use crate::primer::Primer;
-use crate::queue::RefreshReason;
+use crate::storage::RefreshReason;
 
 thread_local! {
     /// Where the hot path writes keys, so a hit allocates nothing.

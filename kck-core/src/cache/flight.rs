@@ -11,7 +11,7 @@ use tokio::task::AbortHandle;
 use crate::erased::ErasedValue;
 use crate::error::Error;
 use crate::key::Key;
-use crate::store::ContentHash;
+use crate::storage::ContentHash;
 
 /// What a flight was started for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -89,7 +89,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::store::{ContentHash, Version};
+    use crate::storage::{ContentHash, Version};
 
     fn ready(stale: Option<i64>, expires: Option<i64>, retry: Option<i64>) -> Ready {
         let at = |s: Option<i64>| s.map(|s| Timestamp::from_unix_micros(s * 1_000_000));

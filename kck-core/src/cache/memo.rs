@@ -30,7 +30,7 @@ use super::flight::{Flight, Served};
 use crate::clock::Timestamp;
 use crate::erased::ErasedValue;
 use crate::key::Key;
-use crate::store::{ContentHash, EntryMeta, Version};
+use crate::storage::{ContentHash, EntryMeta, Version};
 
 type Shard = HashTable<(u64, Key, Slot)>;
 
@@ -392,7 +392,7 @@ impl Memo {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::EntryMeta;
+    use crate::storage::EntryMeta;
 
     const MINUTE: Duration = Duration::from_secs(60);
 
@@ -407,7 +407,7 @@ mod tests {
             stale_at: None,
             refresh_at: None,
             expires_at,
-            content_hash: crate::store::ContentHash::of(b"1"),
+            content_hash: crate::storage::ContentHash::of(b"1"),
             code_version: String::new(),
             compute_duration: Duration::ZERO,
             last_error: None,

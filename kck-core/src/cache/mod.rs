@@ -36,10 +36,9 @@ use crate::clock::{Clock, Timestamp};
 use crate::erased::ErasedStub;
 use crate::error::Error;
 use crate::event::Events;
-use crate::queue::Queue;
 use crate::registry::Registry;
 use crate::scheduler::Scheduler;
-use crate::store::Store;
+use crate::storage::{Coordination, EntryStore, Queue, Storage, Timetable};
 use crate::worker::Worker;
 
 /// A cache of data products: the handle every getter, worker and tool uses.
@@ -60,7 +59,7 @@ pub struct Cache {
 
 pub(crate) struct Inner {
     pub(crate) registry: Registry,
-    pub(crate) store: Arc<dyn Store>,
+    pub(crate) storage: Storage,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) memo: Memo,
     pub(crate) waits: WaitGraph,
@@ -108,6 +107,21 @@ pub(crate) type AfterOutcome =
     Arc<dyn Fn(&crate::key::Key) -> futures_util::future::BoxFuture<'static, ()> + Send + Sync>;
 
 impl Inner {
+    /// The store's entries port.
+    pub(crate) fn entries(&self) -> &dyn EntryStore {
+        &**self.storage.entries()
+    }
+
+    /// The store's timetable port.
+    pub(crate) fn timetable(&self) -> &dyn Timetable {
+        &**self.storage.timetable()
+    }
+
+    /// The store's coordination port.
+    pub(crate) fn coordination(&self) -> &dyn Coordination {
+        &**self.storage.coordination()
+    }
+
     /// Starts the cache's own worker, once, if it has one and a runtime is
     /// there to run it.
     pub(crate) fn start_local_worker(self: &Arc<Self>) {
@@ -209,9 +223,9 @@ impl Cache {
         &self.inner.registry
     }
 
-    /// The store behind the cache.
-    pub fn store(&self) -> &Arc<dyn Store> {
-        &self.inner.store
+    /// The store behind the cache, as its ports.
+    pub fn storage(&self) -> &Storage {
+        &self.inner.storage
     }
 
     /// The queue of refresh jobs.
@@ -255,7 +269,7 @@ impl Cache {
     pub async fn report_reads(&self) -> Result<usize, Error> {
         let keys = self.inner.memo.take_reads();
         if !keys.is_empty() {
-            self.inner.store.touch(&keys, self.now()).await?;
+            self.inner.timetable().touch(&keys, self.now()).await?;
         }
         Ok(keys.len())
     }

@@ -13,8 +13,9 @@ use crate::error::Error;
 use crate::event::EventKind;
 use crate::key::{Key, TypedKey};
 use crate::primer::Primer;
-use crate::queue::RefreshReason;
-use crate::store::{ContentHash, Entry, EntryMeta, Expect, Saved, StoredEntry, Version};
+use crate::storage::{
+    ContentHash, Entry, EntryMeta, Expect, RefreshReason, Saved, StoredEntry, Version,
+};
 
 impl Cache {
     /// Reads the product of `key`, computing it if it is missing, like the
@@ -94,7 +95,7 @@ impl Cache {
     ///
     /// [`Error::Store`].
     pub async fn remove(&self, key: &Key) -> Result<bool, Error> {
-        let removed = self.inner.store.remove(key).await?;
+        let removed = self.inner.entries().remove(key).await?;
         if let Some(version) = removed {
             self.inner.memo.observe(key, version);
             self.inner.events.emit(key, EventKind::Removed);
@@ -148,7 +149,7 @@ impl Cache {
     ///
     /// [`Error::Store`].
     pub async fn entry(&self, key: &Key) -> Result<Option<StoredEntry>, Error> {
-        Ok(self.inner.store.load(key).await?)
+        Ok(self.inner.entries().load(key).await?)
     }
 
     /// The keys whose last computation read `key`.
@@ -157,7 +158,7 @@ impl Cache {
     ///
     /// [`Error::Store`].
     pub async fn dependents(&self, key: &Key) -> Result<Vec<Key>, Error> {
-        let edges = self.inner.store.dependents(key).await?;
+        let edges = self.inner.entries().dependents(key).await?;
         Ok(edges.into_iter().map(|edge| edge.key).collect())
     }
 
@@ -167,7 +168,7 @@ impl Cache {
     ///
     /// [`Error::Store`].
     pub async fn dependencies(&self, key: &Key) -> Result<Vec<Key>, Error> {
-        let edges = self.inner.store.dependencies(key).await?;
+        let edges = self.inner.entries().dependencies(key).await?;
         Ok(edges.into_iter().map(|edge| edge.key).collect())
     }
 }
@@ -189,7 +190,7 @@ impl Inner {
         if let Some(value) = in_memo.flatten() {
             return Ok(Some(value));
         }
-        let Some(stored) = self.store.load(key).await? else {
+        let Some(stored) = self.entries().load(key).await? else {
             return Ok(None);
         };
         let meta = &stored.meta;
@@ -221,7 +222,7 @@ impl Inner {
         let content_hash = ContentHash::of(&bytes);
         let pin = self.memo.pin(key);
         loop {
-            let previous = self.store.load(key).await?;
+            let previous = self.entries().load(key).await?;
             let now = self.clock.now();
             let previous_meta = previous
                 .as_ref()
@@ -251,7 +252,7 @@ impl Inner {
                 dependencies: Vec::new(),
             };
             let expect = previous.map_or(Expect::Absent, |stored| Expect::Version(stored.version));
-            if let Saved::Written(version) = self.store.save(entry, expect).await? {
+            if let Saved::Written(version) = self.entries().save(entry, expect).await? {
                 self.memo.observe(key, version);
                 pin.install(Ready::new(value, version, &meta, None));
                 drop(pin);

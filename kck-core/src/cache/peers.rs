@@ -9,7 +9,7 @@ use tokio::sync::Notify;
 
 use super::Inner;
 use crate::key::Key;
-use crate::store::{ChangeWatcher, Version};
+use crate::storage::{ChangeWatcher, Version};
 
 /// Flights waiting for another cache's computation, by key.
 #[derive(Default)]

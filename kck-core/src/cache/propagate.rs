@@ -12,8 +12,9 @@ use crate::erased::PrimerHandle;
 use crate::error::Error;
 use crate::event::{EventKind, InvalidationCause};
 use crate::key::Key;
-use crate::queue::{JobDelta, JobRequest, RefreshReason};
-use crate::store::{ContentHash, EntryPatch, Expect, Saved, Version};
+use crate::storage::{
+    ContentHash, EntryPatch, Expect, JobDelta, JobRequest, RefreshReason, Saved, Version,
+};
 
 impl Inner {
     /// The value of `key` changed to one hashed `hash`: queue a refresh of
@@ -33,10 +34,10 @@ impl Inner {
         hash: ContentHash,
         deltas: &[JobDelta],
     ) {
-        if self.store.queues_dependents() {
+        if self.storage.queue_fed_by_saves() {
             return;
         }
-        let dependents = match self.store.dependents(key).await {
+        let dependents = match self.entries().dependents(key).await {
             Ok(dependents) => dependents,
             Err(error) => {
                 let error = Error::Store(error);
@@ -107,7 +108,7 @@ impl Inner {
     /// The memo's copy of `key`, at `seen`, looks stale: queues its refresh,
     /// unless the store holds a newer entry that is still fresh. A shared
     /// store does not announce a write that kept the value (see
-    /// [`ChangeWatcher::changed`](crate::store::ChangeWatcher::changed)), so
+    /// [`ChangeWatcher::changed`](crate::storage::ChangeWatcher::changed)), so
     /// the copy's deadlines may be older than the entry's; the newer entry
     /// replaces the copy.
     pub(crate) fn check_stale_copy(
@@ -124,7 +125,7 @@ impl Inner {
         let epoch = self.memo.epoch();
         self.flights.begin();
         runtime.spawn(async move {
-            let fresh = match inner.store.load(&key).await {
+            let fresh = match inner.entries().load(&key).await {
                 Ok(Some(stored)) if stored.version > seen => inner
                     .decode(&key, handle, stored, epoch)
                     .is_some_and(|ready| classify(&ready, inner.clock.now()) == Freshness::Fresh),
@@ -146,7 +147,7 @@ impl Inner {
         cause: InvalidationCause,
     ) -> Result<bool, Error> {
         let patch = EntryPatch::stale_at(self.clock.now());
-        match self.store.patch(key, patch, Expect::Any).await? {
+        match self.entries().patch(key, patch, Expect::Any).await? {
             Saved::Written(version) => {
                 self.memo.observe(key, version);
                 self.events.emit(key, EventKind::Invalidated { cause });
@@ -166,7 +167,7 @@ impl Inner {
             if self.mark_stale(&key, cause).await? {
                 marked += 1;
             }
-            for edge in self.store.dependents(&key).await? {
+            for edge in self.entries().dependents(&key).await? {
                 if seen.insert(edge.key.clone()) {
                     let cause = InvalidationCause::Cascade { from: key.clone() };
                     queue.push_back((edge.key, cause));

@@ -151,7 +151,7 @@ pub(crate) async fn on_postgres_with(
         .expect("the test database accepts connections");
     let source = source.clone();
     let test = TestCache::builder()
-        .store(Arc::new(store))
+        .store(store)
         .configure(move |builder| configure(builder.state(source)))
         .build();
     Some(Harness {

@@ -8,10 +8,8 @@
 //! it (it can no longer complete or fail the job). Failed jobs are retried
 //! with back-off, then kept as failed with their error.
 //!
-//! [`MemoryQueue`] serves one process; `kck-diesel`'s PostgreSQL store is
+//! [`MemoryQueue`](super::MemoryQueue) serves one process; `kck-diesel`'s PostgreSQL store is
 //! also a queue, shared by every process.
-
-mod memory;
 
 use std::fmt;
 use std::sync::Weak;
@@ -19,11 +17,9 @@ use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 
+use super::common::{JobDelta, StoreError};
 use crate::clock::Timestamp;
 use crate::key::Key;
-use crate::store::{ContentHash, StoreError};
-
-pub use memory::MemoryQueue;
 
 /// A queue of refresh jobs. Object safe: the cache holds an `Arc<dyn Queue>`.
 ///
@@ -146,20 +142,6 @@ impl JobRequest {
             deltas: Vec::new(),
         }
     }
-}
-
-/// A delta applied to a product, carried to a product that read it (see
-/// [`AugmentFrom`](crate::AugmentFrom)).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct JobDelta {
-    /// The product the delta was applied to.
-    pub from: Key,
-    /// Its content hash before the delta.
-    pub before: ContentHash,
-    /// Its content hash after the delta.
-    pub after: ContentHash,
-    /// The delta, serialized (JSON) as that product's primer's `Delta`.
-    pub delta: Vec<u8>,
 }
 
 /// Why a product is refreshed.

@@ -7,15 +7,16 @@ use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 
-use super::{
-    ChangeWatcher, ContentHash, DueRefreshes, Edge, Entry, EntryPatch, Expect, Lease, Saved, Store,
-    StoreError, StoredEntry, TickClaim, Version,
-};
 use crate::clock::{Clock, SystemClock, Timestamp};
 use crate::key::Key;
+use crate::storage::{
+    ChangeWatcher, ContentHash, Coordination, DueRefreshes, Edge, Entry, EntryPatch, EntryStore,
+    Expect, Lease, Saved, StoreError, StoredEntry, TickClaim, Timetable, Version,
+};
 
-/// A [`Store`] in process memory: the default store, and the reference the
-/// store conformance suite of `kck-testing` is checked against.
+/// A store in process memory, implementing [`EntryStore`], [`Timetable`] and
+/// [`Coordination`]: the default store, and the reference the conformance
+/// suites of `kck-testing` are checked against.
 ///
 /// Several caches may share one `MemoryStore` (through an `Arc`): it tells
 /// each about the writes of the others and leases computations, as a
@@ -256,7 +257,7 @@ impl State {
     }
 }
 
-impl Store for MemoryStore {
+impl EntryStore for MemoryStore {
     fn content_hashes<'a>(
         &'a self,
         keys: &'a [Key],
@@ -331,7 +332,9 @@ impl Store for MemoryStore {
             .unwrap_or_default();
         Box::pin(ready(Ok(dependencies)))
     }
+}
 
+impl Timetable for MemoryStore {
     fn take_due_refreshes<'a>(
         &'a self,
         now: Timestamp,
@@ -391,7 +394,9 @@ impl Store for MemoryStore {
         }
         Box::pin(ready(Ok(())))
     }
+}
 
+impl Coordination for MemoryStore {
     fn watch(&self, watcher: Weak<dyn ChangeWatcher>) {
         self.watchers
             .lock()

@@ -1,14 +1,4 @@
-//! The queue conformance suite: the contract every [`Queue`] must keep.
-//!
-//! ```
-//! # #[tokio::main(flavor = "current_thread")]
-//! # async fn main() {
-//! use std::sync::Arc;
-//! use kck_core::MemoryQueue;
-//!
-//! kck_testing::queue_conformance::check_queue(Arc::new(MemoryQueue::new())).await;
-//! # }
-//! ```
+//! The queue port: the contract every [`Queue`] must keep.
 //!
 //! It checks: one pending job per key, merged (earliest due time, highest
 //! priority, every reason); claims in priority then due order, only of due
@@ -23,8 +13,9 @@
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use kck_core::queue::{Claim, JobDelta, JobRequest, JobWatcher, Queue, RefreshReason, Turnover};
-use kck_core::store::ContentHash;
+use kck_core::storage::{
+    Claim, ContentHash, JobDelta, JobRequest, JobWatcher, Queue, RefreshReason, Turnover,
+};
 use kck_core::{Key, Timestamp};
 use tokio::sync::watch;
 
@@ -72,7 +63,7 @@ async fn claim(
     worker: &str,
     limit: usize,
     now: Timestamp,
-) -> Vec<kck_core::queue::Job> {
+) -> Vec<kck_core::storage::Job> {
     queue
         .claim(worker, limit, LEASE, now)
         .await

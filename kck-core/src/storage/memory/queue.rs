@@ -8,10 +8,12 @@ use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 
-use super::{Claim, FailedJob, Job, JobDelta, JobId, JobRequest, JobWatcher, Queue, RefreshReason};
 use crate::clock::Timestamp;
 use crate::key::Key;
-use crate::store::StoreError;
+use crate::storage::{
+    Claim, FailedJob, Job, JobDelta, JobId, JobRequest, JobWatcher, Queue, RefreshReason,
+    StoreError,
+};
 
 /// A [`Queue`] in process memory: the default queue, for a cache whose
 /// workers run in the same process.
