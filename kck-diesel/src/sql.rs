@@ -176,7 +176,7 @@ statements! {
     /// What a key read, in first-read order.
     Dependencies = "SELECT dependency AS key, seen FROM kck_edges WHERE dependent = {} ORDER BY position";
 
-    /// Takes the due entries (see `Store::take_due_refreshes`) through the
+    /// Takes the due entries (see `Timetable::take_due_refreshes`) through the
     /// index on the refresh time. Binds: read_since twice, now, limit,
     /// until.
     TakeDueRefreshes = "WITH due AS ( \
@@ -192,7 +192,7 @@ statements! {
         ) \
         SELECT key, live FROM taken ORDER BY key";
 
-    /// Fires a schedule's tick if it is due (see `Store::claim_tick`).
+    /// Fires a schedule's tick if it is due (see `Timetable::claim_tick`).
     /// Binds: name, name, next, now.
     ClaimTick = "WITH old AS ( SELECT 1 FROM kck_ticks WHERE name = {} ), \
              moved AS ( \
