@@ -1,14 +1,16 @@
 //! The entries port: products' values, metadata and dependency edges.
 
-use futures_util::future::BoxFuture;
 use std::time::Duration;
+
+use futures_util::future::BoxFuture;
 
 use super::common::{ContentHash, JobDelta, StoreError, Version};
 use crate::clock::Timestamp;
 use crate::key::Key;
 
 /// Where products live: entries (a value as JSON bytes, its metadata) and
-/// the dependency edges between them. The one port every store implements.
+/// the dependency edges between them. Every store implements it, and
+/// [`Timetable`](super::Timetable).
 ///
 /// The trait is object safe; the cache holds an `Arc<dyn EntryStore>`.
 /// Implementors must make each method atomic: an entry and its edges are
@@ -29,9 +31,10 @@ pub trait EntryStore: Send + Sync + 'static {
     /// version.
     fn save(&self, entry: Entry, expect: Expect) -> BoxFuture<'_, Result<Saved, StoreError>>;
 
-    /// [`EntryStore::save`], for a write that applied `deltas` to the value: a
-    /// store that [queues the dependents' jobs](crate::storage::Storage::with_queue_fed_by_saves)
-    /// gives them the deltas, in the same transaction. Default: `save`.
+    /// [`EntryStore::save`], for a write that applied `deltas` to the value:
+    /// a store whose saves [queue the dependents'
+    /// jobs](super::Storage::with_queue_fed_by_saves) gives them the
+    /// deltas, in the same transaction. Default: `save`.
     fn save_with_deltas(
         &self,
         entry: Entry,
