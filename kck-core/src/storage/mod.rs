@@ -79,6 +79,24 @@ pub struct Storage {
 impl Storage {
     /// Storage for one cache: these entries and this timetable, no
     /// coordination with other caches, and no queue of its own.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use kck_core::{Cache, MemoryQueue, MemoryStore, Storage};
+    ///
+    /// let store = Arc::new(MemoryStore::new());
+    /// let storage =
+    ///     Storage::new(store.clone(), store).with_queue(Arc::new(MemoryQueue::new()));
+    /// assert!(storage.queue().is_some());
+    ///
+    /// let cache = Cache::builder()
+    ///     .store(storage)
+    ///     .local_worker(false)
+    ///     .local_scheduler(false)
+    ///     .build()?;
+    /// # let _ = cache;
+    /// # Ok::<(), kck_core::RegistryError>(())
+    /// ```
     pub fn new(entries: Arc<dyn EntryStore>, timetable: Arc<dyn Timetable>) -> Self {
         Storage {
             entries,
