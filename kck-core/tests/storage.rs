@@ -27,9 +27,9 @@ fn cache_on(storage: Storage, clock: &Arc<MockClock>) -> Cache {
 /// queues a refresh job in the cache's queue (in the background: this
 /// waits for it).
 async fn read_until_a_job_is_queued(cache: &Cache, clock: &MockClock, n: u32) {
-    assert_eq!(*port_number(cache, n).await.unwrap(), n * 2);
+    assert_eq!(*port_number(cache, n).await.expect("fresh read"), n * 2);
     clock.advance(Duration::from_secs(120));
-    assert_eq!(*port_number(cache, n).await.unwrap(), n * 2);
+    assert_eq!(*port_number(cache, n).await.expect("stale read"), n * 2);
     cache.wait_idle().await;
 }
 
