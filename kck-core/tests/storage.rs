@@ -6,21 +6,24 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kck_core::storage::{Coordination, EntryStore, Lease, Queue};
-use kck_core::{Cache, Ctx, MemoryQueue, MemoryStore, MockClock, Storage, primer};
+use kck_core::{Cache, CacheBuilder, Ctx, MemoryQueue, MemoryStore, MockClock, Storage, primer};
 
 #[primer(key = "port_number/{n}", stale_after = "1m")]
 async fn port_number(_ctx: &Ctx, n: u32) -> Result<u32, Infallible> {
     Ok(n * 2)
 }
 
-fn cache_on(storage: Storage, clock: &Arc<MockClock>) -> Cache {
+/// A cache on `storage` with no background worker or scheduler.
+fn builder_on(storage: Storage, clock: &Arc<MockClock>) -> CacheBuilder {
     Cache::builder()
         .store(storage)
         .clock(clock.clone())
         .local_worker(false)
         .local_scheduler(false)
-        .build()
-        .expect("valid primers")
+}
+
+fn cache_on(storage: Storage, clock: &Arc<MockClock>) -> Cache {
+    builder_on(storage, clock).build().expect("valid primers")
 }
 
 /// Reads `port_number/n` once fresh, then once stale: the stale read
@@ -54,16 +57,14 @@ async fn a_cache_runs_on_ports_given_one_by_one() {
         queue.next_due().await.unwrap().is_some(),
         "the stale read queued its refresh in the queue the storage gave"
     );
-    assert_eq!(
-        cache
-            .storage()
-            .coordination()
-            .acquire_lease(&key, "anyone", Duration::from_secs(1))
-            .await
-            .unwrap(),
-        Lease::NotShared,
-        "storage given no coordination serves one cache: no lease to take"
-    );
+
+    // A second cache on the same ports, still without coordination: the
+    // caches never watch the store, so it keeps seeing no one to share
+    // leases with (through its own coordination, two watchers would make
+    // it lease: see the last test).
+    let _other = cache_on(Storage::new(store.clone(), store.clone()), &clock);
+    let lease = store.acquire_lease(&key, "anyone", Duration::from_secs(1));
+    assert_eq!(lease.await.unwrap(), Lease::NotShared);
 }
 
 #[tokio::test]
@@ -71,12 +72,8 @@ async fn a_queue_given_to_the_builder_wins_over_the_stores_own() {
     let clock = Arc::new(MockClock::default());
     let store = Arc::new(MemoryStore::with_clock(clock.clone()));
     let own = Arc::new(MemoryQueue::new());
-    let cache = Cache::builder()
-        .store(Storage::of(store).with_queue(own.clone()))
+    let cache = builder_on(Storage::of(store).with_queue(own.clone()), &clock)
         .queue(MemoryQueue::new())
-        .clock(clock.clone())
-        .local_worker(false)
-        .local_scheduler(false)
         .build()
         .expect("valid primers");
 
@@ -92,11 +89,16 @@ async fn a_queue_given_to_the_builder_wins_over_the_stores_own() {
 async fn a_store_shared_through_its_ports_leases_once_two_caches_watch_it() {
     let clock = Arc::new(MockClock::default());
     let store = Arc::new(MemoryStore::with_clock(clock.clone()));
-    let (_a, _b) = (
-        cache_on(Storage::from(store.clone()), &clock),
-        cache_on(Storage::from(store.clone()), &clock),
-    );
     let key = port_number::key(6).into();
-    let lease = store.acquire_lease(&key, "a", Duration::from_secs(1));
-    assert_eq!(lease.await.unwrap(), Lease::Acquired);
+    let _a = cache_on(Storage::from(store.clone()), &clock);
+    let alone = store.acquire_lease(&key, "a", Duration::from_secs(1));
+    assert_eq!(
+        alone.await.unwrap(),
+        Lease::NotShared,
+        "one cache: no one to share with"
+    );
+
+    let _b = cache_on(Storage::from(store.clone()), &clock);
+    let shared = store.acquire_lease(&key, "a", Duration::from_secs(1));
+    assert_eq!(shared.await.unwrap(), Lease::Acquired);
 }
