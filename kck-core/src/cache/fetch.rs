@@ -16,7 +16,7 @@ use crate::error::Error;
 use crate::event::EventKind;
 use crate::key::{Key, KeyWriter};
 use crate::primer::Primer;
-use crate::storage::RefreshReason;
+use crate::storage::{RefreshReason, Version};
 
 thread_local! {
     /// Where the hot path writes keys, so a hit allocates nothing.
@@ -120,7 +120,10 @@ enum Lookup<V> {
 
 /// What a read does after looking at the slot, and the event to tell.
 enum Step {
-    Serve(Served, EventKind),
+    /// Serve the memo's value; a stale one may start a check of the store
+    /// (the version the copy holds), which begins only after the serve is
+    /// told, so listeners see the cause before its effects.
+    Serve(Served, EventKind, Option<Version>),
     Wait(Arc<Flight>, EventKind),
     /// A new flight, for this reader to lead.
     Lead(Arc<Flight>),
@@ -244,8 +247,11 @@ impl Inner {
         }
 
         match self.decide(key, handle) {
-            Step::Serve(value, kind) => {
+            Step::Serve(value, kind, check_stale) => {
                 self.events.emit(key, kind);
+                if let Some(seen) = check_stale {
+                    self.check_stale_copy(key, handle, seen);
+                }
                 Ok(value)
             }
             Step::Wait(flight, kind) => {
@@ -266,19 +272,16 @@ impl Inner {
     fn decide(self: &Arc<Self>, key: &Key, handle: PrimerHandle) -> Step {
         let policy = &handle.def.policy;
         let now = self.clock.now();
-        let mut check_stale = None;
         let mut expired = false;
-        let step = self.memo.update(key, |slot| {
+        self.memo.update(key, |slot| {
             slot.note_read();
             if let Some(ready) = slot.ready.as_ref().filter(|_| !policy.on_demand) {
                 match classify(ready, now) {
-                    Freshness::Fresh => return Step::Serve(ready.served(), EventKind::Hit),
+                    Freshness::Fresh => return Step::Serve(ready.served(), EventKind::Hit, None),
                     Freshness::Stale { refresh } => {
                         let (value, version) = (ready.served(), ready.version);
-                        if refresh && slot.queue_refresh_once() {
-                            check_stale = Some(version);
-                        }
-                        return Step::Serve(value, EventKind::StaleServed);
+                        let check_stale = (refresh && slot.queue_refresh_once()).then_some(version);
+                        return Step::Serve(value, EventKind::StaleServed, check_stale);
                     }
                     Freshness::Expired => expired = true,
                 }
@@ -295,11 +298,7 @@ impl Inner {
                     .map(|flight| Step::Wait(flight, EventKind::Miss))
             };
             result.unwrap_or_else(Step::Failed)
-        });
-        if let Some(seen) = check_stale {
-            self.check_stale_copy(key, handle, seen);
-        }
-        step
+        })
     }
 
     /// Leads a new flight: loads the entry in the reader's own task (a load
