@@ -21,27 +21,10 @@ use crate::key::Key;
 use crate::storage::{RefreshReason, StoredEntry, Version};
 
 impl Inner {
-    /// Starts a flight for `key` in `slot` (whose shard the caller has
-    /// locked) and spawns its task.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::NoRuntime`] outside a Tokio runtime.
-    pub(crate) fn start_flight(
-        self: &Arc<Self>,
-        slot: &mut Slot,
-        key: &Key,
-        handle: PrimerHandle,
-        mode: FlightMode,
-        initial: Option<Current>,
-    ) -> Result<Arc<Flight>, Error> {
-        let flight = self.new_flight(slot, mode)?;
-        self.launch(key, handle, flight.clone(), initial);
-        Ok(flight)
-    }
-
     /// Puts a new flight in `slot` (whose shard the caller has locked),
-    /// without a task yet: see [`Inner::launch`].
+    /// without a task yet: the caller tells what started it, outside the
+    /// lock, then runs it with [`Inner::launch`], so listeners see the cause
+    /// before anything the flight does.
     ///
     /// # Errors
     ///

@@ -127,6 +127,9 @@ enum Step {
     Wait(Arc<Flight>, EventKind),
     /// A new flight, for this reader to lead.
     Lead(Arc<Flight>),
+    /// A new flight with nothing to load first (an on-demand primer): its
+    /// task starts after the miss is told, and the reader waits for it.
+    Launch(Arc<Flight>),
     Failed(Error),
 }
 
@@ -258,6 +261,11 @@ impl Inner {
                 self.events.emit(key, kind);
                 self.wait(key, &flight, reader).await?.for_reader()
             }
+            Step::Launch(flight) => {
+                self.events.emit(key, EventKind::Miss);
+                self.launch(key, handle, flight.clone(), None);
+                self.wait(key, &flight, reader).await?.for_reader()
+            }
             Step::Lead(flight) => {
                 self.events.emit(key, EventKind::Miss);
                 self.lead(key, handle, flight, reader).await
@@ -294,8 +302,7 @@ impl Inner {
             let result = if (slot.ready.is_none() || expired) && !policy.on_demand {
                 self.new_flight(slot, FlightMode::Get).map(Step::Lead)
             } else {
-                self.start_flight(slot, key, handle, FlightMode::Get, None)
-                    .map(|flight| Step::Wait(flight, EventKind::Miss))
+                self.new_flight(slot, FlightMode::Get).map(Step::Launch)
             };
             result.unwrap_or_else(Step::Failed)
         })

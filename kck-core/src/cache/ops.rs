@@ -289,19 +289,23 @@ impl Inner {
         let deadline = limit.map(|limit| (tokio::time::Instant::now() + limit, limit));
         let watermark = self.flights.watermark();
         loop {
-            let mut started = false;
+            let mut started = None;
             let flight: Result<Arc<Flight>, Error> =
                 self.memo.update(key, |slot| match &slot.flight {
                     Some(flight) => Ok(flight.clone()),
                     None => {
-                        started = true;
-                        self.start_flight(slot, key, handle, FlightMode::Refresh, None)
+                        let flight = self.new_flight(slot, FlightMode::Refresh)?;
+                        started = Some(flight.clone());
+                        Ok(flight)
                     }
                 });
             let flight = flight?;
-            if started {
+            // Told before its task runs, so listeners see the start before
+            // anything the refresh does.
+            if let Some(started) = started {
                 let reasons = reasons.clone();
                 self.events.emit(key, EventKind::RefreshStarted { reasons });
+                self.launch(key, handle, started, None);
             }
             let ours = flight.mode == FlightMode::Refresh && flight.id > watermark;
             let waited = async {
