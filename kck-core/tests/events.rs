@@ -2,11 +2,11 @@
 
 mod common;
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
-use common::{Source, SourceDown, on_every_store, source};
-use kck_core::{Cache, Ctx, Event, Key, primer};
+use common::{Source, SourceDown, lock, on_every_store, source};
+use kck_core::{Cache, Ctx, Event, Key, MockClock, Timestamp, primer};
 
 #[primer(key = "gauge/{name}", stale_after = "1m")]
 async fn gauge(ctx: &Ctx, name: String) -> Result<i64, SourceDown> {
@@ -86,5 +86,111 @@ async fn listeners_given_to_the_builder_see_every_event() {
     assert!(
         seen[0] == "miss gauge/c" && seen[2] == "hit gauge/c",
         "{seen:?}"
+    );
+}
+
+#[primer(key = "reading/{name}", on_demand)]
+async fn reading(ctx: &Ctx, name: String) -> Result<i64, SourceDown> {
+    source(ctx).read(&name).await
+}
+
+/// A listener that writes down each event when it has been told, and that
+/// holds the thread telling the `cause` event until another event arrives
+/// (or half a second passes). Work that `cause` starts, if started before
+/// `cause` is told, tells its own events meanwhile, and they are written
+/// down first.
+struct CauseFirst {
+    cause: &'static str,
+    arrived: Mutex<mpsc::Sender<()>>,
+    holding: Mutex<mpsc::Receiver<()>>,
+    told: Mutex<Vec<&'static str>>,
+}
+
+impl CauseFirst {
+    fn new(cause: &'static str) -> Arc<Self> {
+        let (arrived, holding) = mpsc::channel();
+        Arc::new(Self {
+            cause,
+            arrived: Mutex::new(arrived),
+            holding: Mutex::new(holding),
+            told: Mutex::default(),
+        })
+    }
+
+    fn listen(&self, event: &Event) {
+        let name = event.kind.name();
+        if name == self.cause {
+            let holding = lock(&self.holding);
+            while holding.try_recv().is_ok() {}
+            let _ = holding.recv_timeout(Duration::from_millis(500));
+            lock(&self.told).push(name);
+        } else {
+            lock(&self.told).push(name);
+            let _ = lock(&self.arrived).send(());
+        }
+    }
+
+    fn cache(self: &Arc<Self>, source: &Arc<Source>, clock: &Arc<MockClock>) -> Cache {
+        let listener = self.clone();
+        Cache::builder()
+            .state(source.clone())
+            .clock(clock.clone())
+            .on_event(move |event: &Event| listener.listen(event))
+            .build()
+            .expect("a cache with valid primers")
+    }
+
+    fn told(&self) -> Vec<&'static str> {
+        lock(&self.told).clone()
+    }
+}
+
+fn mock_clock() -> Arc<MockClock> {
+    Arc::new(MockClock::new(Timestamp::from_unix_micros(
+        1_800_000_000_000_000,
+    )))
+}
+
+// The work an event starts (a refresh's computation, an on-demand
+// computation, the store check behind a stale read) begins only after the
+// event is told, so no listener sees an effect before its cause, even with
+// the work free to run on another thread (see `CauseFirst`).
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresh_computes_only_after_refresh_started_is_told() {
+    let (source, clock) = (Source::new(), mock_clock());
+    let refresh = CauseFirst::new("refresh-started");
+    let cache = refresh.cache(&source, &clock);
+    gauge(&cache, "a".into()).await.unwrap();
+    cache.refresh(&gauge::key("a".into())).await.unwrap();
+    assert_eq!(
+        refresh.told(),
+        ["miss", "computed", "refresh-started", "computed"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_on_demand_read_computes_only_after_its_miss_is_told() {
+    let (source, clock) = (Source::new(), mock_clock());
+    let miss = CauseFirst::new("miss");
+    let cache = miss.cache(&source, &clock);
+    reading(&cache, "b".into()).await.unwrap();
+    assert_eq!(miss.told(), ["miss", "computed"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_read_checks_the_store_only_after_stale_served_is_told() {
+    let (source, clock) = (Source::new(), mock_clock());
+    let stale = CauseFirst::new("stale-served");
+    let cache = stale.cache(&source, &clock);
+    gauge(&cache, "c".into()).await.unwrap();
+    clock.advance(Duration::from_secs(61));
+    gauge(&cache, "c".into()).await.unwrap();
+    cache.wait_idle().await;
+    let told = stale.told();
+    assert_eq!(
+        told[..4],
+        ["miss", "computed", "stale-served", "refresh-queued"],
+        "{told:?}"
     );
 }

@@ -26,7 +26,7 @@ pub(crate) struct Source {
 #[error("source `{0}` is down")]
 pub(crate) struct SourceDown(pub(crate) String);
 
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
