@@ -212,6 +212,7 @@
 //! computed exactly once".
 
 mod augment;
+mod backoff;
 mod cache;
 mod clock;
 mod ctx;

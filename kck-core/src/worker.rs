@@ -14,16 +14,11 @@ use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use crate::augment::AugmentHandle;
-use crate::cache::augment::{InPlace, Read};
-use crate::cache::{Cache, CacheRef, Inner};
-use crate::clock::Timestamp;
-use crate::erased::PrimerHandle;
+use crate::backoff::Backoff;
+use crate::cache::{Cache, CacheRef, Inner, JobOutcome};
 use crate::error::{Error, panic_message};
-use crate::event::{EventKind, InvalidationCause};
-use crate::key::Key;
-use crate::primer::OnChange;
-use crate::storage::{Claim, ContentHash, Job, JobWatcher, RefreshReason, Turnover};
+use crate::event::EventKind;
+use crate::storage::{Claim, Job, JobWatcher, Turnover};
 
 /// Claims refresh jobs from the cache's queue and runs them.
 ///
@@ -62,8 +57,7 @@ struct Config {
     concurrency: usize,
     job_timeout: Duration,
     attempts: u32,
-    backoff_base: Duration,
-    backoff_max: Duration,
+    backoff: Backoff,
     lease: Duration,
     poll: Duration,
     grace: Duration,
@@ -80,8 +74,7 @@ impl Default for Config {
             concurrency: 8,
             job_timeout: Duration::from_secs(300),
             attempts: 5,
-            backoff_base: Duration::from_secs(1),
-            backoff_max: Duration::from_secs(300),
+            backoff: Backoff::DEFAULT,
             lease: Duration::from_secs(30),
             poll: Duration::from_secs(1),
             grace: Duration::from_secs(30),
@@ -125,8 +118,7 @@ impl WorkerBuilder {
     /// quarter more at random.
     pub fn retries(mut self, attempts: u32, base: Duration, max: Duration) -> Self {
         self.config.attempts = attempts.max(1);
-        self.config.backoff_base = base;
-        self.config.backoff_max = max;
+        self.config.backoff = Backoff { base, max };
         self
     }
 
@@ -180,15 +172,6 @@ impl JobWatcher for Wake {
     fn enqueued(&self) {
         self.0.notify_waiters();
     }
-}
-
-/// What became of a job.
-enum Outcome {
-    Done,
-    /// Worth another attempt.
-    Retry(String),
-    /// Never worth another attempt (an unknown primer, a malformed key).
-    GiveUp(String),
 }
 
 impl Worker {
@@ -427,18 +410,20 @@ async fn settle(cache: &Cache, config: &Config, job: Job) -> Option<Claim> {
         cache,
         config,
         &job,
-        execute(cache, config, &job),
+        cache.inner.run_job(&job, config.job_timeout),
     ));
     let outcome = run.catch_unwind().await.unwrap_or_else(|panic| {
-        Outcome::Retry(format!("the job panicked: {}", panic_message(&*panic)))
+        JobOutcome::Retry(format!("the job panicked: {}", panic_message(&*panic)))
     });
     let inner = &cache.inner;
     let queue = &inner.queue;
     let settled = match outcome {
-        Outcome::Done => return Some(job.claim),
-        Outcome::Retry(error) if job.attempts + 1 < config.attempts => {
+        JobOutcome::Done => return Some(job.claim),
+        JobOutcome::Retry(error) if job.attempts + 1 < config.attempts => {
             let attempt = job.attempts + 1;
-            let at = retry_at(config, cache.now(), attempt, job.claim.job.0);
+            let at = config
+                .backoff
+                .spread_retry_at(cache.now(), attempt, job.claim.job.0);
             inner.events.emit(
                 &job.key,
                 EventKind::RetryScheduled {
@@ -449,7 +434,7 @@ async fn settle(cache: &Cache, config: &Config, job: Job) -> Option<Claim> {
             );
             queue.fail(&job.claim, &error, Some(at)).await
         }
-        Outcome::Retry(error) | Outcome::GiveUp(error) => {
+        JobOutcome::Retry(error) | JobOutcome::GiveUp(error) => {
             let attempts = job.attempts + 1;
             inner.events.emit(
                 &job.key,
@@ -471,26 +456,13 @@ async fn settle(cache: &Cache, config: &Config, job: Job) -> Option<Claim> {
     None
 }
 
-/// When to try again: `base * 2^(attempt - 1)`, at most `max`, plus up to a
-/// quarter more, spread by job and attempt.
-fn retry_at(config: &Config, now: Timestamp, attempt: u32, job: i64) -> Timestamp {
-    let exponent = attempt.saturating_sub(1).min(31);
-    let delay = config
-        .backoff_base
-        .saturating_mul(1 << exponent)
-        .min(config.backoff_max);
-    let spread = foldhash::fast::FixedState::with_seed(0x6b636b).hash_one((job, attempt));
-    let jitter = delay.mul_f64((spread % 1000) as f64 / 4000.0);
-    now + delay + jitter
-}
-
 /// Runs `work` while renewing the job's claim every third of its lease.
-async fn while_held<F: Future<Output = Outcome>>(
+async fn while_held<F: Future<Output = JobOutcome>>(
     cache: &Cache,
     config: &Config,
     job: &Job,
     work: F,
-) -> Outcome {
+) -> JobOutcome {
     let claims = std::slice::from_ref(&job.claim);
     let heartbeat = async {
         loop {
@@ -511,207 +483,6 @@ async fn while_held<F: Future<Output = Outcome>>(
     match futures_util::future::select(work, std::pin::pin!(heartbeat)).await {
         futures_util::future::Either::Left((outcome, _)) => outcome,
         futures_util::future::Either::Right(((), work)) => work.await,
-    }
-}
-
-/// Does what the job asks.
-async fn execute(cache: &Cache, config: &Config, job: &Job) -> Outcome {
-    let inner = &cache.inner;
-    let handle = match inner.registry.handle(job.key.primer()) {
-        Ok(handle) => *handle,
-        Err(error) => return Outcome::GiveUp(error.to_string()),
-    };
-    if let Err(error) = (handle.check_key)(&job.key) {
-        return Outcome::GiveUp(Error::from(error).to_string());
-    }
-    // A dependent that only asked to be told of changes is marked stale.
-    let changed_from = job.reasons.iter().find_map(|reason| match reason {
-        RefreshReason::DependencyChanged { from } => Some(from.clone()),
-        _ => None,
-    });
-    let only_changes = job
-        .reasons
-        .iter()
-        .all(|reason| matches!(reason, RefreshReason::DependencyChanged { .. }));
-    if let (Some(from), true, OnChange::Invalidate) =
-        (changed_from, only_changes, handle.def.policy.on_change)
-    {
-        let cause = InvalidationCause::DependencyChanged { from };
-        return match inner.mark_stale(&job.key, cause).await {
-            Ok(_) => Outcome::Done,
-            Err(error) => Outcome::Retry(error.to_string()),
-        };
-    }
-    if !job.deltas.is_empty() && only_changes {
-        match augment_from_deltas(inner, handle, job).await {
-            Ok(true) => return Outcome::Done,
-            Ok(false) => {}
-            Err(error) => return Outcome::Retry(error.to_string()),
-        }
-    }
-    // The change that queued this job committed with it, but this process
-    // may not have been told of it yet: read the changed products from the
-    // store, not from the memo.
-    for reason in &job.reasons {
-        if let RefreshReason::DependencyChanged { from } = reason {
-            inner.memo.forget(from);
-        }
-    }
-    // Verifying an augmented product: what it was, to compare.
-    let verified = if job.reasons.contains(&RefreshReason::Verify) {
-        match inner
-            .entries()
-            .content_hashes(std::slice::from_ref(&job.key))
-            .await
-        {
-            Ok(hashes) => hashes.into_iter().next().flatten(),
-            Err(error) => return Outcome::Retry(error.to_string()),
-        }
-    } else {
-        None
-    };
-    let refresh = inner.refresh_within(
-        &job.key,
-        handle,
-        job.reasons.clone(),
-        Some(config.job_timeout),
-    );
-    match refresh.await {
-        Ok(served) => {
-            if let Some(augmented) = verified.filter(|hash| *hash != served.hash) {
-                let recomputed = served.hash;
-                tracing::warn!(
-                    target: "kck",
-                    key = %job.key,
-                    %augmented,
-                    %recomputed,
-                    "an augmented product drifted from its full computation; the recomputed value replaces it"
-                );
-                inner.events.emit(
-                    &job.key,
-                    EventKind::Drift {
-                        augmented,
-                        recomputed,
-                    },
-                );
-            }
-            Outcome::Done
-        }
-        Err(error) => Outcome::Retry(error.to_string()),
-    }
-}
-
-/// Augments the job's product with the deltas of the products it read,
-/// where they lead, without a gap, on from the values it was computed
-/// from; `false` if it must be recomputed instead (a product it read
-/// changed, and no delta starts from the value it read).
-///
-/// Deltas that stop short of a product's value now (it changed again while
-/// this job ran) are applied all the same: its edge then records the value
-/// the deltas led to. The rest comes with the job the later change queued;
-/// in case it does not, the write queues the product again, a second later
-/// (see `Inner::behind_on`).
-async fn augment_from_deltas(
-    inner: &Arc<Inner>,
-    handle: PrimerHandle,
-    job: &Job,
-) -> Result<bool, Error> {
-    let Some(augment) = handle.augment else {
-        return Ok(false);
-    };
-    let turn = inner.augmenting.of(&job.key);
-    let _turn = turn.lock().await;
-    // Another process may augment or recompute the product between the plan
-    // and the write: then plan again from what it wrote.
-    for _ in 0..4 {
-        if let Some(done) = plan_and_augment(inner, handle, augment, job).await? {
-            return Ok(done);
-        }
-    }
-    Ok(false)
-}
-
-/// One attempt of [`augment_from_deltas`]; `None` if the product's edges
-/// moved meanwhile.
-async fn plan_and_augment(
-    inner: &Arc<Inner>,
-    handle: PrimerHandle,
-    augment: AugmentHandle,
-    job: &Job,
-) -> Result<Option<bool>, Error> {
-    // What the product read of each changed product, and what that is now.
-    let dependencies = inner.entries().dependencies(&job.key).await?;
-    let mut changed: Vec<(&Key, ContentHash)> = Vec::with_capacity(job.reasons.len());
-    for reason in &job.reasons {
-        let RefreshReason::DependencyChanged { from } = reason else {
-            return Ok(Some(false));
-        };
-        let seen = dependencies
-            .iter()
-            .find(|edge| &edge.key == from)
-            .and_then(|edge| edge.seen);
-        let Some(seen) = seen else {
-            return Ok(Some(false));
-        };
-        changed.push((from, seen));
-    }
-    let keys: Vec<Key> = changed.iter().map(|(from, _)| (*from).clone()).collect();
-    let current = inner.entries().content_hashes(&keys).await?;
-    // The deltas in the order they happened: each one that starts where
-    // its product's chain ends extends it, as a delta of this product.
-    let mut at: Vec<ContentHash> = changed.iter().map(|(_, seen)| *seen).collect();
-    let mut deltas = Vec::new();
-    for delta in &job.deltas {
-        let Some(i) = changed.iter().position(|(from, _)| *from == &delta.from) else {
-            continue;
-        };
-        if delta.before != at[i] {
-            continue;
-        }
-        let Some(map) = augment.mapping(delta.from.primer()) else {
-            return Ok(Some(false));
-        };
-        match map(&delta.delta) {
-            Ok(Some(mapped)) => deltas.push(mapped),
-            Ok(None) | Err(_) => return Ok(Some(false)),
-        }
-        at[i] = delta.after;
-    }
-    let mut reads = Vec::new();
-    for (((from, seen), at), current) in changed.iter().zip(at).zip(current) {
-        if at == *seen && current != Some(*seen) {
-            // A change that no delta describes: recompute.
-            return Ok(Some(false));
-        }
-        if at != *seen {
-            reads.push(Read {
-                key: (*from).clone(),
-                before: *seen,
-                after: at,
-            });
-        }
-    }
-    if reads.is_empty() {
-        // Every change is already in the value.
-        return Ok(Some(true));
-    }
-    // Deltas that stop short of a product's value now are applied all the
-    // same; the write then queues the product again for the rest.
-    match inner
-        .augment_in_place(&job.key, handle, augment, &deltas, &reads)
-        .await?
-    {
-        InPlace::Applied(_) => Ok(Some(true)),
-        InPlace::ReadMoved => Ok(None),
-        InPlace::Cannot(reason) => {
-            inner.events.emit(
-                &job.key,
-                EventKind::AugmentDeclined {
-                    reason: reason.to_owned(),
-                },
-            );
-            Ok(Some(false))
-        }
     }
 }
 

@@ -8,10 +8,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::time::Duration;
 
 use super::flight::WaitGraph;
-use super::freshness::Backoff;
 use super::memo::Memo;
 use super::peers::{Peers, Watcher};
 use super::{Cache, FlightCounter, Hooks, Inner};
+use crate::backoff::Backoff;
 use crate::clock::{Clock, SystemClock};
 use crate::erased::{ErasedStub, StubFn, erase_stub};
 use crate::event::{EventListener, Events};

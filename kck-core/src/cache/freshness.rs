@@ -62,28 +62,6 @@ impl Deadlines {
     }
 }
 
-/// Exponential back-off between failed refreshes of one key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Backoff {
-    pub(crate) base: Duration,
-    pub(crate) max: Duration,
-}
-
-impl Backoff {
-    pub(crate) const DEFAULT: Backoff = Backoff {
-        base: Duration::from_secs(1),
-        max: Duration::from_secs(300),
-    };
-
-    /// When to try again after the `attempts`-th failure in a row at
-    /// `failed_at`: `base`, doubling with each attempt, at most `max`.
-    pub(crate) fn retry_at(&self, failed_at: Timestamp, attempts: u32) -> Timestamp {
-        let exponent = attempts.saturating_sub(1).min(31);
-        let delay = self.base.saturating_mul(1 << exponent).min(self.max);
-        failed_at + delay
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
@@ -155,22 +133,5 @@ mod tests {
             Deadlines::of(&Policy::DEFAULT, &key, at(1000)).refresh_at,
             None
         );
-    }
-
-    #[test]
-    fn backoff_doubles_up_to_the_cap() {
-        let backoff = Backoff {
-            base: Duration::from_secs(1),
-            max: Duration::from_secs(10),
-        };
-        let delays: Vec<_> = (1..=6)
-            .map(|n| {
-                backoff
-                    .retry_at(at(0), n)
-                    .saturating_duration_since(at(0))
-                    .as_secs()
-            })
-            .collect();
-        assert_eq!(delays, [1, 2, 4, 8, 10, 10]);
     }
 }

@@ -12,6 +12,7 @@ mod execute;
 mod fetch;
 mod flight;
 mod freshness;
+mod job;
 mod memo;
 mod ops;
 mod peers;
@@ -27,11 +28,12 @@ use tokio::sync::{Notify, watch};
 
 pub use builder::CacheBuilder;
 pub use fetch::get;
+pub(crate) use job::JobOutcome;
 
 use self::flight::WaitGraph;
-use self::freshness::Backoff;
 use self::memo::Memo;
 use self::peers::{Peers, Watcher};
+use crate::backoff::Backoff;
 use crate::clock::{Clock, Timestamp};
 use crate::erased::ErasedStub;
 use crate::error::Error;

@@ -1,0 +1,231 @@
+//! What a refresh job means: recompute the product, augment it in place
+//! from the deltas of what it read, or only mark it stale; then tell its
+//! dependents. Callable without a worker: the worker only claims jobs,
+//! keeps their leases and settles them with the queue.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::Inner;
+use super::augment::{InPlace, Read};
+use crate::augment::AugmentHandle;
+use crate::erased::PrimerHandle;
+use crate::error::Error;
+use crate::event::{EventKind, InvalidationCause};
+use crate::key::Key;
+use crate::primer::OnChange;
+use crate::storage::{ContentHash, Job, RefreshReason};
+
+/// How a job went, for the worker to settle it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum JobOutcome {
+    Done,
+    /// Worth another attempt.
+    Retry(String),
+    /// Never worth another attempt (an unknown primer, a malformed key).
+    GiveUp(String),
+}
+
+impl Inner {
+    /// Does what `job` asks: marks the product stale, augments it from the
+    /// deltas of its dependencies, or recomputes it (its computation given
+    /// `timeout` at most), and tells its dependents of a change. The queue
+    /// is left alone: settling the job (complete, retry, keep as failed) is
+    /// the worker's.
+    pub(crate) async fn run_job(self: &Arc<Self>, job: &Job, timeout: Duration) -> JobOutcome {
+        let inner = self;
+        let handle = match inner.registry.handle(job.key.primer()) {
+            Ok(handle) => *handle,
+            Err(error) => return JobOutcome::GiveUp(error.to_string()),
+        };
+        if let Err(error) = (handle.check_key)(&job.key) {
+            return JobOutcome::GiveUp(Error::from(error).to_string());
+        }
+        // A dependent that only asked to be told of changes is marked stale.
+        let changed_from = job.reasons.iter().find_map(|reason| match reason {
+            RefreshReason::DependencyChanged { from } => Some(from.clone()),
+            _ => None,
+        });
+        let only_changes = job
+            .reasons
+            .iter()
+            .all(|reason| matches!(reason, RefreshReason::DependencyChanged { .. }));
+        if let (Some(from), true, OnChange::Invalidate) =
+            (changed_from, only_changes, handle.def.policy.on_change)
+        {
+            let cause = InvalidationCause::DependencyChanged { from };
+            return match inner.mark_stale(&job.key, cause).await {
+                Ok(_) => JobOutcome::Done,
+                Err(error) => JobOutcome::Retry(error.to_string()),
+            };
+        }
+        if !job.deltas.is_empty() && only_changes {
+            match inner.augment_from_deltas(handle, job).await {
+                Ok(true) => return JobOutcome::Done,
+                Ok(false) => {}
+                Err(error) => return JobOutcome::Retry(error.to_string()),
+            }
+        }
+        // The change that queued this job committed with it, but this process
+        // may not have been told of it yet: read the changed products from the
+        // store, not from the memo.
+        for reason in &job.reasons {
+            if let RefreshReason::DependencyChanged { from } = reason {
+                inner.memo.forget(from);
+            }
+        }
+        // Verifying an augmented product: what it was, to compare.
+        let verified = if job.reasons.contains(&RefreshReason::Verify) {
+            match inner
+                .entries()
+                .content_hashes(std::slice::from_ref(&job.key))
+                .await
+            {
+                Ok(hashes) => hashes.into_iter().next().flatten(),
+                Err(error) => return JobOutcome::Retry(error.to_string()),
+            }
+        } else {
+            None
+        };
+        let refresh = inner.refresh_within(&job.key, handle, job.reasons.clone(), Some(timeout));
+        match refresh.await {
+            Ok(served) => {
+                if let Some(augmented) = verified.filter(|hash| *hash != served.hash) {
+                    let recomputed = served.hash;
+                    tracing::warn!(
+                        target: "kck",
+                        key = %job.key,
+                        %augmented,
+                        %recomputed,
+                        "an augmented product drifted from its full computation; the recomputed value replaces it"
+                    );
+                    inner.events.emit(
+                        &job.key,
+                        EventKind::Drift {
+                            augmented,
+                            recomputed,
+                        },
+                    );
+                }
+                JobOutcome::Done
+            }
+            Err(error) => JobOutcome::Retry(error.to_string()),
+        }
+    }
+
+    /// Augments the job's product with the deltas of the products it read,
+    /// where they lead, without a gap, on from the values it was computed
+    /// from; `false` if it must be recomputed instead (a product it read
+    /// changed, and no delta starts from the value it read).
+    ///
+    /// Deltas that stop short of a product's value now (it changed again while
+    /// this job ran) are applied all the same: its edge then records the value
+    /// the deltas led to. The rest comes with the job the later change queued;
+    /// in case it does not, the write queues the product again, a second later
+    /// (see `Inner::behind_on`).
+    async fn augment_from_deltas(
+        self: &Arc<Self>,
+        handle: PrimerHandle,
+        job: &Job,
+    ) -> Result<bool, Error> {
+        let inner = self;
+        let Some(augment) = handle.augment else {
+            return Ok(false);
+        };
+        let turn = inner.augmenting.of(&job.key);
+        let _turn = turn.lock().await;
+        // Another process may augment or recompute the product between the plan
+        // and the write: then plan again from what it wrote.
+        for _ in 0..4 {
+            if let Some(done) = inner.plan_and_augment(handle, augment, job).await? {
+                return Ok(done);
+            }
+        }
+        Ok(false)
+    }
+
+    /// One attempt of [`augment_from_deltas`]; `None` if the product's edges
+    /// moved meanwhile.
+    async fn plan_and_augment(
+        self: &Arc<Self>,
+        handle: PrimerHandle,
+        augment: AugmentHandle,
+        job: &Job,
+    ) -> Result<Option<bool>, Error> {
+        let inner = self;
+        // What the product read of each changed product, and what that is now.
+        let dependencies = inner.entries().dependencies(&job.key).await?;
+        let mut changed: Vec<(&Key, ContentHash)> = Vec::with_capacity(job.reasons.len());
+        for reason in &job.reasons {
+            let RefreshReason::DependencyChanged { from } = reason else {
+                return Ok(Some(false));
+            };
+            let seen = dependencies
+                .iter()
+                .find(|edge| &edge.key == from)
+                .and_then(|edge| edge.seen);
+            let Some(seen) = seen else {
+                return Ok(Some(false));
+            };
+            changed.push((from, seen));
+        }
+        let keys: Vec<Key> = changed.iter().map(|(from, _)| (*from).clone()).collect();
+        let current = inner.entries().content_hashes(&keys).await?;
+        // The deltas in the order they happened: each one that starts where
+        // its product's chain ends extends it, as a delta of this product.
+        let mut at: Vec<ContentHash> = changed.iter().map(|(_, seen)| *seen).collect();
+        let mut deltas = Vec::new();
+        for delta in &job.deltas {
+            let Some(i) = changed.iter().position(|(from, _)| *from == &delta.from) else {
+                continue;
+            };
+            if delta.before != at[i] {
+                continue;
+            }
+            let Some(map) = augment.mapping(delta.from.primer()) else {
+                return Ok(Some(false));
+            };
+            match map(&delta.delta) {
+                Ok(Some(mapped)) => deltas.push(mapped),
+                Ok(None) | Err(_) => return Ok(Some(false)),
+            }
+            at[i] = delta.after;
+        }
+        let mut reads = Vec::new();
+        for (((from, seen), at), current) in changed.iter().zip(at).zip(current) {
+            if at == *seen && current != Some(*seen) {
+                // A change that no delta describes: recompute.
+                return Ok(Some(false));
+            }
+            if at != *seen {
+                reads.push(Read {
+                    key: (*from).clone(),
+                    before: *seen,
+                    after: at,
+                });
+            }
+        }
+        if reads.is_empty() {
+            // Every change is already in the value.
+            return Ok(Some(true));
+        }
+        // Deltas that stop short of a product's value now are applied all the
+        // same; the write then queues the product again for the rest.
+        match inner
+            .augment_in_place(&job.key, handle, augment, &deltas, &reads)
+            .await?
+        {
+            InPlace::Applied(_) => Ok(Some(true)),
+            InPlace::ReadMoved => Ok(None),
+            InPlace::Cannot(reason) => {
+                inner.events.emit(
+                    &job.key,
+                    EventKind::AugmentDeclined {
+                        reason: reason.to_owned(),
+                    },
+                );
+                Ok(Some(false))
+            }
+        }
+    }
+}
