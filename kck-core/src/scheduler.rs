@@ -3,7 +3,7 @@
 use std::collections::HashSet;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Mutex, PoisonError, Weak};
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
@@ -183,9 +183,9 @@ impl Scheduler {
 
     /// The scheduler a cache runs for itself, holding it only weakly: it
     /// ends with the cache.
-    pub(crate) fn local(inner: &Arc<Inner>) -> Scheduler {
+    pub(crate) fn local(inner: Weak<Inner>) -> Scheduler {
         Scheduler {
-            source: CacheRef::Local(Arc::downgrade(inner)),
+            source: CacheRef::Local(inner),
             config: Config::default(),
             shutdown: Mutex::new(None),
         }

@@ -4,8 +4,7 @@ use std::future::Future;
 use std::hash::BuildHasher;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
 use futures_util::FutureExt;
@@ -186,11 +185,11 @@ impl Worker {
 
     /// The worker a cache runs for itself, holding it only weakly: it ends
     /// with the cache.
-    pub(crate) fn local(inner: &Arc<Inner>) -> Worker {
+    pub(crate) fn local(inner: Weak<Inner>, holder: &str) -> Worker {
         Worker {
-            source: CacheRef::Local(Arc::downgrade(inner)),
+            source: CacheRef::Local(inner),
             config: Arc::new(Config {
-                id: format!("local-{}", inner.holder),
+                id: format!("local-{holder}"),
                 ..Config::default()
             }),
             shutdown: Mutex::new(None),
@@ -232,7 +231,7 @@ impl Worker {
             let woken = wake.0.notified();
             // What this cache had queued before looking: once nothing is due
             // and nothing runs, all of it is worked through.
-            let queued = cache.inner.queued.load(Ordering::SeqCst);
+            let queued = cache.inner.background.queued();
             while let Some(finished) = running.try_join_next() {
                 note_finished(finished, &mut done, &mut done_since);
             }
@@ -256,11 +255,7 @@ impl Worker {
                 }
             }
             if source.is_local() && !claimed && running.is_empty() && done.is_empty() {
-                cache.inner.worked.send_if_modified(|worked| {
-                    let newer = *worked < queued;
-                    *worked = (*worked).max(queued);
-                    newer
-                });
+                cache.inner.background.worked_through(queued);
             }
             // Jobs running or just claimed wake the loop when they end; only
             // an idle worker needs to know when the next job is due.

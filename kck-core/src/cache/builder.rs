@@ -3,10 +3,10 @@
 use std::any::{Any, TypeId};
 use std::collections::HashMap;
 use std::hash::BuildHasher;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+use super::background::{Background, Task};
 use super::flight::WaitGraph;
 use super::memo::Memo;
 use super::peers::{Peers, Watcher};
@@ -17,7 +17,9 @@ use crate::erased::{ErasedStub, StubFn, erase_stub};
 use crate::event::{EventListener, Events};
 use crate::primer::Primer;
 use crate::registry::{Registry, RegistryError};
+use crate::scheduler::Scheduler;
 use crate::storage::{ChangeWatcher, MemoryQueue, MemoryStore, Queue, Storage};
+use crate::worker::Worker;
 
 /// Builds a [`Cache`].
 ///
@@ -241,7 +243,8 @@ impl CacheBuilder {
             .queue
             .or_else(|| self.storage.queue().cloned())
             .unwrap_or_else(|| Arc::new(MemoryQueue::new()));
-        let inner = Arc::new_cyclic(|inner| Inner {
+        let (local_worker, local_scheduler) = (self.local_worker, self.local_scheduler);
+        let inner = Arc::new_cyclic(|inner: &Weak<Inner>| Inner {
             registry,
             storage: self.storage,
             clock: self.clock,
@@ -256,25 +259,45 @@ impl CacheBuilder {
             watcher: Arc::new(Watcher {
                 inner: inner.clone(),
             }),
-            holder,
+            holder: holder.clone(),
             lease_ttl: self.lease_ttl,
             queue,
-            local_worker: self.local_worker,
-            local_worker_started: AtomicBool::new(false),
-            local_scheduler: self.local_scheduler,
-            local_scheduler_started: AtomicBool::new(false),
-            queued: AtomicU64::new(0),
-            worked: tokio::sync::watch::Sender::new(0),
+            background: Background::new(
+                local_worker.then(|| worker_task(inner.clone(), holder.clone())),
+                local_scheduler.then(|| scheduler_task(inner.clone())),
+            ),
             augmenting: Default::default(),
             hooks: self.hooks,
             serve_stale_on_store_error: self.serve_stale_on_store_error,
         });
         let watcher: Arc<dyn ChangeWatcher> = inner.watcher.clone();
         inner.coordination().watch(Arc::downgrade(&watcher));
-        inner.start_local_worker();
-        inner.start_local_scheduler();
+        inner.background.start();
         Ok(Cache { inner })
     }
+}
+
+/// The cache's own worker, holding it only weakly: it ends with the cache.
+fn worker_task(inner: Weak<Inner>, holder: String) -> Task {
+    Box::new(move || {
+        let worker = Worker::local(inner.clone(), &holder);
+        Box::pin(async move {
+            // A worker reports its errors as events and goes on.
+            let _ = worker.run().await;
+        })
+    })
+}
+
+/// The cache's own scheduler, holding it only weakly: it ends with the
+/// cache.
+fn scheduler_task(inner: Weak<Inner>) -> Task {
+    Box::new(move || {
+        let scheduler = Scheduler::local(inner.clone());
+        Box::pin(async move {
+            // A scheduler reports failed ticks through `tracing` and goes on.
+            let _ = scheduler.run().await;
+        })
+    })
 }
 
 impl std::fmt::Debug for CacheBuilder {

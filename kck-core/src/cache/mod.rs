@@ -6,6 +6,7 @@
 //! dependents, [`ops`] holds the other public operations.
 
 pub(crate) mod augment;
+mod background;
 mod builder;
 mod compute;
 mod execute;
@@ -20,16 +21,17 @@ mod propagate;
 
 use std::any::{Any, TypeId};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use tokio::sync::{Notify, watch};
+use tokio::sync::Notify;
 
 pub use builder::CacheBuilder;
 pub use fetch::get;
 pub(crate) use job::JobOutcome;
 
+use self::background::Background;
 use self::flight::WaitGraph;
 use self::memo::Memo;
 use self::peers::{Peers, Watcher};
@@ -39,9 +41,7 @@ use crate::erased::ErasedStub;
 use crate::error::Error;
 use crate::event::Events;
 use crate::registry::Registry;
-use crate::scheduler::Scheduler;
 use crate::storage::{Coordination, EntryStore, Queue, Storage, Timetable};
-use crate::worker::Worker;
 
 /// A cache of data products: the handle every getter, worker and tool uses.
 ///
@@ -77,17 +77,8 @@ pub(crate) struct Inner {
     pub(crate) holder: String,
     pub(crate) lease_ttl: Duration,
     pub(crate) queue: Arc<dyn Queue>,
-    /// Whether this cache runs a worker of its own, and whether it started.
-    pub(crate) local_worker: bool,
-    pub(crate) local_worker_started: AtomicBool,
-    /// Whether this cache runs a scheduler of its own, and whether it
-    /// started.
-    pub(crate) local_scheduler: bool,
-    pub(crate) local_scheduler_started: AtomicBool,
-    /// How many times this cache queued jobs, and how many of those its
-    /// local worker has worked through: what [`Cache::wait_idle`] waits for.
-    pub(crate) queued: AtomicU64,
-    pub(crate) worked: watch::Sender<u64>,
+    /// The cache's own worker and scheduler, if it runs them.
+    pub(crate) background: Background,
     /// The keys being augmented here, each behind a lock: augments of one
     /// key in one process take turns instead of racing.
     pub(crate) augmenting: augment::Turns,
@@ -122,36 +113,6 @@ impl Inner {
     /// The store's coordination port.
     pub(crate) fn coordination(&self) -> &dyn Coordination {
         &**self.storage.coordination()
-    }
-
-    /// Starts the cache's own worker, once, if it has one and a runtime is
-    /// there to run it.
-    pub(crate) fn start_local_worker(self: &Arc<Self>) {
-        if !self.local_worker || self.local_worker_started.load(Ordering::SeqCst) {
-            return;
-        }
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        if !self.local_worker_started.swap(true, Ordering::SeqCst) {
-            runtime.spawn(Worker::local(self).run());
-        }
-    }
-}
-
-impl Inner {
-    /// Starts the cache's own scheduler, once, if it has one and a runtime
-    /// is there to run it.
-    pub(crate) fn start_local_scheduler(self: &Arc<Self>) {
-        if !self.local_scheduler || self.local_scheduler_started.load(Ordering::SeqCst) {
-            return;
-        }
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        if !self.local_scheduler_started.swap(true, Ordering::SeqCst) {
-            runtime.spawn(Scheduler::local(self).run());
-        }
     }
 }
 
@@ -248,16 +209,9 @@ impl Cache {
     pub async fn wait_idle(&self) {
         loop {
             self.inner.flights.wait_idle().await;
-            if !self.inner.local_worker_started.load(Ordering::SeqCst) {
+            if !self.inner.background.wait_worked().await {
                 return;
             }
-            let queued = self.inner.queued.load(Ordering::SeqCst);
-            let mut worked = self.inner.worked.subscribe();
-            if *worked.borrow() >= queued {
-                return;
-            }
-            // The worker lives as long as the cache: this cannot fail.
-            let _ = worked.wait_for(|worked| *worked >= queued).await;
         }
     }
 

@@ -4,7 +4,6 @@
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use super::Inner;
 use super::freshness::{Freshness, classify};
@@ -79,14 +78,13 @@ impl Inner {
             return Ok(());
         }
         self.queue.enqueue(&jobs).await?;
-        self.queued.fetch_add(1, Ordering::SeqCst);
+        self.background.note_queued();
         for job in jobs {
             let reason = job.reason;
             self.events
                 .emit(&job.key, EventKind::RefreshQueued { reason });
         }
-        self.start_local_worker();
-        self.start_local_scheduler();
+        self.background.start();
         Ok(())
     }
 
