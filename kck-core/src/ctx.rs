@@ -63,6 +63,7 @@ impl Ctx {
     pub fn state<T: Send + Sync + 'static>(&self) -> Option<&T> {
         self.cache
             .inner
+            .primers
             .state
             .get(&TypeId::of::<T>())
             .and_then(|state| (**state).downcast_ref::<T>())
@@ -104,6 +105,7 @@ impl Ctx {
     pub(crate) fn stub(&self) -> Option<&(dyn Any + Send + Sync)> {
         self.cache
             .inner
+            .primers
             .stubs
             .get(self.def.name)
             .map(|stub: &ErasedStub| &**stub)

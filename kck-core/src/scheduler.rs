@@ -269,6 +269,7 @@ impl Scheduler {
         let read_since = self.config.idle_after.map(|idle| now.saturating_sub(idle));
         loop {
             let due = inner
+                .ports
                 .timetable()
                 .take_due_refreshes(
                     now,

@@ -212,7 +212,7 @@ impl Worker {
         let wake = Arc::new(Wake(Notify::new()));
         if let Some(cache) = source.get() {
             let watcher: Arc<dyn JobWatcher> = wake.clone();
-            cache.inner.queue.watch_jobs(Arc::downgrade(&watcher));
+            cache.inner.ports.queue.watch_jobs(Arc::downgrade(&watcher));
         }
         let shutdown = shutdown
             .into_inner()
@@ -308,6 +308,7 @@ impl Worker {
             let now = cache.now();
             let jobs = cache
                 .inner
+                .ports
                 .queue
                 .claim(&self.config.id, 1024, self.config.lease, now)
                 .await?;
@@ -324,7 +325,7 @@ impl Worker {
                 .flatten()
                 .collect();
             if !done.is_empty() {
-                cache.inner.queue.complete(&done).await?;
+                cache.inner.ports.queue.complete(&done).await?;
             }
             cache.wait_idle().await;
         }
@@ -343,7 +344,7 @@ async fn settle_and_claim(
     if done.is_empty() && limit == 0 {
         return (true, Vec::new());
     }
-    let queue = &cache.inner.queue;
+    let queue = &cache.inner.ports.queue;
     let answer = queue
         .complete_and_claim(done, &config.id, limit, config.lease, cache.now())
         .await;
@@ -384,7 +385,7 @@ async fn sleep_until_some(deadline: Option<Instant>) {
 /// How long to sleep: until the next job is due, at most the poll
 /// interval.
 async fn idle_time(cache: &Cache, config: &Config) -> Duration {
-    match cache.inner.queue.next_due().await {
+    match cache.inner.ports.queue.next_due().await {
         Ok(Some(due)) => due.saturating_duration_since(cache.now()).min(config.poll),
         _ => config.poll,
     }
@@ -394,9 +395,9 @@ async fn idle_time(cache: &Cache, config: &Config) -> Duration {
 /// it with the queue otherwise: retry, or keep as failed. Never panics: a
 /// panic in the job counts as a failed attempt.
 async fn process(cache: Cache, config: Arc<Config>, job: Job) -> Option<Claim> {
-    cache.inner.flights.begin();
+    cache.inner.local.flights.begin();
     let done = settle(&cache, &config, job).await;
-    cache.inner.flights.end();
+    cache.inner.local.flights.end();
     done
 }
 
@@ -411,7 +412,7 @@ async fn settle(cache: &Cache, config: &Config, job: Job) -> Option<Claim> {
         JobOutcome::Retry(format!("the job panicked: {}", panic_message(&*panic)))
     });
     let inner = &cache.inner;
-    let queue = &inner.queue;
+    let queue = &inner.ports.queue;
     let settled = match outcome {
         JobOutcome::Done => return Some(job.claim),
         JobOutcome::Retry(error) if job.attempts + 1 < config.attempts => {
@@ -464,6 +465,7 @@ async fn while_held<F: Future<Output = JobOutcome>>(
             tokio::time::sleep(config.lease / 3).await;
             let extended = cache
                 .inner
+                .ports
                 .queue
                 .extend(claims, config.lease, cache.now())
                 .await;

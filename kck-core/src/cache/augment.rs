@@ -1,8 +1,7 @@
 //! [`Cache::augment`]: a delta applied to the stored value, written with
 //! compare-and-set, tried again from the newer value on a conflict.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::sync::Arc;
 
 use super::freshness::{Freshness, classify};
 use super::memo::Ready;
@@ -24,24 +23,6 @@ const ATTEMPTS: usize = 16;
 /// How long after an augment its safety-net refresh is due (see
 /// [`Inner::behind_on`]).
 const CATCH_UP: std::time::Duration = std::time::Duration::from_secs(1);
-
-/// One lock per key being augmented in this process.
-#[derive(Default)]
-pub(crate) struct Turns(Mutex<HashMap<Key, Weak<tokio::sync::Mutex<()>>>>);
-
-impl Turns {
-    /// The lock of `key`, shared by everyone augmenting it now.
-    pub(crate) fn of(&self, key: &Key) -> Arc<tokio::sync::Mutex<()>> {
-        let mut turns = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(turn) = turns.get(key).and_then(Weak::upgrade) {
-            return turn;
-        }
-        turns.retain(|_, turn| turn.strong_count() > 0);
-        let turn = Arc::new(tokio::sync::Mutex::new(()));
-        turns.insert(key.clone(), Arc::downgrade(&turn));
-        turn
-    }
-}
 
 impl Cache {
     /// Applies `delta` to the product of `key` in place (see
@@ -105,7 +86,7 @@ impl Inner {
         delta: &[u8],
     ) -> Result<Augmented, Error> {
         let deltas = [delta.to_vec()];
-        let turn = self.augmenting.of(key);
+        let turn = self.local.augmenting.of(key);
         let held = turn.lock().await;
         let in_place = self
             .augment_in_place(key, handle, augment, &deltas, &[])
@@ -132,7 +113,7 @@ impl Inner {
     /// value of `key`, and moves the edges of `reads` from `before` to
     /// `after`; writes with compare-and-set, and tries again from the newer
     /// entry when another process's write won. The caller holds the key's
-    /// turn ([`Turns::of`]): augments of one key in this process take
+    /// turn ([`Turns::of`](super::local::Turns::of)): augments of one key in this process take
     /// turns.
     pub(crate) async fn augment_in_place(
         self: &Arc<Self>,
@@ -143,16 +124,17 @@ impl Inner {
         reads: &[Read],
     ) -> Result<InPlace, Error> {
         let def = handle.def;
-        let pin = self.memo.pin(key);
+        let pin = self.local.memo.pin(key);
         for _ in 0..ATTEMPTS {
-            let epoch = self.memo.epoch();
+            let epoch = self.local.memo.epoch();
             let now = self.clock.now();
-            let stored = self.entries().load(key).await?;
+            let stored = self.ports.entries().load(key).await?;
             let current = stored
                 .filter(|stored| stored.meta.code_version == def.code_version)
                 .and_then(|stored| {
                     // The memo's copy of this very version spares decoding.
                     let in_memo = self
+                        .local
                         .memo
                         .read(key.as_str(), |slot| slot.ready.clone())
                         .flatten()
@@ -168,7 +150,7 @@ impl Inner {
             let Some((stored, ready)) = current else {
                 return Ok(InPlace::Cannot("no value to apply it to"));
             };
-            let mut dependencies = self.entries().dependencies(key).await?;
+            let mut dependencies = self.ports.entries().dependencies(key).await?;
             for read in reads {
                 let Some(edge) = dependencies.iter_mut().find(|edge| edge.key == read.key) else {
                     return Ok(InPlace::Cannot("it no longer reads the changed product"));
@@ -247,13 +229,15 @@ impl Inner {
                 })
                 .collect();
             let saved = self
+                .ports
                 .entries()
                 .save_with_deltas(entry, Expect::Version(stored.version), passed.clone())
                 .await?;
             match saved {
                 Saved::Written(version) => {
-                    self.memo.observe(key, version);
-                    self.memo
+                    self.local.memo.observe(key, version);
+                    self.local
+                        .memo
                         .install(key, epoch, Ready::new(value, version, &meta, None));
                     drop(pin);
                     self.events
@@ -272,7 +256,7 @@ impl Inner {
                 }
                 Saved::Conflict { current } => {
                     if let Some(version) = current {
-                        self.memo.observe(key, version);
+                        self.local.memo.observe(key, version);
                     }
                     self.events.emit(key, EventKind::Conflict);
                 }
@@ -294,7 +278,7 @@ impl Inner {
         }
         let keys: Vec<Key> = read.iter().map(|(key, _)| key.clone()).collect();
         let due = self.clock.now() + CATCH_UP;
-        let current = match self.entries().content_hashes(&keys).await {
+        let current = match self.ports.entries().content_hashes(&keys).await {
             Ok(current) => current,
             // Cannot tell: assume they all changed.
             Err(_) => vec![None; keys.len()],

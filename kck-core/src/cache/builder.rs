@@ -7,10 +7,13 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use super::background::{Background, Task};
-use super::flight::WaitGraph;
+use super::local::{Hooks, Local};
 use super::memo::Memo;
-use super::peers::{Peers, Watcher};
-use super::{Cache, FlightCounter, Hooks, Inner};
+use super::peers::Peers;
+use super::ports::Ports;
+use super::primers::Primers;
+use super::propagate::Watcher;
+use super::{Cache, Inner};
 use crate::backoff::Backoff;
 use crate::clock::{Clock, SystemClock};
 use crate::erased::{ErasedStub, StubFn, erase_stub};
@@ -245,33 +248,34 @@ impl CacheBuilder {
             .unwrap_or_else(|| Arc::new(MemoryQueue::new()));
         let (local_worker, local_scheduler) = (self.local_worker, self.local_scheduler);
         let inner = Arc::new_cyclic(|inner: &Weak<Inner>| Inner {
-            registry,
-            storage: self.storage,
-            clock: self.clock,
-            memo: Memo::new(self.memo_shards, self.memo),
-            waits: WaitGraph::default(),
-            events: Events::new(self.listeners),
-            stubs,
-            state: self.state,
-            backoff: self.backoff,
-            flights: FlightCounter::default(),
-            peers: Peers::default(),
-            watcher: Arc::new(Watcher {
-                inner: inner.clone(),
-            }),
-            holder: holder.clone(),
-            lease_ttl: self.lease_ttl,
-            queue,
+            primers: Primers {
+                registry,
+                stubs,
+                state: self.state,
+                backoff: self.backoff,
+            },
+            ports: Ports {
+                storage: self.storage,
+                queue,
+            },
+            peers: Peers::new(
+                Arc::new(Watcher {
+                    inner: inner.clone(),
+                }),
+                holder.clone(),
+                self.lease_ttl,
+                self.serve_stale_on_store_error,
+            ),
+            local: Local::new(Memo::new(self.memo_shards, self.memo), self.hooks),
             background: Background::new(
                 local_worker.then(|| worker_task(inner.clone(), holder.clone())),
                 local_scheduler.then(|| scheduler_task(inner.clone())),
             ),
-            augmenting: Default::default(),
-            hooks: self.hooks,
-            serve_stale_on_store_error: self.serve_stale_on_store_error,
+            clock: self.clock,
+            events: Events::new(self.listeners),
         });
-        let watcher: Arc<dyn ChangeWatcher> = inner.watcher.clone();
-        inner.coordination().watch(Arc::downgrade(&watcher));
+        let watcher: Arc<dyn ChangeWatcher> = inner.peers.watcher.clone();
+        inner.ports.coordination().watch(Arc::downgrade(&watcher));
         inner.background.start();
         Ok(Cache { inner })
     }

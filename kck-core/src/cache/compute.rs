@@ -11,7 +11,7 @@ use std::time::Duration;
 use futures_util::FutureExt;
 
 use super::Cache;
-use super::execute::{Current, FlightGuard};
+use super::execute::{After, Current, FlightGuard};
 use super::flight::{FlightMode, Outcome, Served};
 use super::freshness::{Deadlines, Freshness, classify};
 use super::memo::Ready;
@@ -56,13 +56,6 @@ impl Base {
                 .map(|ready| (ready.content_hash, ready.changed_at)),
         }
     }
-}
-
-/// What remains to do once a flight delivered its outcome.
-#[derive(Default)]
-pub(super) struct After {
-    /// The stored value changed to this: tell its dependents.
-    changed: Option<ContentHash>,
 }
 
 impl FlightGuard {
@@ -130,8 +123,9 @@ impl FlightGuard {
             let wake = inner.peers.waiter(&self.key);
             let woken = wake.notified();
             let lease = inner
+                .ports
                 .coordination()
-                .acquire_lease(&self.key, &self.holder, inner.lease_ttl)
+                .acquire_lease(&self.key, &self.holder, inner.peers.lease_ttl)
                 .await;
             let remaining = match lease {
                 Ok(Lease::NotShared) => return Some((current, false)),
@@ -156,7 +150,7 @@ impl FlightGuard {
                 () = tokio::time::sleep(recheck) => {}
             }
             inner.peers.forget(&self.key, wake);
-            let stored = match inner.entries().load(&self.key).await {
+            let stored = match inner.ports.entries().load(&self.key).await {
                 Ok(stored) => stored,
                 Err(error) => {
                     self.emit(EventKind::Failed {
@@ -187,10 +181,11 @@ impl FlightGuard {
         let inner = &self.inner;
         let renew = async {
             loop {
-                tokio::time::sleep(inner.lease_ttl / 3).await;
+                tokio::time::sleep(inner.peers.lease_ttl / 3).await;
                 let renewed = inner
+                    .ports
                     .coordination()
-                    .renew_lease(&self.key, &self.holder, inner.lease_ttl)
+                    .renew_lease(&self.key, &self.holder, inner.peers.lease_ttl)
                     .await;
                 if !matches!(renewed, Ok(true)) {
                     // Lost: the version fence still protects the write.
@@ -265,9 +260,9 @@ impl FlightGuard {
                 dependencies: dependencies.clone(),
             };
             let expect = base.version.map_or(Expect::Absent, Expect::Version);
-            match self.inner.entries().save(entry, expect).await {
+            match self.inner.ports.entries().save(entry, expect).await {
                 Ok(Saved::Written(version)) => {
-                    self.inner.memo.observe(&self.key, version);
+                    self.inner.local.memo.observe(&self.key, version);
                     self.install(Ready::new(computed.value.clone(), version, &meta, None));
                     self.emit(EventKind::Computed {
                         version,
@@ -289,7 +284,7 @@ impl FlightGuard {
                 Ok(Saved::Conflict { current }) => {
                     // The memo's copy, if older than the winner, goes.
                     if let Some(version) = current {
-                        self.inner.memo.observe(&self.key, version);
+                        self.inner.local.memo.observe(&self.key, version);
                     }
                     if rebases < MAX_REBASES {
                         rebases += 1;
@@ -338,7 +333,7 @@ impl FlightGuard {
     /// A winner as new as this computation, a removed entry, an entry of
     /// other code, or a store that cannot say, stand.
     async fn rebase(&self, started_at: Timestamp) -> Option<Base> {
-        let stored = self.inner.entries().load(&self.key).await.ok()??;
+        let stored = self.inner.ports.entries().load(&self.key).await.ok()??;
         let meta = &stored.meta;
         let def = self.handle.def;
         if meta.code_version != def.code_version {
@@ -376,6 +371,7 @@ impl FlightGuard {
         };
         let patched = self
             .inner
+            .ports
             .entries()
             .patch(
                 &self.key,
@@ -387,10 +383,10 @@ impl FlightGuard {
             Ok(Saved::Written(version)) if keep => self.install(Ready {
                 version,
                 attempts,
-                retry_at: Some(self.inner.backoff.retry_at(now, attempts)),
+                retry_at: Some(self.inner.primers.backoff.retry_at(now, attempts)),
                 ..ready.clone()
             }),
-            Ok(Saved::Written(version)) => self.inner.memo.observe(&self.key, version),
+            Ok(Saved::Written(version)) => self.inner.local.memo.observe(&self.key, version),
             Ok(Saved::Conflict { .. }) => {}
             Err(store_error) => self.emit(EventKind::Failed {
                 error: Error::Store(store_error),
@@ -412,6 +408,7 @@ impl FlightGuard {
         if self.leased.swap(false, Ordering::SeqCst) {
             let released = self
                 .inner
+                .ports
                 .coordination()
                 .release_lease(&self.key, &self.holder);
             if let Err(error) = released.await {
@@ -420,7 +417,7 @@ impl FlightGuard {
                 });
             }
         }
-        if let Some(hook) = &self.inner.hooks.after_outcome {
+        if let Some(hook) = &self.inner.local.hooks.after_outcome {
             hook(&self.key).await;
         }
         if let Some(hash) = after.changed {
@@ -442,7 +439,7 @@ impl FlightGuard {
             return None;
         }
         let keys: Vec<Key> = reads.iter().map(|read| read.key.clone()).collect();
-        let Ok(current) = self.inner.entries().content_hashes(&keys).await else {
+        let Ok(current) = self.inner.ports.entries().content_hashes(&keys).await else {
             // Cannot tell: assume it changed.
             return keys.into_iter().next();
         };

@@ -10,7 +10,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use futures_util::FutureExt;
 
 use super::Inner;
-use super::compute::After;
 use super::flight::{Flight, FlightMode, Outcome};
 use super::freshness::{Freshness, classify};
 use super::memo::{Ready, Slot};
@@ -18,7 +17,7 @@ use crate::erased::PrimerHandle;
 use crate::error::{Error, panic_message};
 use crate::event::EventKind;
 use crate::key::Key;
-use crate::storage::{RefreshReason, StoredEntry, Version};
+use crate::storage::{ContentHash, RefreshReason, StoredEntry, Version};
 
 impl Inner {
     /// Puts a new flight in `slot` (whose shard the caller has locked),
@@ -36,7 +35,11 @@ impl Inner {
         mode: FlightMode,
     ) -> Result<Arc<Flight>, Error> {
         tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime)?;
-        let flight = Arc::new(Flight::new(self.flights.begin(), mode, self.memo.epoch()));
+        let flight = Arc::new(Flight::new(
+            self.local.flights.begin(),
+            mode,
+            self.local.memo.epoch(),
+        ));
         slot.flight = Some(flight.clone());
         Ok(flight)
     }
@@ -52,7 +55,7 @@ impl Inner {
         initial: Option<Current>,
     ) {
         let guard = FlightGuard {
-            holder: format!("{}/{}", self.holder, flight.id),
+            holder: format!("{}/{}", self.peers.holder, flight.id),
             inner: self.clone(),
             key: key.clone(),
             handle,
@@ -77,7 +80,7 @@ impl Inner {
         handle: PrimerHandle,
         epoch: u64,
     ) -> Result<Current, Error> {
-        let Some(stored) = self.entries().load(key).await? else {
+        let Some(stored) = self.ports.entries().load(key).await? else {
             return Ok(Current::default());
         };
         let version = Some(stored.version);
@@ -112,9 +115,9 @@ impl Inner {
         let retry_at = meta
             .last_error
             .as_ref()
-            .map(|error| self.backoff.retry_at(error.at, error.attempts));
+            .map(|error| self.primers.backoff.retry_at(error.at, error.attempts));
         let ready = Ready::new(value, stored.version, meta, retry_at);
-        self.memo.install(key, epoch, ready.clone());
+        self.local.memo.install(key, epoch, ready.clone());
         let version = stored.version;
         self.events.emit(key, EventKind::Loaded { version });
         Some(ready)
@@ -130,7 +133,7 @@ impl Inner {
             // Settled already: delivered and out of its slot in one step.
             return;
         }
-        self.memo.update(key, |slot| {
+        self.local.memo.update(key, |slot| {
             if slot.flight.as_ref().is_some_and(|f| Arc::ptr_eq(f, flight)) {
                 slot.flight = None;
             }
@@ -245,6 +248,7 @@ impl FlightGuard {
     async fn current(&self) -> Result<Current, Error> {
         let in_memo = self
             .inner
+            .local
             .memo
             .read(self.key.as_str(), |slot| slot.ready.clone());
         if let Some(ready) = in_memo.flatten() {
@@ -267,7 +271,10 @@ impl FlightGuard {
     /// Puts `ready` in the memo, unless the entry changed since the flight
     /// started or the memo already holds a newer version.
     pub(super) fn install(&self, ready: Ready) {
-        self.inner.memo.install(&self.key, self.flight.epoch, ready);
+        self.inner
+            .local
+            .memo
+            .install(&self.key, self.flight.epoch, ready);
     }
 }
 
@@ -281,7 +288,7 @@ impl Drop for FlightGuard {
             // runtime is still there, else let it expire.
             if let Ok(runtime) = tokio::runtime::Handle::try_current() {
                 let (coordination, key, holder) = (
-                    self.inner.storage.coordination().clone(),
+                    self.inner.ports.storage.coordination().clone(),
                     self.key.clone(),
                     self.holder.clone(),
                 );
@@ -290,8 +297,15 @@ impl Drop for FlightGuard {
                 });
             }
         }
-        self.inner.flights.end();
+        self.inner.local.flights.end();
     }
+}
+
+/// What remains to do once a flight delivered its outcome.
+#[derive(Default)]
+pub(super) struct After {
+    /// The stored value changed to this: tell its dependents.
+    pub(super) changed: Option<ContentHash>,
 }
 
 /// The entry a flight found: its version (even if its value is unusable) and

@@ -148,7 +148,7 @@ impl Leader {
     fn end(mut self, outcome: Outcome) {
         if let Some(flight) = self.flight.take() {
             self.inner.settle_flight(&self.key, &flight, outcome);
-            self.inner.flights.end();
+            self.inner.local.flights.end();
         }
     }
 
@@ -175,7 +175,7 @@ impl Inner {
         if P::DEF.policy.on_demand {
             return None;
         }
-        let value = self.memo.read(key, |slot| {
+        let value = self.local.memo.read(key, |slot| {
             let ready = slot.ready.as_ref()?;
             if ready
                 .deadline
@@ -192,7 +192,7 @@ impl Inner {
     /// The registered handle of `P`; [`Error::UnknownPrimer`] if `P` is not
     /// registered (or another primer of its name is).
     pub(crate) fn typed_handle<P: Primer>(&self) -> Result<PrimerHandle, Error> {
-        let handle = self.registry.handle(P::DEF.name)?;
+        let handle = self.primers.registry.handle(P::DEF.name)?;
         if (handle.primer_type)() != TypeId::of::<P>() {
             return Err(Error::UnknownPrimer {
                 name: P::DEF.name.to_owned(),
@@ -233,7 +233,7 @@ impl Inner {
         let now = self.clock.now();
         // Under the read lock first: stale reads with a refresh running or
         // backing off need nothing more.
-        let served = self.memo.read(key.as_str(), |slot| {
+        let served = self.local.memo.read(key.as_str(), |slot| {
             let ready = slot.ready.as_ref().filter(|_| !policy.on_demand)?;
             slot.note_read();
             match classify(ready, now) {
@@ -281,7 +281,7 @@ impl Inner {
         let policy = &handle.def.policy;
         let now = self.clock.now();
         let mut expired = false;
-        self.memo.update(key, |slot| {
+        self.local.memo.update(key, |slot| {
             slot.note_read();
             if let Some(ready) = slot.ready.as_ref().filter(|_| !policy.on_demand) {
                 match classify(ready, now) {
@@ -357,7 +357,12 @@ impl Inner {
             }
             Some((served, Freshness::Stale { refresh })) => {
                 leader.end(Outcome::Value(served.clone()));
-                if refresh && self.memo.update(key, |slot| slot.queue_refresh_once()) {
+                if refresh
+                    && self
+                        .local
+                        .memo
+                        .update(key, |slot| slot.queue_refresh_once())
+                {
                     self.queue_refresh_soon(key, RefreshReason::Stale);
                 }
                 Ok(served)
@@ -373,8 +378,9 @@ impl Inner {
     /// reached; see [`CacheBuilder::serve_stale_on_store_error`](crate::CacheBuilder::serve_stale_on_store_error).
     fn fallback(&self, key: &Key) -> Option<Ready> {
         let now = self.clock.now();
-        self.memo
-            .fallback(key, now, self.serve_stale_on_store_error)
+        self.local
+            .memo
+            .fallback(key, now, self.peers.serve_stale_on_store_error)
     }
 
     /// Waits for a flight. A computation that waits records the wait, so a
@@ -386,7 +392,7 @@ impl Inner {
         reader: Option<&Ctx>,
     ) -> Result<Outcome, Error> {
         let _edge = match reader {
-            Some(ctx) => Some(self.waits.enter(ctx.key(), key)?),
+            Some(ctx) => Some(self.local.waits.enter(ctx.key(), key)?),
             None => None,
         };
         Ok(flight.wait(key).await)

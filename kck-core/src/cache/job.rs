@@ -34,7 +34,7 @@ impl Inner {
     /// the worker's.
     pub(crate) async fn run_job(self: &Arc<Self>, job: &Job, timeout: Duration) -> JobOutcome {
         let inner = self;
-        let handle = match inner.registry.handle(job.key.primer()) {
+        let handle = match inner.primers.registry.handle(job.key.primer()) {
             Ok(handle) => *handle,
             Err(error) => return JobOutcome::GiveUp(error.to_string()),
         };
@@ -71,12 +71,13 @@ impl Inner {
         // store, not from the memo.
         for reason in &job.reasons {
             if let RefreshReason::DependencyChanged { from } = reason {
-                inner.memo.forget(from);
+                inner.local.memo.forget(from);
             }
         }
         // Verifying an augmented product: what it was, to compare.
         let verified = if job.reasons.contains(&RefreshReason::Verify) {
             match inner
+                .ports
                 .entries()
                 .content_hashes(std::slice::from_ref(&job.key))
                 .await
@@ -132,7 +133,7 @@ impl Inner {
         let Some(augment) = handle.augment else {
             return Ok(false);
         };
-        let turn = inner.augmenting.of(&job.key);
+        let turn = inner.local.augmenting.of(&job.key);
         let _turn = turn.lock().await;
         // Another process may augment or recompute the product between the plan
         // and the write: then plan again from what it wrote.
@@ -144,7 +145,7 @@ impl Inner {
         Ok(false)
     }
 
-    /// One attempt of [`augment_from_deltas`]; `None` if the product's edges
+    /// One attempt of [`Inner::augment_from_deltas`]; `None` if the product's edges
     /// moved meanwhile.
     async fn plan_and_augment(
         self: &Arc<Self>,
@@ -154,7 +155,7 @@ impl Inner {
     ) -> Result<Option<bool>, Error> {
         let inner = self;
         // What the product read of each changed product, and what that is now.
-        let dependencies = inner.entries().dependencies(&job.key).await?;
+        let dependencies = inner.ports.entries().dependencies(&job.key).await?;
         let mut changed: Vec<(&Key, ContentHash)> = Vec::with_capacity(job.reasons.len());
         for reason in &job.reasons {
             let RefreshReason::DependencyChanged { from } = reason else {
@@ -170,7 +171,7 @@ impl Inner {
             changed.push((from, seen));
         }
         let keys: Vec<Key> = changed.iter().map(|(from, _)| (*from).clone()).collect();
-        let current = inner.entries().content_hashes(&keys).await?;
+        let current = inner.ports.entries().content_hashes(&keys).await?;
         // The deltas in the order they happened: each one that starts where
         // its product's chain ends extends it, as a delta of this product.
         let mut at: Vec<ContentHash> = changed.iter().map(|(_, seen)| *seen).collect();

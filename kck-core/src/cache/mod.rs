@@ -14,34 +14,30 @@ mod fetch;
 mod flight;
 mod freshness;
 mod job;
+mod local;
 mod memo;
 mod ops;
 mod peers;
+mod ports;
+mod primers;
 mod propagate;
 
-use std::any::{Any, TypeId};
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
-use std::time::Duration;
-
-use tokio::sync::Notify;
 
 pub use builder::CacheBuilder;
 pub use fetch::get;
 pub(crate) use job::JobOutcome;
 
 use self::background::Background;
-use self::flight::WaitGraph;
-use self::memo::Memo;
-use self::peers::{Peers, Watcher};
-use crate::backoff::Backoff;
+use self::local::Local;
+use self::peers::Peers;
+use self::ports::Ports;
+use self::primers::Primers;
 use crate::clock::{Clock, Timestamp};
-use crate::erased::ErasedStub;
 use crate::error::Error;
 use crate::event::Events;
 use crate::registry::Registry;
-use crate::storage::{Coordination, EntryStore, Queue, Storage, Timetable};
+use crate::storage::{Queue, Storage};
 
 /// A cache of data products: the handle every getter, worker and tool uses.
 ///
@@ -59,61 +55,24 @@ pub struct Cache {
     pub(crate) inner: Arc<Inner>,
 }
 
+/// The cache's state, in parts with one job each. Each verb of the cache
+/// (`fetch`, `execute`, `compute`, `propagate`, `augment`, `job`, `ops`)
+/// is an `impl Inner` block in a file of its own and reaches the parts by
+/// name: `self.local.memo`, `self.ports.entries()`, `self.peers.holder`.
 pub(crate) struct Inner {
-    pub(crate) registry: Registry,
-    pub(crate) storage: Storage,
-    pub(crate) clock: Arc<dyn Clock>,
-    pub(crate) memo: Memo,
-    pub(crate) waits: WaitGraph,
-    pub(crate) events: Events,
-    pub(crate) stubs: HashMap<&'static str, ErasedStub>,
-    pub(crate) state: HashMap<TypeId, Arc<dyn Any + Send + Sync>>,
-    pub(crate) backoff: Backoff,
-    pub(crate) flights: FlightCounter,
+    /// What the products are: registry, stubs, state, back-off.
+    pub(crate) primers: Primers,
+    /// Where products and jobs live: the store's ports and the queue.
+    pub(crate) ports: Ports,
+    /// How this cache shares the store with others: leases, change
+    /// watching, waiting on their computations.
     pub(crate) peers: Peers,
-    /// Keeps the store's watcher alive as long as the cache.
-    pub(crate) watcher: Arc<Watcher>,
-    /// Who this cache is, as a lease holder.
-    pub(crate) holder: String,
-    pub(crate) lease_ttl: Duration,
-    pub(crate) queue: Arc<dyn Queue>,
+    /// What this process holds: memo, flights, waits, augment turns.
+    pub(crate) local: Local,
     /// The cache's own worker and scheduler, if it runs them.
     pub(crate) background: Background,
-    /// The keys being augmented here, each behind a lock: augments of one
-    /// key in one process take turns instead of racing.
-    pub(crate) augmenting: augment::Turns,
-    pub(crate) hooks: Hooks,
-    /// How long after the store stopped reporting changes the memo's
-    /// copies may still be served when the store cannot be reached.
-    pub(crate) serve_stale_on_store_error: Duration,
-}
-
-/// Pause points for tests that force an interleaving; empty in production.
-#[derive(Default)]
-pub(crate) struct Hooks {
-    /// Awaited by a flight's task once its outcome is out (see
-    /// [`CacheBuilder::__after_outcome`]).
-    pub(crate) after_outcome: Option<AfterOutcome>,
-}
-
-pub(crate) type AfterOutcome =
-    Arc<dyn Fn(&crate::key::Key) -> futures_util::future::BoxFuture<'static, ()> + Send + Sync>;
-
-impl Inner {
-    /// The store's entries port.
-    pub(crate) fn entries(&self) -> &dyn EntryStore {
-        &**self.storage.entries()
-    }
-
-    /// The store's timetable port.
-    pub(crate) fn timetable(&self) -> &dyn Timetable {
-        &**self.storage.timetable()
-    }
-
-    /// The store's coordination port.
-    pub(crate) fn coordination(&self) -> &dyn Coordination {
-        &**self.storage.coordination()
-    }
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) events: Events,
 }
 
 /// The cache a worker or scheduler works for: held, or (for a cache's own
@@ -137,43 +96,6 @@ impl CacheRef {
     }
 }
 
-/// Counts running flights, so [`Cache::wait_idle`] can wait for them.
-#[derive(Default)]
-pub(crate) struct FlightCounter {
-    next_id: AtomicU64,
-    running: AtomicUsize,
-    idle: Notify,
-}
-
-impl FlightCounter {
-    /// The id the next flight will get; flights with a larger id started
-    /// after this call.
-    pub(crate) fn watermark(&self) -> u64 {
-        self.next_id.load(Ordering::SeqCst)
-    }
-
-    pub(crate) fn begin(&self) -> u64 {
-        self.running.fetch_add(1, Ordering::SeqCst);
-        self.next_id.fetch_add(1, Ordering::SeqCst) + 1
-    }
-
-    pub(crate) fn end(&self) {
-        if self.running.fetch_sub(1, Ordering::SeqCst) == 1 {
-            self.idle.notify_waiters();
-        }
-    }
-
-    async fn wait_idle(&self) {
-        loop {
-            let idle = self.idle.notified();
-            if self.running.load(Ordering::SeqCst) == 0 {
-                return;
-            }
-            idle.await;
-        }
-    }
-}
-
 impl Cache {
     /// A builder: in-memory store, system clock and every linked primer by
     /// default.
@@ -183,17 +105,17 @@ impl Cache {
 
     /// The primers this cache knows.
     pub fn registry(&self) -> &Registry {
-        &self.inner.registry
+        &self.inner.primers.registry
     }
 
     /// The store behind the cache, as its ports.
     pub fn storage(&self) -> &Storage {
-        &self.inner.storage
+        &self.inner.ports.storage
     }
 
     /// The queue of refresh jobs.
     pub fn queue(&self) -> &Arc<dyn Queue> {
-        &self.inner.queue
+        &self.inner.ports.queue
     }
 
     /// Now, by the cache's clock.
@@ -208,7 +130,7 @@ impl Cache {
     /// Servers use it to drain on shutdown; `kck-testing`, to settle.
     pub async fn wait_idle(&self) {
         loop {
-            self.inner.flights.wait_idle().await;
+            self.inner.local.flights.wait_idle().await;
             if !self.inner.background.wait_worked().await {
                 return;
             }
@@ -223,9 +145,13 @@ impl Cache {
     ///
     /// [`Error::Store`].
     pub async fn report_reads(&self) -> Result<usize, Error> {
-        let keys = self.inner.memo.take_reads();
+        let keys = self.inner.local.memo.take_reads();
         if !keys.is_empty() {
-            self.inner.timetable().touch(&keys, self.now()).await?;
+            self.inner
+                .ports
+                .timetable()
+                .touch(&keys, self.now())
+                .await?;
         }
         Ok(keys.len())
     }
@@ -233,14 +159,14 @@ impl Cache {
     /// The number of keys held in the in-process memo (values and running
     /// computations).
     pub fn memo_len(&self) -> usize {
-        self.inner.memo.len()
+        self.inner.local.memo.len()
     }
 }
 
 impl std::fmt::Debug for Cache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Cache")
-            .field("registry", &self.inner.registry)
+            .field("registry", &self.inner.primers.registry)
             .field("memo_len", &self.memo_len())
             .finish_non_exhaustive()
     }

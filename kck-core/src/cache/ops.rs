@@ -95,9 +95,9 @@ impl Cache {
     ///
     /// [`Error::Store`].
     pub async fn remove(&self, key: &Key) -> Result<bool, Error> {
-        let removed = self.inner.entries().remove(key).await?;
+        let removed = self.inner.ports.entries().remove(key).await?;
         if let Some(version) = removed {
-            self.inner.memo.observe(key, version);
+            self.inner.local.memo.observe(key, version);
             self.inner.events.emit(key, EventKind::Removed);
         }
         Ok(removed.is_some())
@@ -110,7 +110,7 @@ impl Cache {
     ///
     /// [`Error::InvalidKey`], [`Error::UnknownPrimer`].
     pub fn parse_key(&self, text: &str) -> Result<Key, Error> {
-        self.inner.registry.parse_key(text)
+        self.inner.primers.registry.parse_key(text)
     }
 
     /// Reads the product of a key given as a string (see
@@ -149,7 +149,7 @@ impl Cache {
     ///
     /// [`Error::Store`].
     pub async fn entry(&self, key: &Key) -> Result<Option<StoredEntry>, Error> {
-        Ok(self.inner.entries().load(key).await?)
+        Ok(self.inner.ports.entries().load(key).await?)
     }
 
     /// The keys whose last computation read `key`.
@@ -158,7 +158,7 @@ impl Cache {
     ///
     /// [`Error::Store`].
     pub async fn dependents(&self, key: &Key) -> Result<Vec<Key>, Error> {
-        let edges = self.inner.entries().dependents(key).await?;
+        let edges = self.inner.ports.entries().dependents(key).await?;
         Ok(edges.into_iter().map(|edge| edge.key).collect())
     }
 
@@ -168,7 +168,7 @@ impl Cache {
     ///
     /// [`Error::Store`].
     pub async fn dependencies(&self, key: &Key) -> Result<Vec<Key>, Error> {
-        let edges = self.inner.entries().dependencies(key).await?;
+        let edges = self.inner.ports.entries().dependencies(key).await?;
         Ok(edges.into_iter().map(|edge| edge.key).collect())
     }
 }
@@ -176,21 +176,21 @@ impl Cache {
 impl Inner {
     /// The handle of the primer of `key`, after checking the key fits it.
     fn checked_handle(&self, key: &Key) -> Result<PrimerHandle, Error> {
-        let handle = *self.registry.handle(key.primer())?;
+        let handle = *self.primers.registry.handle(key.primer())?;
         (handle.check_key)(key)?;
         Ok(handle)
     }
 
     async fn peek(&self, key: &Key, handle: PrimerHandle) -> Result<Option<ErasedValue>, Error> {
         let now = self.clock.now();
-        let in_memo = self.memo.read(key.as_str(), |slot| {
+        let in_memo = self.local.memo.read(key.as_str(), |slot| {
             let ready = slot.ready.as_ref()?;
             (classify(ready, now) != Freshness::Expired).then(|| ready.value.clone())
         });
         if let Some(value) = in_memo.flatten() {
             return Ok(Some(value));
         }
-        let Some(stored) = self.entries().load(key).await? else {
+        let Some(stored) = self.ports.entries().load(key).await? else {
             return Ok(None);
         };
         let meta = &stored.meta;
@@ -220,9 +220,9 @@ impl Inner {
             source: Arc::new(error),
         })?;
         let content_hash = ContentHash::of(&bytes);
-        let pin = self.memo.pin(key);
+        let pin = self.local.memo.pin(key);
         loop {
-            let previous = self.entries().load(key).await?;
+            let previous = self.ports.entries().load(key).await?;
             let now = self.clock.now();
             let previous_meta = previous
                 .as_ref()
@@ -252,8 +252,8 @@ impl Inner {
                 dependencies: Vec::new(),
             };
             let expect = previous.map_or(Expect::Absent, |stored| Expect::Version(stored.version));
-            if let Saved::Written(version) = self.entries().save(entry, expect).await? {
-                self.memo.observe(key, version);
+            if let Saved::Written(version) = self.ports.entries().save(entry, expect).await? {
+                self.local.memo.observe(key, version);
                 pin.install(Ready::new(value, version, &meta, None));
                 drop(pin);
                 self.events.emit(key, EventKind::Set { version });
@@ -287,11 +287,11 @@ impl Inner {
         limit: Option<Duration>,
     ) -> Result<Served, Error> {
         let deadline = limit.map(|limit| (tokio::time::Instant::now() + limit, limit));
-        let watermark = self.flights.watermark();
+        let watermark = self.local.flights.watermark();
         loop {
             let mut started = None;
             let flight: Result<Arc<Flight>, Error> =
-                self.memo.update(key, |slot| match &slot.flight {
+                self.local.memo.update(key, |slot| match &slot.flight {
                     Some(flight) => Ok(flight.clone()),
                     None => {
                         let flight = self.new_flight(slot, FlightMode::Refresh)?;

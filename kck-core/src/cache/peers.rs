@@ -1,23 +1,47 @@
-//! Other caches sharing the store: their changes reach this cache's memo,
-//! and flights waiting on another cache's computation are woken when it
-//! ends.
+//! How this cache shares the store with other caches: who it is as a lease
+//! holder and how long its leases last, the watcher the store tells of
+//! changes, how long its copies may still be served once the store goes
+//! quiet, and the flights waiting on another cache's computation.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
 
 use tokio::sync::Notify;
 
-use super::Inner;
 use crate::key::Key;
-use crate::storage::{ChangeWatcher, Version};
+use crate::storage::ChangeWatcher;
 
-/// Flights waiting for another cache's computation, by key.
-#[derive(Default)]
+/// This cache among the caches sharing the store.
 pub(crate) struct Peers {
+    /// Flights waiting for another cache's computation, by key.
     waiting: Mutex<HashMap<Key, Arc<Notify>>>,
+    /// Keeps the store's watcher alive as long as the cache.
+    pub(crate) watcher: Arc<dyn ChangeWatcher>,
+    /// Who this cache is, as a lease holder.
+    pub(crate) holder: String,
+    pub(crate) lease_ttl: Duration,
+    /// How long after the store stopped reporting changes the memo's
+    /// copies may still be served when the store cannot be reached.
+    pub(crate) serve_stale_on_store_error: Duration,
 }
 
 impl Peers {
+    pub(crate) fn new(
+        watcher: Arc<dyn ChangeWatcher>,
+        holder: String,
+        lease_ttl: Duration,
+        serve_stale_on_store_error: Duration,
+    ) -> Self {
+        Peers {
+            waiting: Mutex::default(),
+            watcher,
+            holder,
+            lease_ttl,
+            serve_stale_on_store_error,
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, HashMap<Key, Arc<Notify>>> {
         self.waiting.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -38,35 +62,9 @@ impl Peers {
     }
 
     /// News of `key`: wake whoever waits.
-    fn wake(&self, key: &Key) {
+    pub(crate) fn wake(&self, key: &Key) {
         if let Some(waiter) = self.lock().get(key) {
             waiter.notify_waiters();
-        }
-    }
-}
-
-/// The cache as the store sees it: told of every change.
-pub(crate) struct Watcher {
-    pub(crate) inner: Weak<Inner>,
-}
-
-impl ChangeWatcher for Watcher {
-    fn changed(&self, key: &Key, version: Version) {
-        if let Some(inner) = self.inner.upgrade() {
-            inner.memo.observe(key, version);
-            inner.peers.wake(key);
-        }
-    }
-
-    fn released(&self, key: &Key) {
-        if let Some(inner) = self.inner.upgrade() {
-            inner.peers.wake(key);
-        }
-    }
-
-    fn tracking(&self, tracked: bool) {
-        if let Some(inner) = self.inner.upgrade() {
-            inner.memo.track(tracked, inner.clock.now());
         }
     }
 }

@@ -1,9 +1,10 @@
 //! Changes travel to dependents, as refresh jobs (the worker that runs one
 //! applies the dependent's `on_change`), and explicit invalidations
-//! cascade.
+//! cascade. Changes other caches made reach this cache's memo through its
+//! [`Watcher`].
 
 use std::collections::{HashSet, VecDeque};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use super::Inner;
 use super::freshness::{Freshness, classify};
@@ -12,7 +13,8 @@ use crate::error::Error;
 use crate::event::{EventKind, InvalidationCause};
 use crate::key::Key;
 use crate::storage::{
-    ContentHash, EntryPatch, Expect, JobDelta, JobRequest, RefreshReason, Saved, Version,
+    ChangeWatcher, ContentHash, EntryPatch, Expect, JobDelta, JobRequest, RefreshReason, Saved,
+    Version,
 };
 
 impl Inner {
@@ -33,10 +35,10 @@ impl Inner {
         hash: ContentHash,
         deltas: &[JobDelta],
     ) {
-        if self.storage.queue_fed_by_saves() {
+        if self.ports.storage.queue_fed_by_saves() {
             return;
         }
-        let dependents = match self.entries().dependents(key).await {
+        let dependents = match self.ports.entries().dependents(key).await {
             Ok(dependents) => dependents,
             Err(error) => {
                 let error = Error::Store(error);
@@ -77,7 +79,7 @@ impl Inner {
         if jobs.is_empty() {
             return Ok(());
         }
-        self.queue.enqueue(&jobs).await?;
+        self.ports.queue.enqueue(&jobs).await?;
         self.background.note_queued();
         for job in jobs {
             let reason = job.reason;
@@ -96,10 +98,10 @@ impl Inner {
         };
         let job = JobRequest::new(key.clone(), self.clock.now(), reason);
         let inner = self.clone();
-        self.flights.begin();
+        self.local.flights.begin();
         runtime.spawn(async move {
             inner.queue_refresh(vec![job]).await;
-            inner.flights.end();
+            inner.local.flights.end();
         });
     }
 
@@ -120,10 +122,10 @@ impl Inner {
         };
         let inner = self.clone();
         let key = key.clone();
-        let epoch = self.memo.epoch();
-        self.flights.begin();
+        let epoch = self.local.memo.epoch();
+        self.local.flights.begin();
         runtime.spawn(async move {
-            let fresh = match inner.entries().load(&key).await {
+            let fresh = match inner.ports.entries().load(&key).await {
                 Ok(Some(stored)) if stored.version > seen => inner
                     .decode(&key, handle, stored, epoch)
                     .is_some_and(|ready| classify(&ready, inner.clock.now()) == Freshness::Fresh),
@@ -133,7 +135,7 @@ impl Inner {
                 let job = JobRequest::new(key, inner.clock.now(), RefreshReason::Stale);
                 inner.queue_refresh(vec![job]).await;
             }
-            inner.flights.end();
+            inner.local.flights.end();
         });
     }
 
@@ -145,9 +147,9 @@ impl Inner {
         cause: InvalidationCause,
     ) -> Result<bool, Error> {
         let patch = EntryPatch::stale_at(self.clock.now());
-        match self.entries().patch(key, patch, Expect::Any).await? {
+        match self.ports.entries().patch(key, patch, Expect::Any).await? {
             Saved::Written(version) => {
-                self.memo.observe(key, version);
+                self.local.memo.observe(key, version);
                 self.events.emit(key, EventKind::Invalidated { cause });
                 Ok(true)
             }
@@ -165,7 +167,7 @@ impl Inner {
             if self.mark_stale(&key, cause).await? {
                 marked += 1;
             }
-            for edge in self.entries().dependents(&key).await? {
+            for edge in self.ports.entries().dependents(&key).await? {
                 if seen.insert(edge.key.clone()) {
                     let cause = InvalidationCause::Cascade { from: key.clone() };
                     queue.push_back((edge.key, cause));
@@ -173,5 +175,31 @@ impl Inner {
             }
         }
         Ok(marked)
+    }
+}
+
+/// The cache as the store sees it: told of every change.
+pub(crate) struct Watcher {
+    pub(crate) inner: Weak<Inner>,
+}
+
+impl ChangeWatcher for Watcher {
+    fn changed(&self, key: &Key, version: Version) {
+        if let Some(inner) = self.inner.upgrade() {
+            inner.local.memo.observe(key, version);
+            inner.peers.wake(key);
+        }
+    }
+
+    fn released(&self, key: &Key) {
+        if let Some(inner) = self.inner.upgrade() {
+            inner.peers.wake(key);
+        }
+    }
+
+    fn tracking(&self, tracked: bool) {
+        if let Some(inner) = self.inner.upgrade() {
+            inner.local.memo.track(tracked, inner.clock.now());
+        }
     }
 }
