@@ -230,3 +230,153 @@ impl Inner {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex, PoisonError};
+
+    use super::*;
+    use crate::event::{Event, EventListener};
+    use crate::storage::{Claim, JobId};
+    use crate::{Cache, Ctx, Registry, Timestamp};
+
+    /// How many times `job_lazy` computed.
+    static LAZY_RUNS: AtomicUsize = AtomicUsize::new(0);
+
+    #[crate::primer(key = "job_base/{n}", crate = crate)]
+    async fn job_base(_ctx: &Ctx, n: u32) -> Result<u32, Infallible> {
+        Ok(n * 2)
+    }
+
+    #[crate::primer(key = "job_lazy/{n}", depends_on = [job_base], on_change = "invalidate", crate = crate)]
+    async fn job_lazy(ctx: &Ctx, n: u32) -> Result<u32, crate::Error> {
+        LAZY_RUNS.fetch_add(1, Ordering::SeqCst);
+        Ok(*job_base(ctx, n).await? + 1)
+    }
+
+    #[derive(Clone, Default)]
+    struct Kinds(Arc<Mutex<Vec<(String, &'static str)>>>);
+
+    impl EventListener for Kinds {
+        fn on_event(&self, event: &Event) {
+            let kind = match event.kind {
+                EventKind::Computed { .. } => "computed",
+                EventKind::Invalidated { .. } => "invalidated",
+                EventKind::RefreshQueued { .. } => "refresh-queued",
+                _ => return,
+            };
+            self.0
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push((event.key.to_string(), kind));
+        }
+    }
+
+    impl Kinds {
+        fn seen(&self) -> Vec<(String, &'static str)> {
+            self.0
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone()
+        }
+    }
+
+    /// A cache with no worker of its own: jobs run only when a test runs
+    /// them.
+    fn cache(kinds: &Kinds) -> Cache {
+        let registry = Registry::builder()
+            .register::<job_base>()
+            .register::<job_lazy>()
+            .build()
+            .expect("the test primers register");
+        Cache::builder()
+            .registry(registry)
+            .local_worker(false)
+            .local_scheduler(false)
+            .on_event(kinds.clone())
+            .build()
+            .expect("the cache builds")
+    }
+
+    fn job(key: &str, reasons: Vec<RefreshReason>) -> Job {
+        Job {
+            key: Key::parse(key).expect("a well-formed key"),
+            due_at: Timestamp::UNIX_EPOCH,
+            priority: 0,
+            reasons,
+            attempts: 0,
+            claim: Claim {
+                job: JobId(1),
+                token: 1,
+            },
+            deltas: Vec::new(),
+        }
+    }
+
+    const TIMEOUT: Duration = Duration::from_secs(30);
+
+    #[tokio::test]
+    async fn a_job_runs_without_a_worker_and_leaves_the_queue_alone() {
+        let kinds = Kinds::default();
+        let cache = cache(&kinds);
+        let job = job("job_base/21", vec![RefreshReason::Requested]);
+        assert_eq!(cache.inner.run_job(&job, TIMEOUT).await, JobOutcome::Done);
+        assert_eq!(
+            cache.get_json(&job.key).await.expect("computed"),
+            serde_json::json!(42)
+        );
+        assert!(
+            kinds
+                .seen()
+                .contains(&("job_base/21".to_owned(), "computed"))
+        );
+        assert_eq!(
+            cache.queue().next_due().await.expect("the queue answers"),
+            None
+        );
+    }
+
+    #[tokio::test]
+    async fn a_job_for_an_unknown_primer_or_a_malformed_key_is_given_up() {
+        let cache = cache(&Kinds::default());
+        let unknown = job("nobody/1", vec![RefreshReason::Requested]);
+        let outcome = cache.inner.run_job(&unknown, TIMEOUT).await;
+        assert!(
+            matches!(outcome, JobOutcome::GiveUp(ref error) if error.contains("nobody")),
+            "{outcome:?}"
+        );
+        let malformed = job("job_base/not-a-number", vec![RefreshReason::Requested]);
+        let outcome = cache.inner.run_job(&malformed, TIMEOUT).await;
+        assert!(matches!(outcome, JobOutcome::GiveUp(_)), "{outcome:?}");
+    }
+
+    #[tokio::test]
+    async fn a_changed_dependency_only_marks_a_product_that_invalidates_stale() {
+        let kinds = Kinds::default();
+        let cache = cache(&kinds);
+        let lazy = Key::parse("job_lazy/5").expect("a well-formed key");
+        assert_eq!(
+            cache.get_json(&lazy).await.expect("computed"),
+            serde_json::json!(11)
+        );
+        let computed = LAZY_RUNS.load(Ordering::SeqCst);
+        let changed = job(
+            "job_lazy/5",
+            vec![RefreshReason::DependencyChanged {
+                from: Key::parse("job_base/5").expect("a well-formed key"),
+            }],
+        );
+        assert_eq!(
+            cache.inner.run_job(&changed, TIMEOUT).await,
+            JobOutcome::Done
+        );
+        assert!(
+            kinds
+                .seen()
+                .contains(&("job_lazy/5".to_owned(), "invalidated"))
+        );
+        assert_eq!(LAZY_RUNS.load(Ordering::SeqCst), computed, "not recomputed");
+    }
+}

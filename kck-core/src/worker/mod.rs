@@ -1,10 +1,14 @@
-//! Workers: they claim refresh jobs from the queue and run them.
+//! Workers: they claim refresh jobs from the queue, run them, keep their
+//! leases alive, and settle them (complete, retry with back-off, keep as
+//! failed), until shut down. What a job does is the cache's
+//! (`cache/job.rs`); how a worker is configured is `builder.rs`.
+
+mod builder;
 
 use std::future::Future;
-use std::hash::BuildHasher;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use futures_util::FutureExt;
@@ -13,8 +17,9 @@ use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use crate::backoff::Backoff;
-use crate::cache::{Cache, CacheRef, Inner, JobOutcome};
+use self::builder::Config;
+pub use self::builder::WorkerBuilder;
+use crate::cache::{Cache, CacheRef, JobOutcome};
 use crate::error::{Error, panic_message};
 use crate::event::EventKind;
 use crate::storage::{Claim, Job, JobWatcher, Turnover};
@@ -50,115 +55,6 @@ pub struct Worker {
     shutdown: Mutex<Option<BoxFuture<'static, ()>>>,
 }
 
-#[derive(Debug, Clone)]
-struct Config {
-    id: String,
-    concurrency: usize,
-    job_timeout: Duration,
-    attempts: u32,
-    backoff: Backoff,
-    lease: Duration,
-    poll: Duration,
-    grace: Duration,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            id: format!(
-                "worker-{}-{:08x}",
-                std::process::id(),
-                foldhash::fast::RandomState::default().hash_one(std::process::id()) as u32
-            ),
-            concurrency: 8,
-            job_timeout: Duration::from_secs(300),
-            attempts: 5,
-            backoff: Backoff::DEFAULT,
-            lease: Duration::from_secs(30),
-            poll: Duration::from_secs(1),
-            grace: Duration::from_secs(30),
-        }
-    }
-}
-
-/// Builds a [`Worker`].
-pub struct WorkerBuilder {
-    cache: Cache,
-    config: Config,
-    shutdown: Option<BoxFuture<'static, ()>>,
-}
-
-impl WorkerBuilder {
-    /// A name for this worker in the queue (default: `worker-<pid>-<random>`).
-    pub fn id(mut self, id: impl Into<String>) -> Self {
-        self.config.id = id.into();
-        self
-    }
-
-    /// How many jobs run at once (default 8).
-    pub fn concurrency(mut self, jobs: usize) -> Self {
-        self.config.concurrency = jobs.max(1);
-        self
-    }
-
-    /// How long one job may run before it counts as a failed attempt
-    /// (default 5 min). The computation is then stopped, not only no longer
-    /// waited for: reads waiting for it get
-    /// [`Error::TimedOut`](crate::Error::TimedOut), the key (and its lease
-    /// in a shared store) is free for the next attempt, and the job is
-    /// retried with back-off like any failure.
-    pub fn job_timeout(mut self, timeout: Duration) -> Self {
-        self.config.job_timeout = timeout;
-        self
-    }
-
-    /// At most `attempts` attempts per job (default 5), the retries waiting
-    /// `base`, doubling up to `max` (default 1 s to 5 min), plus up to a
-    /// quarter more at random.
-    pub fn retries(mut self, attempts: u32, base: Duration, max: Duration) -> Self {
-        self.config.attempts = attempts.max(1);
-        self.config.backoff = Backoff { base, max };
-        self
-    }
-
-    /// How long a claim lasts without a heartbeat (default 30 s); it is
-    /// renewed every third of that while the job runs.
-    pub fn lease(mut self, lease: Duration) -> Self {
-        self.config.lease = lease.max(Duration::from_millis(30));
-        self
-    }
-
-    /// How often an idle worker looks at the queue when nothing wakes it
-    /// (default 1 s). A queue that announces new jobs wakes it at once.
-    pub fn poll_interval(mut self, poll: Duration) -> Self {
-        self.config.poll = poll.max(Duration::from_millis(1));
-        self
-    }
-
-    /// How long [`Worker::run`] waits for running jobs after the shutdown
-    /// signal (default 30 s); jobs still running then are dropped, and their
-    /// claims run out and are claimed again.
-    pub fn grace_period(mut self, grace: Duration) -> Self {
-        self.config.grace = grace;
-        self
-    }
-
-    /// Stops the worker when `signal` completes.
-    pub fn shutdown(mut self, signal: impl Future<Output = ()> + Send + 'static) -> Self {
-        self.shutdown = Some(Box::pin(signal));
-        self
-    }
-
-    /// The worker.
-    pub fn build(self) -> Worker {
-        Worker {
-            source: CacheRef::Held(self.cache),
-            config: Arc::new(self.config),
-            shutdown: Mutex::new(self.shutdown),
-        }
-    }
-}
-
 /// How long a worker keeps finished jobs before completing them, waiting
 /// for half its capacity to free up so one round trip settles them all and
 /// claims their successors. Far below any lease.
@@ -174,28 +70,6 @@ impl JobWatcher for Wake {
 }
 
 impl Worker {
-    /// A builder for a worker of `cache`.
-    pub fn builder(cache: &Cache) -> WorkerBuilder {
-        WorkerBuilder {
-            cache: cache.clone(),
-            config: Config::default(),
-            shutdown: None,
-        }
-    }
-
-    /// The worker a cache runs for itself, holding it only weakly: it ends
-    /// with the cache.
-    pub(crate) fn local(inner: Weak<Inner>, holder: &str) -> Worker {
-        Worker {
-            source: CacheRef::Local(inner),
-            config: Arc::new(Config {
-                id: format!("local-{holder}"),
-                ..Config::default()
-            }),
-            shutdown: Mutex::new(None),
-        }
-    }
-
     /// Runs until the shutdown signal (or, for a cache's local worker, until
     /// the cache is dropped): claims due jobs as capacity allows, and sleeps
     /// until the next is due, a job ends, or new jobs are announced.
@@ -488,14 +362,6 @@ impl std::fmt::Debug for Worker {
         f.debug_struct("Worker")
             .field("id", &self.config.id)
             .field("concurrency", &self.config.concurrency)
-            .finish_non_exhaustive()
-    }
-}
-
-impl std::fmt::Debug for WorkerBuilder {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WorkerBuilder")
-            .field("config", &self.config)
             .finish_non_exhaustive()
     }
 }
