@@ -33,8 +33,7 @@ impl Inner {
     /// is left alone: settling the job (complete, retry, keep as failed) is
     /// the worker's.
     pub(crate) async fn run_job(self: &Arc<Self>, job: &Job, timeout: Duration) -> JobOutcome {
-        let inner = self;
-        let handle = match inner.primers.registry.handle(job.key.primer()) {
+        let handle = match self.primers.registry.handle(job.key.primer()) {
             Ok(handle) => *handle,
             Err(error) => return JobOutcome::GiveUp(error.to_string()),
         };
@@ -54,13 +53,13 @@ impl Inner {
             (changed_from, only_changes, handle.def.policy.on_change)
         {
             let cause = InvalidationCause::DependencyChanged { from };
-            return match inner.mark_stale(&job.key, cause).await {
+            return match self.mark_stale(&job.key, cause).await {
                 Ok(_) => JobOutcome::Done,
                 Err(error) => JobOutcome::Retry(error.to_string()),
             };
         }
         if !job.deltas.is_empty() && only_changes {
-            match inner.augment_from_deltas(handle, job).await {
+            match self.augment_from_deltas(handle, job).await {
                 Ok(true) => return JobOutcome::Done,
                 Ok(false) => {}
                 Err(error) => return JobOutcome::Retry(error.to_string()),
@@ -71,12 +70,12 @@ impl Inner {
         // store, not from the memo.
         for reason in &job.reasons {
             if let RefreshReason::DependencyChanged { from } = reason {
-                inner.local.memo.forget(from);
+                self.local.memo.forget(from);
             }
         }
         // Verifying an augmented product: what it was, to compare.
         let verified = if job.reasons.contains(&RefreshReason::Verify) {
-            match inner
+            match self
                 .ports
                 .entries()
                 .content_hashes(std::slice::from_ref(&job.key))
@@ -88,7 +87,7 @@ impl Inner {
         } else {
             None
         };
-        let refresh = inner.refresh_within(&job.key, handle, job.reasons.clone(), Some(timeout));
+        let refresh = self.refresh_within(&job.key, handle, job.reasons.clone(), Some(timeout));
         match refresh.await {
             Ok(served) => {
                 if let Some(augmented) = verified.filter(|hash| *hash != served.hash) {
@@ -100,7 +99,7 @@ impl Inner {
                         %recomputed,
                         "an augmented product drifted from its full computation; the recomputed value replaces it"
                     );
-                    inner.events.emit(
+                    self.events.emit(
                         &job.key,
                         EventKind::Drift {
                             augmented,
@@ -119,43 +118,41 @@ impl Inner {
     /// from; `false` if it must be recomputed instead (a product it read
     /// changed, and no delta starts from the value it read).
     ///
-    /// Deltas that stop short of a product's value now (it changed again while
-    /// this job ran) are applied all the same: its edge then records the value
-    /// the deltas led to. The rest comes with the job the later change queued;
-    /// in case it does not, the write queues the product again, a second later
-    /// (see `Inner::behind_on`).
+    /// Deltas that stop short of a product's value now (it changed again
+    /// while this job ran) are applied all the same: its edge then records
+    /// the value the deltas led to. The rest comes with the job the later
+    /// change queued; in case it does not, the write queues the product
+    /// again, a second later (see `Inner::behind_on`).
     async fn augment_from_deltas(
         self: &Arc<Self>,
         handle: PrimerHandle,
         job: &Job,
     ) -> Result<bool, Error> {
-        let inner = self;
         let Some(augment) = handle.augment else {
             return Ok(false);
         };
-        let turn = inner.local.augmenting.of(&job.key);
+        let turn = self.local.augmenting.of(&job.key);
         let _turn = turn.lock().await;
-        // Another process may augment or recompute the product between the plan
-        // and the write: then plan again from what it wrote.
+        // Another process may augment or recompute the product between the
+        // plan and the write: then plan again from what it wrote.
         for _ in 0..4 {
-            if let Some(done) = inner.plan_and_augment(handle, augment, job).await? {
+            if let Some(done) = self.plan_and_augment(handle, augment, job).await? {
                 return Ok(done);
             }
         }
         Ok(false)
     }
 
-    /// One attempt of [`Inner::augment_from_deltas`]; `None` if the product's edges
-    /// moved meanwhile.
+    /// One attempt of [`Inner::augment_from_deltas`]; `None` if the
+    /// product's edges moved meanwhile.
     async fn plan_and_augment(
         self: &Arc<Self>,
         handle: PrimerHandle,
         augment: AugmentHandle,
         job: &Job,
     ) -> Result<Option<bool>, Error> {
-        let inner = self;
         // What the product read of each changed product, and what that is now.
-        let dependencies = inner.ports.entries().dependencies(&job.key).await?;
+        let dependencies = self.ports.entries().dependencies(&job.key).await?;
         let mut changed: Vec<(&Key, ContentHash)> = Vec::with_capacity(job.reasons.len());
         for reason in &job.reasons {
             let RefreshReason::DependencyChanged { from } = reason else {
@@ -171,7 +168,7 @@ impl Inner {
             changed.push((from, seen));
         }
         let keys: Vec<Key> = changed.iter().map(|(from, _)| (*from).clone()).collect();
-        let current = inner.ports.entries().content_hashes(&keys).await?;
+        let current = self.ports.entries().content_hashes(&keys).await?;
         // The deltas in the order they happened: each one that starts where
         // its product's chain ends extends it, as a delta of this product.
         let mut at: Vec<ContentHash> = changed.iter().map(|(_, seen)| *seen).collect();
@@ -212,14 +209,14 @@ impl Inner {
         }
         // Deltas that stop short of a product's value now are applied all the
         // same; the write then queues the product again for the rest.
-        match inner
+        match self
             .augment_in_place(&job.key, handle, augment, &deltas, &reads)
             .await?
         {
             InPlace::Applied(_) => Ok(Some(true)),
             InPlace::ReadMoved => Ok(None),
             InPlace::Cannot(reason) => {
-                inner.events.emit(
+                self.events.emit(
                     &job.key,
                     EventKind::AugmentDeclined {
                         reason: reason.to_owned(),
