@@ -19,7 +19,8 @@ pub(crate) struct Local {
     pub(crate) memo: Memo,
     /// Which flight waits on which, to refuse cycles.
     pub(crate) waits: WaitGraph,
-    /// Running flights and jobs, for [`Cache::wait_idle`](super::Cache::wait_idle).
+    /// Running flights and jobs, for
+    /// [`Cache::wait_idle`](super::Cache::wait_idle).
     pub(crate) flights: FlightCounter,
     /// The keys being augmented here, each behind a lock: augments of one
     /// key in one process take turns instead of racing.
@@ -50,7 +51,8 @@ pub(crate) struct Hooks {
 pub(crate) type AfterOutcome =
     Arc<dyn Fn(&Key) -> futures_util::future::BoxFuture<'static, ()> + Send + Sync>;
 
-/// Counts running flights, so [`Cache::wait_idle`](super::Cache::wait_idle) can wait for them.
+/// Counts running flights, so
+/// [`Cache::wait_idle`](super::Cache::wait_idle) can wait for them.
 #[derive(Default)]
 pub(crate) struct FlightCounter {
     next_id: AtomicU64,

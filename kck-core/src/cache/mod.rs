@@ -1,9 +1,12 @@
 //! The cache: typed reads in front of a store, with single flight,
 //! freshness and dependency tracking.
 //!
-//! The work is split by verb: [`fetch`] serves reads, [`execute`] runs a
-//! flight (load, compute, persist), [`propagate`] carries changes to
-//! dependents, [`ops`] holds the other public operations.
+//! The state is split into parts ([`primers`], [`ports`], [`peers`],
+//! [`local`], [`background`]), the work by verb: [`fetch`] serves reads,
+//! [`execute`] and [`compute`] run a flight (load, compute, persist),
+//! [`propagate`] carries changes to dependents, [`augment`] updates a
+//! product in place, [`job`] is what one refresh job means, [`ops`] holds
+//! the other public operations. See ARCHITECTURE.md for the map.
 
 pub(crate) mod augment;
 mod background;
