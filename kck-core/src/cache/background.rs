@@ -16,14 +16,14 @@ use tokio::sync::watch;
 pub(crate) type Task = Box<dyn Fn() -> BoxFuture<'static, ()> + Send + Sync>;
 
 /// A task started at most once.
-struct Once {
+struct StartOnce {
     task: Option<Task>,
     started: AtomicBool,
 }
 
-impl Once {
+impl StartOnce {
     fn new(task: Option<Task>) -> Self {
-        Once {
+        StartOnce {
             task,
             started: AtomicBool::new(false),
         }
@@ -49,8 +49,8 @@ impl Once {
 
 /// The cache's own worker and scheduler, and how far that worker got.
 pub(crate) struct Background {
-    worker: Once,
-    scheduler: Once,
+    worker: StartOnce,
+    scheduler: StartOnce,
     /// How many times this cache queued jobs, and how many of those its
     /// own worker has worked through.
     queued: AtomicU64,
@@ -62,8 +62,8 @@ impl Background {
     /// them itself.
     pub(crate) fn new(worker: Option<Task>, scheduler: Option<Task>) -> Self {
         Background {
-            worker: Once::new(worker),
-            scheduler: Once::new(scheduler),
+            worker: StartOnce::new(worker),
+            scheduler: StartOnce::new(scheduler),
             queued: AtomicU64::new(0),
             worked: watch::Sender::new(0),
         }

@@ -21,7 +21,7 @@ use crate::event::{EventListener, Events};
 use crate::primer::Primer;
 use crate::registry::{Registry, RegistryError};
 use crate::scheduler::Scheduler;
-use crate::storage::{ChangeWatcher, MemoryQueue, MemoryStore, Queue, Storage};
+use crate::storage::{MemoryQueue, MemoryStore, Queue, Storage};
 use crate::worker::Worker;
 
 /// Builds a [`Cache`].
@@ -274,8 +274,10 @@ impl CacheBuilder {
             clock: self.clock,
             events: Events::new(self.listeners),
         });
-        let watcher: Arc<dyn ChangeWatcher> = inner.peers.watcher.clone();
-        inner.ports.coordination().watch(Arc::downgrade(&watcher));
+        inner
+            .ports
+            .coordination()
+            .watch(Arc::downgrade(&inner.peers.watcher));
         inner.background.start();
         Ok(Cache { inner })
     }

@@ -261,7 +261,6 @@ mod tests {
             let kind = match event.kind {
                 EventKind::Computed { .. } => "computed",
                 EventKind::Invalidated { .. } => "invalidated",
-                EventKind::RefreshQueued { .. } => "refresh-queued",
                 _ => return,
             };
             self.0
