@@ -81,7 +81,7 @@ pub(crate) fn erase_stub<P: Primer>(stub: StubFn<P>) -> ErasedStub {
 
 fn compute<P: Primer>(ctx: Arc<Ctx>) -> BoxFuture<'static, Result<ErasedValue, Error>> {
     Box::pin(async move {
-        let params = key::parse_params::<P::Params>(ctx.key(), P::DEF)?;
+        let params = key::parse_params::<P::Params>(ctx.key(), P::DEF.name, P::DEF.params)?;
         let stub = ctx.stub().and_then(|stub| stub.downcast_ref::<StubFn<P>>());
         let result = match stub {
             Some(stub) => stub(params),
@@ -114,7 +114,7 @@ fn decode<P: Primer>(bytes: &[u8]) -> Result<ErasedValue, serde_json::Error> {
 }
 
 fn check_key<P: Primer>(key: &Key) -> Result<(), KeyError> {
-    key::parse_params::<P::Params>(key, P::DEF).map(drop)
+    key::parse_params::<P::Params>(key, P::DEF.name, P::DEF.params).map(drop)
 }
 
 fn to_json<P: Primer>(value: &ErasedValue) -> Result<serde_json::Value, EncodeError> {

@@ -221,7 +221,6 @@ mod erased;
 mod error;
 mod event;
 mod key;
-mod key_param;
 mod primer;
 mod registry;
 mod schedule;
@@ -236,9 +235,10 @@ pub use ctx::{Ctx, Scope, ScopeRef};
 pub use encode::{EncodeError, MAX_VALUE_DEPTH};
 pub use error::{BoxError, Error, ErrorKind};
 pub use event::{Event, EventKind, EventListener, InvalidationCause};
-pub use key::{Key, KeyError, KeyWriter, MAX_KEY_LEN, TypedKey, is_valid_primer_name};
-pub use key_param::{KeyParam, KeyParams, ParamError};
-pub use primer::{DomainFn, OnChange, Policy, Primer, PrimerDef};
+pub use key::{
+    Key, KeyError, KeyParam, KeyParams, KeyWriter, MAX_KEY_LEN, ParamError, is_valid_primer_name,
+};
+pub use primer::{DomainFn, OnChange, Policy, Primer, PrimerDef, TypedKey};
 pub use registry::{Registry, RegistryBuilder, RegistryError};
 pub use schedule::{Schedule, ScheduleError};
 pub use scheduler::{Scheduler, SchedulerBuilder, TickReport};
@@ -275,9 +275,8 @@ pub mod __private {
     pub use crate::ctx::Scope;
     pub use crate::erased::PrimerHandle;
     pub use crate::error::Error;
-    pub use crate::key::{Key, KeyWriter, TypedKey};
-    pub use crate::key_param::KeyParam;
-    pub use crate::primer::{OnChange, Policy, Primer, PrimerDef, PrimerOutput};
+    pub use crate::key::{Key, KeyParam, KeyWriter};
+    pub use crate::primer::{OnChange, Policy, Primer, PrimerDef, PrimerOutput, TypedKey};
     pub use crate::registry::Registration;
     pub use futures_util::future::BoxFuture;
     pub use inventory;

@@ -210,3 +210,127 @@ fn the_worker_leaves_what_a_job_means_to_the_cache() {
         }
     }
 }
+
+/// kck-core's modules by layer, lowest first (see ARCHITECTURE.md). A
+/// module may import from its own layer and the layers below, never from
+/// a layer above.
+const LAYERS: [(&str, &[&str]); 7] = [
+    ("foundations", &["clock", "encode", "schedule", "backoff"]),
+    ("keys", &["key"]),
+    ("storage ports", &["storage"]),
+    ("outcomes", &["error", "event"]),
+    (
+        "the primer contract",
+        &["primer", "augment", "erased", "registry", "ctx"],
+    ),
+    ("the engine", &["cache"]),
+    ("drivers", &["worker", "scheduler"]),
+];
+
+/// The imports that go up a layer, each for a reason ARCHITECTURE.md
+/// gives: a primer's context and its domain read through the cache's
+/// public handle (and nothing else of the engine), and the cache's builder
+/// starts a cache's own worker and scheduler.
+const UPWARD: [(&str, &str); 4] = [
+    ("src/ctx.rs", "crate::cache::Cache"),
+    ("src/primer/mod.rs", "crate::cache::Cache"),
+    ("src/cache/builder.rs", "crate::worker::Worker"),
+    ("src/cache/builder.rs", "crate::scheduler::Scheduler"),
+];
+
+fn layer_of(module: &str) -> Option<usize> {
+    LAYERS
+        .iter()
+        .position(|(_, modules)| modules.contains(&module))
+}
+
+/// Every `.rs` file under `dir`, with its path from the crate's root.
+fn rust_files(dir: &Path, found: &mut Vec<(String, String)>) {
+    for entry in std::fs::read_dir(dir).expect("a readable directory") {
+        let path = entry.expect("a directory entry").path();
+        if path.is_dir() {
+            rust_files(&path, found);
+        } else if path.extension().is_some_and(|ext| ext == "rs") {
+            let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+            let name = path
+                .strip_prefix(root)
+                .expect("under the crate")
+                .to_string_lossy()
+                .into_owned();
+            found.push((name, std::fs::read_to_string(&path).expect("a readable file")));
+        }
+    }
+}
+
+/// The `crate::…` paths the code of `text` names (comments and the
+/// `#[cfg(test)]` module at the end of a file left out), each as
+/// `crate::module::Item`.
+fn crate_paths(text: &str) -> Vec<String> {
+    let mut paths = Vec::new();
+    for line in text.lines() {
+        let line = line.trim_start();
+        if line.starts_with("#[cfg(test)]") {
+            break;
+        }
+        if line.starts_with("//") {
+            continue;
+        }
+        let mut rest = line;
+        while let Some(at) = rest.find("crate::") {
+            let path: String = rest[at..]
+                .chars()
+                .take_while(|c| c.is_alphanumeric() || *c == '_' || *c == ':')
+                .collect();
+            rest = &rest[at + "crate::".len()..];
+            paths.push(path.trim_end_matches(':').to_owned());
+        }
+    }
+    paths
+}
+
+#[test]
+fn no_module_imports_from_a_layer_above_its_own() {
+    let mut files = Vec::new();
+    rust_files(&Path::new(env!("CARGO_MANIFEST_DIR")).join("src"), &mut files);
+    let mut upward = Vec::new();
+    for (file, text) in &files {
+        let module = file
+            .trim_start_matches("src/")
+            .split(['/', '.'])
+            .next()
+            .expect("a module");
+        if module == "lib" {
+            continue;
+        }
+        let own = layer_of(module).unwrap_or_else(|| panic!("{file}: `{module}` has no layer"));
+        for path in crate_paths(text) {
+            let mut segments = path.split("::").skip(1);
+            let target = segments.next().unwrap_or_default();
+            assert!(
+                !target.starts_with(char::is_uppercase),
+                "{file} names `{path}`: name the item by its module, not the crate root"
+            );
+            let Some(layer) = layer_of(target) else {
+                continue; // `crate::__private`, a macro's path
+            };
+            if layer > own {
+                upward.push((file.clone(), path));
+            }
+        }
+    }
+    upward.sort();
+    upward.dedup();
+    let mut allowed: Vec<(String, String)> = UPWARD
+        .iter()
+        .map(|(file, path)| ((*file).to_owned(), (*path).to_owned()))
+        .collect();
+    allowed.sort();
+    assert_eq!(upward, allowed, "imports from a layer above");
+}
+
+#[test]
+fn the_layer_check_sees_an_upward_import() {
+    let paths = crate_paths("use crate::primer::Primer;\n// crate::cache::Cache\n");
+    assert_eq!(paths, ["crate::primer::Primer"]);
+    assert!(layer_of("primer") > layer_of("key"));
+}

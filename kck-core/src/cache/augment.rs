@@ -10,7 +10,8 @@ use crate::augment::{Augment, AugmentHandle, Augmented};
 use crate::erased::PrimerHandle;
 use crate::error::Error;
 use crate::event::EventKind;
-use crate::key::{Key, TypedKey};
+use crate::key::Key;
+use crate::primer::TypedKey;
 use crate::storage::{
     ContentHash, Entry, EntryMeta, Expect, JobDelta, JobRequest, RefreshReason, Saved,
 };

@@ -11,8 +11,9 @@ use super::{Cache, Inner};
 use crate::erased::{ErasedValue, PrimerHandle};
 use crate::error::Error;
 use crate::event::EventKind;
-use crate::key::{Key, TypedKey};
+use crate::key::Key;
 use crate::primer::Primer;
+use crate::primer::TypedKey;
 use crate::storage::{
     ContentHash, Entry, EntryMeta, Expect, RefreshReason, Saved, StoredEntry, Version,
 };

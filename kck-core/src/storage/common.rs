@@ -10,7 +10,6 @@ use std::error::Error as StdError;
 use std::fmt;
 use std::sync::Arc;
 
-use crate::error::BoxError;
 use crate::key::Key;
 
 /// The version of an entry: it grows with every write, across all keys of a
@@ -94,14 +93,14 @@ pub enum StoreError {
 
 impl StoreError {
     /// A transient error: the store cannot be reached now.
-    pub fn unavailable(source: impl Into<BoxError>) -> Self {
+    pub fn unavailable(source: impl Into<Box<dyn StdError + Send + Sync + 'static>>) -> Self {
         StoreError::Unavailable {
             source: Arc::from(source.into()),
         }
     }
 
     /// A permanent error of the backend.
-    pub fn backend(source: impl Into<BoxError>) -> Self {
+    pub fn backend(source: impl Into<Box<dyn StdError + Send + Sync + 'static>>) -> Self {
         StoreError::Backend {
             source: Arc::from(source.into()),
         }

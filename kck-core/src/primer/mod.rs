@@ -9,8 +9,11 @@ use serde::de::DeserializeOwned;
 use crate::cache::Cache;
 use crate::ctx::Ctx;
 use crate::error::{BoxError, Error};
-use crate::key::Key;
-use crate::key_param::KeyParams;
+use crate::key::{Key, KeyParams};
+
+mod typed_key;
+
+pub use typed_key::TypedKey;
 
 /// A primer: the registered recipe for one family of data products.
 ///

@@ -10,11 +10,11 @@
 
 use std::borrow::{Borrow, Cow};
 use std::fmt;
-use std::marker::PhantomData;
 use std::sync::Arc;
 
-use crate::key_param::{KeyParam, KeyParams, ParamError};
-use crate::primer::Primer;
+mod param;
+
+pub use param::{KeyParam, KeyParams, KeyWriter, ParamError};
 
 /// The longest key, in bytes (of its escaped text): 1 KiB, the same on
 /// every store.
@@ -76,17 +76,6 @@ impl Key {
             });
         }
         Ok(Key(Arc::from(text)))
-    }
-
-    /// Builds the key of primer `P` for `params` (in key-template order).
-    ///
-    /// The key may be longer than [`MAX_KEY_LEN`]: such a key is refused
-    /// with [`KeyError::TooLong`] when it is used (see [`MAX_KEY_LEN`]).
-    pub fn of<P: Primer>(params: &P::Params) -> Key {
-        let mut text = String::with_capacity(P::DEF.name.len() + 16);
-        text.push_str(P::DEF.name);
-        params.write_params(&mut KeyWriter::new(&mut text));
-        Key(Arc::from(text))
     }
 
     /// Wraps text that was written by a [`KeyWriter`] after a primer name, so
@@ -183,177 +172,7 @@ pub fn is_valid_primer_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
 }
 
-/// The key of one product of primer `P`, with its typed parameters.
-///
-/// The `#[primer]` macro generates a constructor for it on the primer's marker
-/// type: `store_report::key(7, day)`. It dereferences to [`Key`], so every
-/// untyped operation accepts it too.
-pub struct TypedKey<P: Primer> {
-    key: Key,
-    params: P::Params,
-    primer: PhantomData<fn() -> P>,
-}
-
-impl<P: Primer> TypedKey<P> {
-    /// The key of `P` for `params`, given in key-template order.
-    ///
-    /// As [`Key::of`], the key may be longer than [`MAX_KEY_LEN`]: it is
-    /// refused when used.
-    pub fn new(params: P::Params) -> Self {
-        TypedKey {
-            key: Key::of::<P>(&params),
-            params,
-            primer: PhantomData,
-        }
-    }
-
-    /// Reads the typed parameters back from `key`, which must be a key of
-    /// `P` in canonical form.
-    ///
-    /// ```
-    /// # use kck_core::{primer, Ctx, Key, TypedKey};
-    /// #[primer(key = "report/{store}/{day}")]
-    /// async fn report(_ctx: &Ctx, store: u32, day: String) -> Result<u64, std::convert::Infallible> {
-    ///     Ok(0)
-    /// }
-    ///
-    /// let key = TypedKey::<report>::from_key(Key::parse("report/7/monday")?)?;
-    /// assert_eq!(key.params(), &(7, "monday".to_owned()));
-    /// # Ok::<(), kck_core::KeyError>(())
-    /// ```
-    ///
-    /// # Errors
-    ///
-    /// [`KeyError::WrongPrimer`] for a key of another primer,
-    /// [`KeyError::TooLong`], and the errors of
-    /// [`Registry::parse_key`](crate::Registry::parse_key) about its
-    /// parameters.
-    pub fn from_key(key: Key) -> Result<Self, KeyError> {
-        if key.primer() != P::DEF.name {
-            return Err(KeyError::WrongPrimer {
-                key: key.to_string(),
-                expected: P::DEF.name,
-            });
-        }
-        let params = parse_params::<P::Params>(&key, P::DEF)?;
-        Ok(TypedKey {
-            key,
-            params,
-            primer: PhantomData,
-        })
-    }
-
-    /// The untyped key.
-    pub fn key(&self) -> &Key {
-        &self.key
-    }
-
-    /// The typed parameters, in key-template order.
-    pub fn params(&self) -> &P::Params {
-        &self.params
-    }
-}
-
-impl<P: Primer> std::ops::Deref for TypedKey<P> {
-    type Target = Key;
-    fn deref(&self) -> &Key {
-        &self.key
-    }
-}
-
-impl<P: Primer> AsRef<Key> for TypedKey<P> {
-    fn as_ref(&self) -> &Key {
-        &self.key
-    }
-}
-
-impl<P: Primer> From<TypedKey<P>> for Key {
-    fn from(typed: TypedKey<P>) -> Key {
-        typed.key
-    }
-}
-
-impl<P: Primer> Clone for TypedKey<P>
-where
-    P::Params: Clone,
-{
-    fn clone(&self) -> Self {
-        TypedKey {
-            key: self.key.clone(),
-            params: self.params.clone(),
-            primer: PhantomData,
-        }
-    }
-}
-
-impl<P: Primer> fmt::Debug for TypedKey<P> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&self.key, f)
-    }
-}
-
-impl<P: Primer> fmt::Display for TypedKey<P> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(&self.key, f)
-    }
-}
-
-/// Appends parameters to a key under construction, escaping them.
-///
-/// [`KeyParam::write_key`] receives one; implementations write the
-/// parameter's text with [`KeyWriter::write_str`] (or `write!`, as it
-/// implements [`fmt::Write`]) and never see the escaping.
-pub struct KeyWriter<'a> {
-    out: &'a mut String,
-}
-
-impl<'a> KeyWriter<'a> {
-    pub(crate) fn new(out: &'a mut String) -> Self {
-        KeyWriter { out }
-    }
-
-    /// Appends `text` to the current parameter, escaping `%` and `/`.
-    pub fn write_str(&mut self, text: &str) {
-        escape_into(text, self.out);
-    }
-
-    /// Starts a new parameter segment and writes `value` into it.
-    #[doc(hidden)]
-    pub fn param<T: KeyParam>(&mut self, value: &T) {
-        self.out.push('/');
-        value.write_key(self);
-    }
-
-    /// Starts a new parameter segment holding `text`.
-    #[doc(hidden)]
-    pub fn str_param(&mut self, text: &str) {
-        self.out.push('/');
-        self.write_str(text);
-    }
-}
-
-impl fmt::Write for KeyWriter<'_> {
-    fn write_str(&mut self, text: &str) -> fmt::Result {
-        escape_into(text, self.out);
-        Ok(())
-    }
-}
-
-fn escape_into(text: &str, out: &mut String) {
-    if !text.bytes().any(|b| b == b'%' || b == b'/') {
-        out.push_str(text);
-        return;
-    }
-    for c in text.chars() {
-        match c {
-            '%' => out.push_str("%25"),
-            '/' => out.push_str("%2F"),
-            c => out.push(c),
-        }
-    }
-}
-
-/// Undoes [`escape_into`]; `None` for any escape other than `%25` and `%2F`.
+/// Undoes [`KeyWriter`]'s escaping; `None` for any escape other than `%25` and `%2F`.
 fn unescape(segment: &str) -> Option<Cow<'_, str>> {
     if !segment.contains('%') {
         return Some(Cow::Borrowed(segment));
@@ -380,14 +199,15 @@ fn unescape(segment: &str) -> Option<Cow<'_, str>> {
 /// against its primer.
 pub(crate) fn parse_params<Params: KeyParams>(
     key: &Key,
-    primer: &'static crate::PrimerDef,
+    primer: &'static str,
+    param_names: &'static [&'static str],
 ) -> Result<Params, KeyError> {
     key.check_len()?;
     let segments: Vec<Cow<'_, str>> = key.params().collect();
     if segments.len() != Params::ARITY {
         return Err(KeyError::WrongParamCount {
             key: key.to_string(),
-            primer: primer.name,
+            primer,
             expected: Params::ARITY,
             found: segments.len(),
         });
@@ -395,11 +215,11 @@ pub(crate) fn parse_params<Params: KeyParams>(
     let params =
         Params::parse_params(&segments).map_err(|(index, reason)| KeyError::InvalidParam {
             key: key.to_string(),
-            param: primer.params.get(index).copied().unwrap_or("?"),
+            param: param_names.get(index).copied().unwrap_or("?"),
             reason,
         })?;
     let mut canonical = String::with_capacity(key.as_str().len());
-    canonical.push_str(primer.name);
+    canonical.push_str(primer);
     params.write_params(&mut KeyWriter::new(&mut canonical));
     if canonical != key.as_str() {
         return Err(KeyError::NotCanonical {
@@ -487,6 +307,7 @@ pub enum KeyError {
 
 #[cfg(test)]
 mod tests {
+    use super::param::escape_into;
     use super::*;
 
     #[test]

@@ -1,9 +1,8 @@
 //! Typed key parameters.
 
 use std::borrow::Cow;
+use std::fmt;
 use std::sync::Arc;
-
-use crate::key::KeyWriter;
 
 /// A type that can be a parameter of a primer, and so a segment of its keys.
 ///
@@ -244,3 +243,58 @@ tuple_params!(5; A 0, B 1, C 2, D 3, E 4);
 tuple_params!(6; A 0, B 1, C 2, D 3, E 4, F 5);
 tuple_params!(7; A 0, B 1, C 2, D 3, E 4, F 5, G 6);
 tuple_params!(8; A 0, B 1, C 2, D 3, E 4, F 5, G 6, H 7);
+
+/// Appends parameters to a key under construction, escaping them.
+///
+/// [`KeyParam::write_key`] receives one; implementations write the
+/// parameter's text with [`KeyWriter::write_str`] (or `write!`, as it
+/// implements [`fmt::Write`]) and never see the escaping.
+pub struct KeyWriter<'a> {
+    out: &'a mut String,
+}
+
+impl<'a> KeyWriter<'a> {
+    pub(crate) fn new(out: &'a mut String) -> Self {
+        KeyWriter { out }
+    }
+
+    /// Appends `text` to the current parameter, escaping `%` and `/`.
+    pub fn write_str(&mut self, text: &str) {
+        escape_into(text, self.out);
+    }
+
+    /// Starts a new parameter segment and writes `value` into it.
+    #[doc(hidden)]
+    pub fn param<T: KeyParam>(&mut self, value: &T) {
+        self.out.push('/');
+        value.write_key(self);
+    }
+
+    /// Starts a new parameter segment holding `text`.
+    #[doc(hidden)]
+    pub fn str_param(&mut self, text: &str) {
+        self.out.push('/');
+        self.write_str(text);
+    }
+}
+
+impl fmt::Write for KeyWriter<'_> {
+    fn write_str(&mut self, text: &str) -> fmt::Result {
+        escape_into(text, self.out);
+        Ok(())
+    }
+}
+
+pub(super) fn escape_into(text: &str, out: &mut String) {
+    if !text.bytes().any(|b| b == b'%' || b == b'/') {
+        out.push_str(text);
+        return;
+    }
+    for c in text.chars() {
+        match c {
+            '%' => out.push_str("%25"),
+            '/' => out.push_str("%2F"),
+            c => out.push(c),
+        }
+    }
+}
