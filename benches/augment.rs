@@ -12,7 +12,8 @@ use std::hint::black_box;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kck_core::{Augment, Augmented, Cache, Ctx, primer};
+use kck_core::augment::{Augment, Augmented};
+use kck_core::{Cache, Ctx, primer};
 use serde::{Deserialize, Serialize};
 
 mod common;

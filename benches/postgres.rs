@@ -20,7 +20,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use diesel::{ExpressionMethods, QueryDsl};
-use kck_core::{Cache, Ctx, MemoryStore, primer};
+use kck_core::storage::MemoryStore;
+use kck_core::{Cache, Ctx, primer};
 use kck_diesel::PgStore;
 use kck_testing::postgres::TestDatabase;
 

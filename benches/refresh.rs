@@ -20,8 +20,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use diesel::QueryableByName;
 use diesel::sql_types::BigInt;
 use diesel_async::RunQueryDsl;
+use kck_core::event::EventKind;
+use kck_core::refresh::Worker;
 use kck_core::storage::{JobRequest, RefreshReason};
-use kck_core::{Cache, Ctx, EventKind, Key, Worker, primer};
+use kck_core::{Cache, Ctx, Key, primer};
 use kck_diesel::PgStore;
 use kck_testing::postgres::TestDatabase;
 
@@ -375,7 +377,7 @@ async fn dependent(store: PgStore, lines: &mut tokio::sync::mpsc::UnboundedRecei
         .store(store)
         .local_worker(false)
         .local_scheduler(false)
-        .on_event(|event: &kck_core::Event| {
+        .on_event(|event: &kck_core::event::Event| {
             if event.key.primer() == "downstream"
                 && matches!(event.kind, EventKind::Computed { .. })
                 && AtomicBool::load(&REPORT, Ordering::SeqCst)

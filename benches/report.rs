@@ -53,7 +53,7 @@ fn machine() -> String {
         .and_then(|out| String::from_utf8(out.stdout).ok())
         .map(|version| version.trim().to_owned())
         .unwrap_or_else(|| "rustc (unknown version)".to_owned());
-    let now = kck_core::Timestamp::from_system_time(std::time::SystemTime::now());
+    let now = kck_core::clock::Timestamp::from_system_time(std::time::SystemTime::now());
     let date = now.to_string().chars().take(10).collect::<String>();
     format!("{cpu}, {cores} cores, {rustc}, {date}")
 }

@@ -26,7 +26,8 @@ use crate::storage::Version;
 /// a wrong augment function, can last (see [`Policy::verify_every`]).
 ///
 /// ```
-/// use kck_core::{Augment, Ctx, primer};
+/// use kck_core::augment::Augment;
+/// use kck_core::{Ctx, primer};
 /// use serde::{Deserialize, Serialize};
 ///
 /// #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -53,10 +54,10 @@ use crate::storage::Version;
 /// # Ok(()) }
 /// ```
 ///
-/// [`Policy::verify_every`]: crate::Policy::verify_every
+/// [`Policy::verify_every`]: crate::primer::Policy::verify_every
 #[diagnostic::on_unimplemented(
     message = "`{Self}` has `augment` in its `#[primer]` attribute but does not implement `Augment`",
-    note = "implement `kck_core::Augment` for `{Self}`: `type Delta` and `fn augment`"
+    note = "implement `kck_core::augment::Augment` for `{Self}`: `type Delta` and `fn augment`"
 )]
 pub trait Augment: Primer {
     /// The new information: serializable, as it may wait in a queue.
@@ -78,7 +79,7 @@ pub trait Augment: Primer {
 /// or if `map` returns `None`, the dependent is recomputed as usual.
 #[diagnostic::on_unimplemented(
     message = "`{Self}` lists `{U}` in `augment_from` but does not implement `AugmentFrom<{U}>`",
-    note = "implement `kck_core::AugmentFrom<{U}>` for `{Self}`: `fn map`"
+    note = "implement `kck_core::augment::AugmentFrom<{U}>` for `{Self}`: `fn map`"
 )]
 pub trait AugmentFrom<U: Augment>: Augment {
     /// This product's delta for `delta` of `U`, or `None` to recompute.

@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 ///
 /// ```
 /// use std::time::Duration;
-/// use kck_core::Timestamp;
+/// use kck_core::clock::Timestamp;
 ///
 /// let t = Timestamp::from_unix_micros(1_795_000_000_000_000);
 /// assert_eq!((t + Duration::from_secs(60)).saturating_duration_since(t), Duration::from_secs(60));
@@ -146,7 +146,7 @@ impl Clock for SystemClock {
 ///
 /// ```
 /// use std::time::Duration;
-/// use kck_core::{Clock, MockClock, Timestamp};
+/// use kck_core::clock::{Clock, MockClock, Timestamp};
 ///
 /// let clock = MockClock::new(Timestamp::UNIX_EPOCH);
 /// clock.advance(Duration::from_secs(90));

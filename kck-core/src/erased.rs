@@ -46,7 +46,7 @@ impl PrimerHandle {
         }
     }
 
-    /// With `P`'s [`Augment`](crate::Augment) implementation, from
+    /// With `P`'s [`Augment`](crate::augment::Augment) implementation, from
     /// [`AugmentHandle::of`].
     pub const fn with_augment(mut self, augment: AugmentHandle) -> Self {
         self.augment = Some(augment);

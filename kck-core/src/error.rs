@@ -80,7 +80,7 @@ pub enum Error {
 
     /// The value could not be serialized for the store, or would not read
     /// back (a non-finite float, nesting past
-    /// [`MAX_VALUE_DEPTH`](crate::MAX_VALUE_DEPTH), a NUL in a string):
+    /// [`MAX_VALUE_DEPTH`](crate::value::MAX_VALUE_DEPTH), a NUL in a string):
     /// nothing was stored.
     #[error("serializing the value of `{key}` failed: {source}")]
     Encode {
@@ -104,7 +104,7 @@ pub enum Error {
     },
 
     /// The computation ran past its time limit (a worker's
-    /// [`job_timeout`](crate::WorkerBuilder::job_timeout)) and was stopped:
+    /// [`job_timeout`](crate::refresh::WorkerBuilder::job_timeout)) and was stopped:
     /// its waiters get this error, and the key is free for the next attempt.
     #[error("the computation of `{key}` timed out after {after:?} and was stopped")]
     TimedOut {
@@ -223,7 +223,7 @@ impl Error {
     ///
     /// let error = Error::Compute { key: Key::parse("rates")?, source: Arc::new(ApiDown) };
     /// assert!(error.compute_error::<ApiDown>().is_some());
-    /// # Ok::<(), kck_core::KeyError>(())
+    /// # Ok::<(), kck_core::key::KeyError>(())
     /// ```
     pub fn compute_error<E: StdError + 'static>(&self) -> Option<&E> {
         match self {

@@ -210,40 +210,99 @@
 //! to [`CacheBuilder::on_event`]. The `kck-testing` crate builds on them: a
 //! mock clock, stubbed dependencies and assertions such as "this key was
 //! computed exactly once".
+//!
+//! [`Augment`]: augment::Augment
+//! [`AugmentFrom`]: augment::AugmentFrom
+//! [`EncodeError`]: value::EncodeError
+//! [`EncodeError::NonFinite`]: value::EncodeError::NonFinite
+//! [`EncodeError::Nul`]: value::EncodeError::Nul
+//! [`EncodeError::TooDeep`]: value::EncodeError::TooDeep
+//! [`Event`]: event::Event
+//! [`EventKind::Drift`]: event::EventKind::Drift
+//! [`KeyError::TooLong`]: key::KeyError::TooLong
+//! [`MAX_KEY_LEN`]: key::MAX_KEY_LEN
+//! [`MAX_VALUE_DEPTH`]: value::MAX_VALUE_DEPTH
+//! [`MemoryQueue`]: storage::MemoryQueue
+//! [`MemoryStore`]: storage::MemoryStore
+//! [`Queue`]: storage::Queue
+//! [`Registry::builder`]: primer::Registry::builder
+//! [`Scheduler`]: refresh::Scheduler
+//! [`SchedulerBuilder::idle_after`]: refresh::SchedulerBuilder::idle_after
+//! [`Storage`]: storage::Storage
+//! [`Version`]: storage::Version
+//! [`Worker`]: refresh::Worker
+//! [`WorkerBuilder::job_timeout`]: refresh::WorkerBuilder::job_timeout
 
-mod augment;
+// The modules, lowest layer first (ARCHITECTURE.md; tests/architecture.rs
+// checks that no module imports from a layer above its own).
 mod backoff;
-mod cache;
-mod clock;
-mod ctx;
+pub mod clock;
 mod encode;
-mod erased;
-mod error;
-mod event;
-mod key;
-mod primer;
-mod registry;
 mod schedule;
-mod scheduler;
+
+pub mod key;
+
 pub mod storage;
+
+pub mod error;
+pub mod event;
+
+pub mod augment;
+mod ctx;
+mod erased;
+pub mod primer;
+
+mod cache;
+
+mod scheduler;
 mod worker;
 
-pub use augment::{Augment, AugmentFrom, AugmentHandle, Augmented, MapDelta};
+// What a primer author needs, at the root.
 pub use cache::{Cache, CacheBuilder};
-pub use clock::{Clock, MockClock, SystemClock, Timestamp};
 pub use ctx::{Ctx, Scope, ScopeRef};
-pub use encode::{EncodeError, MAX_VALUE_DEPTH};
-pub use error::{BoxError, Error, ErrorKind};
-pub use event::{Event, EventKind, EventListener, InvalidationCause};
-pub use key::{
-    Key, KeyError, KeyParam, KeyParams, KeyWriter, MAX_KEY_LEN, ParamError, is_valid_primer_name,
-};
-pub use primer::{DomainFn, OnChange, Policy, Primer, PrimerDef, TypedKey};
-pub use registry::{Registry, RegistryBuilder, RegistryError};
-pub use schedule::{Schedule, ScheduleError};
-pub use scheduler::{Scheduler, SchedulerBuilder, TickReport};
-pub use storage::{MemoryQueue, MemoryStore, Queue, RefreshReason, Storage, Version};
-pub use worker::{Worker, WorkerBuilder};
+pub use error::{Error, ErrorKind};
+pub use key::{Key, KeyParam};
+pub use primer::{Primer, TypedKey};
+
+pub mod value {
+    //! How values are stored: canonical JSON, checked at write.
+    //!
+    //! A value that would not read back is refused with
+    //! [`Error::Encode`](crate::Error::Encode) and an [`EncodeError`]; see
+    //! the [crate documentation](crate#values).
+
+    pub use crate::encode::{EncodeError, MAX_VALUE_DEPTH};
+}
+
+pub mod refresh {
+    //! Keeping products fresh in the background: [`Worker`]s run the
+    //! queue's refresh jobs, the [`Scheduler`] turns time into jobs.
+    //!
+    //! Every cache runs one of each unless told not to
+    //! ([`CacheBuilder::local_worker`](crate::CacheBuilder::local_worker),
+    //! [`CacheBuilder::local_scheduler`](crate::CacheBuilder::local_scheduler));
+    //! a deployment may run them in processes of their own instead.
+
+    pub use crate::scheduler::{Scheduler, SchedulerBuilder, TickReport};
+    pub use crate::worker::{Worker, WorkerBuilder};
+}
+
+pub mod prelude {
+    //! The names a module of primers uses: `use kck_core::prelude::*;`.
+    //!
+    //! ```
+    //! use kck_core::prelude::*;
+    //!
+    //! #[primer(key = "welcome/{name}")]
+    //! async fn welcome(_ctx: &Ctx, name: String) -> Result<String, Error> {
+    //!     Ok(format!("hello, {name}"))
+    //! }
+    //! ```
+
+    pub use crate::augment::{Augment, AugmentFrom, Augmented};
+    pub use crate::{Cache, Ctx, Error, Key, Primer, Scope, TypedKey};
+    pub use kck_macros::primer;
+}
 
 /// Turns an `async fn` into a primer; see the [crate documentation](crate).
 ///
@@ -276,8 +335,8 @@ pub mod __private {
     pub use crate::erased::PrimerHandle;
     pub use crate::error::Error;
     pub use crate::key::{Key, KeyParam, KeyWriter};
+    pub use crate::primer::registry::Registration;
     pub use crate::primer::{OnChange, Policy, Primer, PrimerDef, PrimerOutput, TypedKey};
-    pub use crate::registry::Registration;
     pub use futures_util::future::BoxFuture;
     pub use inventory;
 

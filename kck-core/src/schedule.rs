@@ -13,14 +13,15 @@ use crate::clock::Timestamp;
 /// seconds). Patterns are evaluated in UTC.
 ///
 /// ```
-/// use kck_core::{Schedule, Timestamp};
+/// use kck_core::clock::Timestamp;
+/// use kck_core::primer::Schedule;
 ///
 /// let nightly: Schedule = "0 3 * * *".parse()?;
 /// // 2026-11-26T12:00:00Z
 /// let noon = Timestamp::from_unix_micros(1_795_694_400_000_000);
 /// let next = nightly.next_after(noon).expect("a next tick");
 /// assert_eq!(next.to_string(), "2026-11-27T03:00:00.000000Z");
-/// # Ok::<(), kck_core::ScheduleError>(())
+/// # Ok::<(), kck_core::primer::ScheduleError>(())
 /// ```
 #[derive(Clone, PartialEq, Eq)]
 pub struct Schedule {

@@ -46,7 +46,7 @@ use crate::storage::{JobRequest, RefreshReason, TickClaim};
 /// ```no_run
 /// # async fn run(cache: kck_core::Cache) -> Result<(), kck_core::Error> {
 /// use std::time::Duration;
-/// use kck_core::Scheduler;
+/// use kck_core::refresh::Scheduler;
 ///
 /// Scheduler::builder(&cache)
 ///     .tick(Duration::from_secs(5))

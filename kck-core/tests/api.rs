@@ -8,8 +8,10 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use common::{Source, SourceDown, on_every_store, source};
+use kck_core::key::KeyError;
+use kck_core::storage::Version;
 use kck_core::storage::{ContentHash, Entry, EntryMeta, EntryStore, Expect, Saved};
-use kck_core::{Ctx, Error, ErrorKind, Key, KeyError, Version, primer};
+use kck_core::{Ctx, Error, ErrorKind, Key, primer};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -210,7 +212,7 @@ on_every_store! {
 /// Writes raw bytes as the stored value of `key`, as a process running
 /// other code might have.
 async fn store_raw(store: &dyn EntryStore, key: &Key, value: &[u8], code_version: &str) -> Version {
-    let now = kck_core::Timestamp::UNIX_EPOCH;
+    let now = kck_core::clock::Timestamp::UNIX_EPOCH;
     let entry = Entry {
         key: key.clone(),
         value: value.to_vec(),
@@ -303,7 +305,7 @@ on_every_store! {
 
 #[tokio::test]
 async fn a_getter_of_a_primer_missing_from_the_registry_is_an_unknown_primer() {
-    let registry = kck_core::Registry::builder()
+    let registry = kck_core::primer::Registry::builder()
         .register::<sales>()
         .build()
         .unwrap();

@@ -257,7 +257,10 @@ fn rust_files(dir: &Path, found: &mut Vec<(String, String)>) {
                 .expect("under the crate")
                 .to_string_lossy()
                 .into_owned();
-            found.push((name, std::fs::read_to_string(&path).expect("a readable file")));
+            found.push((
+                name,
+                std::fs::read_to_string(&path).expect("a readable file"),
+            ));
         }
     }
 }
@@ -291,7 +294,10 @@ fn crate_paths(text: &str) -> Vec<String> {
 #[test]
 fn no_module_imports_from_a_layer_above_its_own() {
     let mut files = Vec::new();
-    rust_files(&Path::new(env!("CARGO_MANIFEST_DIR")).join("src"), &mut files);
+    rust_files(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("src"),
+        &mut files,
+    );
     let mut upward = Vec::new();
     for (file, text) in &files {
         let module = file

@@ -7,7 +7,9 @@ mod common;
 use std::time::Duration;
 
 use common::{SourceDown, on_every_store, source};
-use kck_core::{Augment, AugmentFrom, Augmented, Ctx, EventKind, primer};
+use kck_core::augment::{Augment, AugmentFrom, Augmented};
+use kck_core::event::EventKind;
+use kck_core::{Ctx, primer};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -7,7 +7,9 @@ mod common;
 use std::time::Duration;
 
 use common::{Source, SourceDown, on_every_store, source, test_cache, until};
-use kck_core::{Ctx, Error, ErrorKind, EventKind, InvalidationCause, Key, RefreshReason, primer};
+use kck_core::event::{EventKind, InvalidationCause};
+use kck_core::storage::RefreshReason;
+use kck_core::{Ctx, Error, ErrorKind, Key, primer};
 
 #[primer(key = "price/{item}")]
 async fn price(ctx: &Ctx, item: String) -> Result<i64, SourceDown> {

@@ -6,7 +6,9 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
 use common::{Source, SourceDown, lock, on_every_store, source};
-use kck_core::{Cache, Ctx, Event, Key, MockClock, Timestamp, primer};
+use kck_core::clock::{MockClock, Timestamp};
+use kck_core::event::Event;
+use kck_core::{Cache, Ctx, Key, primer};
 
 #[primer(key = "gauge/{name}", stale_after = "1m")]
 async fn gauge(ctx: &Ctx, name: String) -> Result<i64, SourceDown> {

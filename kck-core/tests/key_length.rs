@@ -6,7 +6,8 @@ mod common;
 use std::convert::Infallible;
 
 use common::on_every_store;
-use kck_core::{Ctx, Error, ErrorKind, Key, KeyError, MAX_KEY_LEN, TypedKey, primer};
+use kck_core::key::{KeyError, MAX_KEY_LEN};
+use kck_core::{Ctx, Error, ErrorKind, Key, TypedKey, primer};
 
 #[primer(key = "long/{name}")]
 async fn long(_ctx: &Ctx, name: String) -> Result<usize, Infallible> {

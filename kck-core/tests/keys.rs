@@ -3,7 +3,9 @@
 
 use std::convert::Infallible;
 
-use kck_core::{Ctx, Key, KeyParam, KeyWriter, ParamError, Registry, TypedKey, primer};
+use kck_core::key::{KeyWriter, ParamError};
+use kck_core::primer::Registry;
+use kck_core::{Ctx, Key, KeyParam, TypedKey, primer};
 use proptest::prelude::*;
 
 /// A user's newtype parameter.

@@ -6,7 +6,8 @@
 
 use std::convert::Infallible;
 
-use kck_core::{Cache, Ctx, Registry, RegistryError, primer};
+use kck_core::primer::{Registry, RegistryError};
+use kck_core::{Cache, Ctx, primer};
 
 #[primer(key = "twin/{n}")]
 async fn twin(_ctx: &Ctx, n: u32) -> Result<u32, Infallible> {
@@ -168,11 +169,11 @@ impl kck_core::Primer for Badly {
     type Value = u32;
     type Error = Infallible;
     const NAME: &'static str = "badly";
-    const DEF: &'static kck_core::PrimerDef = &kck_core::PrimerDef::new(
+    const DEF: &'static kck_core::primer::PrimerDef = &kck_core::primer::PrimerDef::new(
         "badly",
         "badly/{n}",
         &["n"],
-        kck_core::Policy::DEFAULT.schedule("every tuesday"),
+        kck_core::primer::Policy::DEFAULT.schedule("every tuesday"),
         &[],
         "1",
         "tests/registry.rs",

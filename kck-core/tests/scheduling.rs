@@ -9,8 +9,11 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use common::{Source, SourceDown, on_every_store, source};
+use kck_core::clock::Timestamp;
+use kck_core::event::EventKind;
 use kck_core::storage::RefreshReason;
-use kck_core::{Ctx, EventKind, Key, MemoryStore, Storage, Timestamp, primer};
+use kck_core::storage::{MemoryStore, Storage};
+use kck_core::{Ctx, Key, primer};
 use kck_testing::TestCache;
 
 const MINUTE: Duration = Duration::from_secs(60);

@@ -8,8 +8,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{Source, SourceDown, source, until};
+use kck_core::clock::MockClock;
 use kck_core::storage::Coordination;
-use kck_core::{Cache, Ctx, ErrorKind, MemoryStore, MockClock, primer};
+use kck_core::storage::MemoryStore;
+use kck_core::{Cache, Ctx, ErrorKind, primer};
 use kck_testing::EventRecorder;
 
 #[primer(key = "shared_number/{name}")]

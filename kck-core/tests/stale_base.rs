@@ -18,8 +18,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{Source, SourceDown, source};
+use kck_core::clock::MockClock;
+use kck_core::refresh::Worker;
 use kck_core::storage::{JobRequest, RefreshReason};
-use kck_core::{Cache, Ctx, Key, MemoryStore, MockClock, Storage, Worker, primer};
+use kck_core::storage::{MemoryStore, Storage};
+use kck_core::{Cache, Ctx, Key, primer};
 use kck_diesel::PgStore;
 use kck_testing::EventRecorder;
 use kck_testing::postgres::TestDatabase;

@@ -5,8 +5,10 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
+use kck_core::clock::MockClock;
 use kck_core::storage::{Coordination, EntryStore, Lease, Queue};
-use kck_core::{Cache, CacheBuilder, Ctx, MemoryQueue, MemoryStore, MockClock, Storage, primer};
+use kck_core::storage::{MemoryQueue, MemoryStore, Storage};
+use kck_core::{Cache, CacheBuilder, Ctx, primer};
 
 #[primer(key = "port_number/{n}", stale_after = "1m")]
 async fn port_number(_ctx: &Ctx, n: u32) -> Result<u32, Infallible> {

@@ -8,8 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{Harness, Source, SourceDown, source, until};
+use kck_core::refresh::Worker;
 use kck_core::storage::{JobRequest, Lease, RefreshReason};
-use kck_core::{ErrorKind, Worker, primer};
+use kck_core::{ErrorKind, primer};
 
 #[primer(key = "stuck/{name}")]
 async fn stuck(ctx: &kck_core::Ctx, name: String) -> Result<i64, SourceDown> {

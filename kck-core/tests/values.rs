@@ -9,7 +9,8 @@ use std::collections::BTreeMap;
 use std::convert::Infallible;
 
 use common::on_every_store;
-use kck_core::{Ctx, EncodeError, Error, ErrorKind, Key, MAX_VALUE_DEPTH, primer};
+use kck_core::value::{EncodeError, MAX_VALUE_DEPTH};
+use kck_core::{Ctx, Error, ErrorKind, Key, primer};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -7,8 +7,10 @@ mod common;
 use std::time::Duration;
 
 use common::{Source, SourceDown, on_every_store, source, until};
+use kck_core::event::EventKind;
+use kck_core::refresh::Worker;
 use kck_core::storage::{JobRequest, RefreshReason};
-use kck_core::{Cache, Ctx, EventKind, Key, Worker, primer};
+use kck_core::{Cache, Ctx, Key, primer};
 
 const SECOND: Duration = Duration::from_secs(1);
 
@@ -31,7 +33,7 @@ fn key(text: &str) -> Key {
 }
 
 /// The retries scheduled for `key` so far: (attempt, due time).
-fn retries(test: &kck_testing::TestCache, key: &Key) -> Vec<(u32, kck_core::Timestamp)> {
+fn retries(test: &kck_testing::TestCache, key: &Key) -> Vec<(u32, kck_core::clock::Timestamp)> {
     test.recorder()
         .events_of(key)
         .into_iter()

@@ -4,10 +4,11 @@ use std::time::Duration;
 
 use diesel::pg::data_types::PgTimestamp;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
+use kck_core::Key;
+use kck_core::clock::Timestamp;
 use kck_core::storage::{
     ContentHash, Edge, EntryError, EntryMeta, JobDelta, StoreError, StoredEntry, Version,
 };
-use kck_core::{Key, Timestamp};
 
 use crate::sql::{EdgeRow, EntryRow};
 use crate::statement::Bind;

@@ -5,7 +5,7 @@ use std::sync::Weak;
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
-use kck_core::Timestamp;
+use kck_core::clock::Timestamp;
 use kck_core::storage::{
     Claim, FailedJob, Job, JobId, JobRequest, JobWatcher, Queue, RefreshReason, StoreError,
     Turnover,

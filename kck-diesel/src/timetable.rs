@@ -2,8 +2,9 @@
 //! `kck_entries`, schedule ticks in `kck_ticks`.
 
 use futures_util::future::BoxFuture;
+use kck_core::Key;
+use kck_core::clock::Timestamp;
 use kck_core::storage::{DueRefreshes, StoreError, TickClaim, Timetable};
-use kck_core::{Key, Timestamp};
 
 use crate::convert::{parse_key, to_pg};
 use crate::sql::{ClaimTick, DueRow, KeyRow, KeysOf, TakeDueRefreshes, TickRow, Touch};

@@ -6,9 +6,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use kck_core::clock::Timestamp;
+use kck_core::key::MAX_KEY_LEN;
+use kck_core::storage::Version;
 use kck_core::storage::{ChangeWatcher, ContentHash, Edge, Entry, EntryMeta, Expect, Lease, Saved};
 use kck_core::storage::{Coordination, EntryStore};
-use kck_core::{Cache, Ctx, Key, MAX_KEY_LEN, Timestamp, Version, primer};
+use kck_core::{Cache, Ctx, Key, primer};
 use kck_diesel::PgStore;
 use kck_testing::EventRecorder;
 use kck_testing::postgres::TestDatabase;

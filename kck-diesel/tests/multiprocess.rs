@@ -18,11 +18,12 @@ use std::time::Duration;
 
 use diesel::QueryableByName;
 use diesel::sql_types::BigInt;
+use kck_core::refresh::Worker;
 use kck_core::storage::{
     ChangeWatcher, ContentHash, Coordination, Entry, EntryMeta, EntryStore, Expect, JobRequest,
     Queue, RefreshReason, Saved, Version,
 };
-use kck_core::{Cache, Ctx, Key, Worker, primer};
+use kck_core::{Cache, Ctx, Key, primer};
 use kck_diesel::PgStore;
 use kck_testing::postgres::TestDatabase;
 use tokio::sync::watch;
@@ -238,7 +239,7 @@ async fn a_worker_killed_in_the_middle_of_a_job_loses_nothing() {
     const JOBS: u32 = 30;
     let store = Arc::new(PgStore::connect(db.url()).await.expect("connects"));
     let queue: Arc<dyn Queue> = store.clone();
-    let now = kck_core::Clock::now(&kck_core::SystemClock);
+    let now = kck_core::clock::Clock::now(&kck_core::clock::SystemClock);
     let jobs: Vec<JobRequest> = (0..JOBS)
         .map(|n| JobRequest::new(slow_job::key(n).into(), now, RefreshReason::Requested))
         .collect();

@@ -5,7 +5,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use kck_core::{Augment, Augmented, Cache, Ctx, Event, MockClock, Storage, Timestamp, primer};
+use kck_core::augment::{Augment, Augmented};
+use kck_core::clock::{MockClock, Timestamp};
+use kck_core::event::Event;
+use kck_core::storage::Storage;
+use kck_core::{Cache, Ctx, primer};
 use kck_diesel::PgStore;
 use kck_testing::conformance;
 use kck_testing::postgres::TestDatabase;

@@ -26,9 +26,9 @@ pub(crate) struct Model {
     /// The zero-parameter primer whose value lists the parameter sets to
     /// keep warm.
     pub(crate) domain: Option<Path>,
-    /// `augment`: the marker type implements `kck_core::Augment`.
+    /// `augment`: the marker type implements `kck_core::augment::Augment`.
     pub(crate) augment: bool,
-    /// `augment_from = [..]`: it implements `kck_core::AugmentFrom` of each.
+    /// `augment_from = [..]`: it implements `kck_core::augment::AugmentFrom` of each.
     pub(crate) augment_from: Vec<Path>,
     pub(crate) code_version: String,
     pub(crate) krate: Path,
@@ -167,7 +167,7 @@ impl Model {
         if args.verify_every.is_some() && !args.augment.is_present() {
             errors.push(
                 template.span(),
-                "`verify_every` verifies products augmented in place: add `augment` (and implement `kck_core::Augment`)",
+                "`verify_every` verifies products augmented in place: add `augment` (and implement `kck_core::augment::Augment`)",
             );
         }
         if let Some(domain) = &args.domain
@@ -322,7 +322,7 @@ fn is_result(ty: &Type) -> bool {
     }
 }
 
-/// Keep in sync with `kck_core::is_valid_primer_name`.
+/// Keep in sync with `kck_core::key::is_valid_primer_name`.
 fn is_valid_name(name: &str) -> bool {
     !name.is_empty()
         && name

@@ -50,11 +50,12 @@ mod stub;
 use std::sync::Arc;
 use std::time::Duration;
 
-use kck_core::{
-    Cache, CacheBuilder, Clock, Event, Key, MemoryStore, MockClock, Primer, Registry, Scheduler,
-    SchedulerBuilder, Scope, ScopeRef, Storage, TickReport, Timestamp, TypedKey, Worker,
-    WorkerBuilder,
-};
+use kck_core::clock::{Clock, MockClock, Timestamp};
+use kck_core::event::Event;
+use kck_core::primer::Registry;
+use kck_core::refresh::{Scheduler, SchedulerBuilder, TickReport, Worker, WorkerBuilder};
+use kck_core::storage::{MemoryStore, Storage};
+use kck_core::{Cache, CacheBuilder, Key, Primer, Scope, ScopeRef, TypedKey};
 
 pub use recorder::EventRecorder;
 use stub::Stubs;
@@ -77,7 +78,7 @@ impl TestCache {
     /// # Panics
     ///
     /// If the registered primers are invalid (see
-    /// [`RegistryBuilder::build`](kck_core::RegistryBuilder::build)).
+    /// [`RegistryBuilder::build`](kck_core::primer::RegistryBuilder::build)).
     pub fn new() -> Self {
         Self::builder().build()
     }

@@ -2,7 +2,8 @@
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use kck_core::{Event, EventListener, Key};
+use kck_core::Key;
+use kck_core::event::{Event, EventListener};
 
 /// Keeps every [`Event`] a cache emits, in order. Clones share the record.
 #[derive(Clone, Default)]
@@ -47,7 +48,7 @@ impl EventRecorder {
     }
 
     /// How many events named `kind` (see
-    /// [`EventKind::name`](kck_core::EventKind::name)) concern `key`.
+    /// [`EventKind::name`](kck_core::event::EventKind::name)) concern `key`.
     pub fn count(&self, key: &Key, kind: &str) -> usize {
         self.lock()
             .iter()

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use kck_core::{MemoryQueue, MemoryStore, Storage};
+use kck_core::storage::{MemoryQueue, MemoryStore, Storage};
 use kck_testing::conformance;
 
 #[tokio::test]

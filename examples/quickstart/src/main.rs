@@ -9,7 +9,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::NaiveDate;
-use kck_core::{Cache, Event, EventKind};
+use kck_core::Cache;
+use kck_core::event::{Event, EventKind};
 use quickstart::{Fleet, register_sales, store_report};
 
 #[tokio::main]

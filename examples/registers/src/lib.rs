@@ -27,7 +27,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use chrono::NaiveDate;
-use kck_core::{Augment, AugmentFrom, Augmented, Cache, Ctx, primer};
+use kck_core::augment::{Augment, AugmentFrom, Augmented};
+use kck_core::{Cache, Ctx, primer};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

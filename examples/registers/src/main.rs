@@ -18,7 +18,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::NaiveDate;
-use kck_core::{Cache, CacheBuilder, Event, EventKind, Scheduler, Worker};
+use kck_core::event::{Event, EventKind};
+use kck_core::refresh::{Scheduler, Worker};
+use kck_core::{Cache, CacheBuilder};
 use registers::{
     Fleet, FleetApi, Followed, REGISTERS_PER_STORE, STORES, chain_report, dollars, follow_sales,
     last_sale, register_status, registers, thousands, top_products,

@@ -19,7 +19,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::erased::{ErasedStub, StubFn, erase_stub};
 use crate::event::{EventListener, Events};
 use crate::primer::Primer;
-use crate::registry::{Registry, RegistryError};
+use crate::primer::{Registry, RegistryError};
 use crate::scheduler::Scheduler;
 use crate::storage::{MemoryQueue, MemoryStore, Queue, Storage};
 use crate::worker::Worker;
@@ -28,14 +28,16 @@ use crate::worker::Worker;
 ///
 /// ```
 /// use std::time::Duration;
-/// use kck_core::{Cache, MemoryStore, SystemClock};
+/// use kck_core::clock::SystemClock;
+/// use kck_core::storage::MemoryStore;
+/// use kck_core::Cache;
 ///
-/// # fn main() -> Result<(), kck_core::RegistryError> {
+/// # fn main() -> Result<(), kck_core::primer::RegistryError> {
 /// let cache = Cache::builder()
 ///     .store(MemoryStore::new())
 ///     .clock(SystemClock)
 ///     .state(String::from("shared with every primer through ctx.state()"))
-///     .on_event(|event: &kck_core::Event| println!("{event}"))
+///     .on_event(|event: &kck_core::event::Event| println!("{event}"))
 ///     .retry_backoff(Duration::from_secs(1), Duration::from_secs(60))
 ///     .build()?;
 /// # Ok(()) }
@@ -101,7 +103,7 @@ impl CacheBuilder {
         self
     }
 
-    /// Adds a listener that receives every [`Event`](crate::Event).
+    /// Adds a listener that receives every [`Event`](crate::event::Event).
     pub fn on_event(mut self, listener: impl EventListener) -> Self {
         self.listeners.push(Arc::new(listener));
         self
@@ -160,14 +162,14 @@ impl CacheBuilder {
 
     /// Whether the cache runs a worker of its own for its queue (default:
     /// yes). Turn it off in processes that should not refresh anything
-    /// (then run [`Worker`](crate::Worker)s elsewhere), or to drive the
+    /// (then run [`Worker`](crate::refresh::Worker)s elsewhere), or to drive the
     /// queue by hand, as `kck-testing` does.
     pub fn local_worker(mut self, enabled: bool) -> Self {
         self.local_worker = enabled;
         self
     }
 
-    /// Whether the cache runs a [`Scheduler`](crate::Scheduler) of its own
+    /// Whether the cache runs a [`Scheduler`](crate::refresh::Scheduler) of its own
     /// (default: yes). Schedulers sharing a store divide the work between
     /// them, so every process may run one; it also reports the reads this
     /// cache's memo serves, without which products read only from memory
@@ -183,7 +185,7 @@ impl CacheBuilder {
     /// When the store cannot be reached (a transient
     /// [`StoreError`](crate::storage::StoreError)), a read that needs it is served
     /// the copy this cache holds in memory instead of the error, with an
-    /// [`OutageServed`](crate::EventKind::OutageServed) event, as long as
+    /// [`OutageServed`](crate::event::EventKind::OutageServed) event, as long as
     /// the copy is not past its hard expiry (`expire_after`), and:
     ///
     /// - the store still reports changes to this cache: the copy is the
@@ -222,7 +224,7 @@ impl CacheBuilder {
     ///
     /// # Errors
     ///
-    /// The registry's validation errors (see [`RegistryBuilder::build`](crate::RegistryBuilder::build)),
+    /// The registry's validation errors (see [`RegistryBuilder::build`](crate::primer::RegistryBuilder::build)),
     /// and [`RegistryError::UnknownStub`] for a stub of a primer that is not
     /// registered.
     pub fn build(self) -> Result<Cache, RegistryError> {

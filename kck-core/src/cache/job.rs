@@ -235,9 +235,11 @@ mod tests {
     use std::sync::{Arc, Mutex, PoisonError};
 
     use super::*;
+    use crate::clock::Timestamp;
     use crate::event::{Event, EventListener};
+    use crate::primer::Registry;
     use crate::storage::{Claim, JobId};
-    use crate::{Cache, Ctx, Registry, Timestamp};
+    use crate::{Cache, Ctx};
 
     /// How many times `job_lazy` computed.
     static LAZY_RUNS: AtomicUsize = AtomicUsize::new(0);

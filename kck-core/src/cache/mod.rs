@@ -39,7 +39,7 @@ use self::primers::Primers;
 use crate::clock::{Clock, Timestamp};
 use crate::error::Error;
 use crate::event::Events;
-use crate::registry::Registry;
+use crate::primer::Registry;
 use crate::storage::{Queue, Storage};
 
 /// A cache of data products: the handle every getter, worker and tool uses.

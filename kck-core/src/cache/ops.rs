@@ -52,7 +52,7 @@ impl Cache {
     /// # Errors
     ///
     /// [`Error::InvalidKey`] for a key longer than
-    /// [`MAX_KEY_LEN`](crate::MAX_KEY_LEN), [`Error::UnknownPrimer`],
+    /// [`MAX_KEY_LEN`](crate::key::MAX_KEY_LEN), [`Error::UnknownPrimer`],
     /// [`Error::Encode`], [`Error::Store`].
     pub async fn set<P: Primer>(
         &self,
@@ -105,7 +105,7 @@ impl Cache {
     }
 
     /// Parses a key string and checks it against the registry; see
-    /// [`Registry::parse_key`](crate::Registry::parse_key).
+    /// [`Registry::parse_key`](crate::primer::Registry::parse_key).
     ///
     /// # Errors
     ///

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use crate::backoff::Backoff;
 use crate::erased::ErasedStub;
-use crate::registry::Registry;
+use crate::primer::Registry;
 
 /// The cache's primers and what goes with them; fixed once the cache is
 /// built.

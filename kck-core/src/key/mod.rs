@@ -33,7 +33,7 @@ pub const MAX_KEY_LEN: usize = 1024;
 /// A `Key` is cheap to clone (it shares its text) and is always well formed:
 /// a valid primer name and correctly escaped parameters. Whether the
 /// parameters suit the primer is checked by
-/// [`Registry::parse_key`](crate::Registry::parse_key).
+/// [`Registry::parse_key`](crate::primer::Registry::parse_key).
 ///
 /// ```
 /// use kck_core::Key;
@@ -45,7 +45,7 @@ pub const MAX_KEY_LEN: usize = 1024;
 /// // A `/` inside a parameter is escaped and cannot address another key.
 /// let key = Key::parse("file/a%2Fb")?;
 /// assert_eq!(key.params().collect::<Vec<_>>(), ["a/b"]);
-/// # Ok::<(), kck_core::KeyError>(())
+/// # Ok::<(), kck_core::key::KeyError>(())
 /// ```
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Key(Arc<str>);

@@ -12,7 +12,8 @@ use std::sync::Arc;
 /// your own newtypes by delegating:
 ///
 /// ```
-/// use kck_core::{KeyParam, KeyWriter, ParamError};
+/// use kck_core::key::{KeyWriter, ParamError};
+/// use kck_core::KeyParam;
 ///
 /// #[derive(Debug, Clone, Copy, PartialEq)]
 /// struct StoreId(u32);

@@ -11,8 +11,11 @@ use crate::ctx::Ctx;
 use crate::error::{BoxError, Error};
 use crate::key::{Key, KeyParams};
 
+pub(crate) mod registry;
 mod typed_key;
 
+pub use crate::schedule::{Schedule, ScheduleError};
+pub use registry::{Registry, RegistryBuilder, RegistryError};
 pub use typed_key::TypedKey;
 
 /// A primer: the registered recipe for one family of data products.
@@ -21,7 +24,7 @@ pub use typed_key::TypedKey;
 /// function, so `depends_on = [register_sales]` and
 /// `Cache::peek(&register_sales::key(..))` name the primer as a type. You may
 /// implement it by hand; then register it with
-/// [`RegistryBuilder::register`](crate::RegistryBuilder::register).
+/// [`RegistryBuilder::register`](crate::primer::RegistryBuilder::register).
 #[diagnostic::on_unimplemented(
     message = "`{Self}` is not a kck primer",
     label = "not a primer",
@@ -132,7 +135,7 @@ pub struct Policy {
     /// For a primer that augments its products in place: recompute an
     /// augmented product in full once its last full computation is this
     /// old, and compare. A difference is reported as
-    /// [`EventKind::Drift`](crate::EventKind::Drift) and the recomputed
+    /// [`EventKind::Drift`](crate::event::EventKind::Drift) and the recomputed
     /// value replaces the augmented one.
     pub verify_every: Option<Duration>,
 }
@@ -229,6 +232,7 @@ pub enum OnChange {
     message = "a primer must return `Result<Value, Error>`, not `{Self}`",
     label = "not a `Result`"
 )]
+#[doc(hidden)]
 pub trait PrimerOutput {
     /// The product.
     type Value;

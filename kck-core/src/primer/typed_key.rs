@@ -12,8 +12,8 @@ use crate::key::{self, Key, KeyError, KeyParams, KeyWriter};
 impl Key {
     /// Builds the key of primer `P` for `params` (in key-template order).
     ///
-    /// The key may be longer than [`MAX_KEY_LEN`]: such a key is refused
-    /// with [`KeyError::TooLong`] when it is used (see [`MAX_KEY_LEN`]).
+    /// The key may be longer than [`MAX_KEY_LEN`](crate::key::MAX_KEY_LEN): such a key is refused
+    /// with [`KeyError::TooLong`] when it is used (see [`MAX_KEY_LEN`](crate::key::MAX_KEY_LEN)).
     pub fn of<P: Primer>(params: &P::Params) -> Key {
         let mut text = String::with_capacity(P::DEF.name.len() + 16);
         text.push_str(P::DEF.name);
@@ -36,7 +36,7 @@ pub struct TypedKey<P: Primer> {
 impl<P: Primer> TypedKey<P> {
     /// The key of `P` for `params`, given in key-template order.
     ///
-    /// As [`Key::of`], the key may be longer than [`MAX_KEY_LEN`]: it is
+    /// As [`Key::of`], the key may be longer than [`MAX_KEY_LEN`](crate::key::MAX_KEY_LEN): it is
     /// refused when used.
     pub fn new(params: P::Params) -> Self {
         TypedKey {
@@ -58,14 +58,14 @@ impl<P: Primer> TypedKey<P> {
     ///
     /// let key = TypedKey::<report>::from_key(Key::parse("report/7/monday")?)?;
     /// assert_eq!(key.params(), &(7, "monday".to_owned()));
-    /// # Ok::<(), kck_core::KeyError>(())
+    /// # Ok::<(), kck_core::key::KeyError>(())
     /// ```
     ///
     /// # Errors
     ///
     /// [`KeyError::WrongPrimer`] for a key of another primer,
     /// [`KeyError::TooLong`], and the errors of
-    /// [`Registry::parse_key`](crate::Registry::parse_key) about its
+    /// [`Registry::parse_key`](crate::primer::Registry::parse_key) about its
     /// parameters.
     pub fn from_key(key: Key) -> Result<Self, KeyError> {
         if key.primer() != P::DEF.name {

@@ -48,7 +48,7 @@ impl fmt::Debug for ContentHash {
 }
 
 /// A delta applied to a product, carried to a product that read it (see
-/// [`AugmentFrom`](crate::AugmentFrom)).
+/// [`AugmentFrom`](crate::augment::AugmentFrom)).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JobDelta {
     /// The product the delta was applied to.

@@ -10,7 +10,7 @@ use super::common::{StoreError, Version};
 use crate::key::Key;
 
 /// What a store shared by several caches (processes on one database, or
-/// caches on one [`MemoryStore`](crate::MemoryStore)) does for them: it
+/// caches on one [`MemoryStore`](crate::storage::MemoryStore)) does for them: it
 /// tells every cache about the writes of the others ([`Coordination::watch`])
 /// and lets one cache compute a missing product while the others wait for
 /// it ([`Coordination::acquire_lease`]).

@@ -82,7 +82,8 @@ impl Storage {
     ///
     /// ```
     /// use std::sync::Arc;
-    /// use kck_core::{Cache, MemoryQueue, MemoryStore, Storage};
+    /// use kck_core::storage::{MemoryQueue, MemoryStore, Storage};
+    /// use kck_core::Cache;
     ///
     /// let store = Arc::new(MemoryStore::new());
     /// let storage =
@@ -95,7 +96,7 @@ impl Storage {
     ///     .local_scheduler(false)
     ///     .build()?;
     /// # let _ = cache;
-    /// # Ok::<(), kck_core::RegistryError>(())
+    /// # Ok::<(), kck_core::primer::RegistryError>(())
     /// ```
     pub fn new(entries: Arc<dyn EntryStore>, timetable: Arc<dyn Timetable>) -> Self {
         Storage {

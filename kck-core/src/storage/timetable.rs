@@ -7,7 +7,7 @@ use super::common::StoreError;
 use crate::clock::Timestamp;
 use crate::key::Key;
 
-/// What the [`Scheduler`](crate::Scheduler) asks of a store: the entries
+/// What the [`Scheduler`](crate::refresh::Scheduler) asks of a store: the entries
 /// due for their periodic refresh, the ticks of cron schedules (decided
 /// once across every cache of the store), the keys of a primer, and the
 /// reads caches report.

@@ -37,7 +37,7 @@ use crate::storage::{Claim, Job, JobWatcher, Turnover};
 /// ```no_run
 /// # async fn run(cache: kck_core::Cache) -> Result<(), kck_core::Error> {
 /// use std::time::Duration;
-/// use kck_core::Worker;
+/// use kck_core::refresh::Worker;
 ///
 /// let worker = Worker::builder(&cache)
 ///     .concurrency(16)

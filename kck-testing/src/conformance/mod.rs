@@ -4,14 +4,14 @@
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() {
-//! use kck_core::{MemoryStore, Storage};
+//! use kck_core::storage::{MemoryStore, Storage};
 //! use kck_testing::conformance;
 //!
 //! let storage = Storage::from(MemoryStore::new());
 //! conformance::check_timetable(&storage).await;
 //! conformance::check_entries(&**storage.entries()).await;
 //! conformance::check_coordination(&storage).await;
-//! conformance::check_queue(std::sync::Arc::new(kck_core::MemoryQueue::new())).await;
+//! conformance::check_queue(std::sync::Arc::new(kck_core::storage::MemoryQueue::new())).await;
 //! // Or every port the storage has, in one call:
 //! conformance::check_storage(MemoryStore::new()).await;
 //! # }
@@ -35,11 +35,12 @@ use std::time::Duration;
 
 pub use coordination::check_coordination;
 pub use entries::check_entries;
+use kck_core::Key;
+use kck_core::clock::Timestamp;
 use kck_core::storage::{
     ContentHash, Edge, Entry, EntryError, EntryMeta, EntryStore, Expect, Saved, Storage,
     StoredEntry, Version,
 };
-use kck_core::{Key, Timestamp};
 pub use queue::check_queue;
 pub use timetable::check_timetable;
 

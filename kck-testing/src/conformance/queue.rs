@@ -13,10 +13,11 @@
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+use kck_core::Key;
+use kck_core::clock::Timestamp;
 use kck_core::storage::{
     Claim, ContentHash, JobDelta, JobRequest, JobWatcher, Queue, RefreshReason, Turnover,
 };
-use kck_core::{Key, Timestamp};
 use tokio::sync::watch;
 
 fn key(text: &str) -> Key {

@@ -1,9 +1,10 @@
 //! The timetable port: due refreshes, schedule ticks, reads.
 
+use kck_core::Key;
+use kck_core::clock::Timestamp;
 use kck_core::storage::{
     DueRefreshes, Entry, EntryStore, Expect, Storage, TickClaim, Timetable, Version,
 };
-use kck_core::{Key, Timestamp};
 
 use super::{at, entry, key, load, save, written};
 

@@ -3,10 +3,10 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use super::{Primer, PrimerDef};
 use crate::erased::PrimerHandle;
 use crate::error::Error;
 use crate::key::Key;
-use crate::primer::{Primer, PrimerDef};
 use crate::schedule::{Schedule, ScheduleError};
 
 /// One `#[primer]`'s entry in the link-time list that
@@ -29,7 +29,8 @@ inventory::collect!(Registration);
 /// parameters, such as yesterday's running total).
 ///
 /// ```
-/// use kck_core::{primer, Ctx, Registry};
+/// use kck_core::primer::Registry;
+/// use kck_core::{primer, Ctx};
 ///
 /// #[primer(key = "greeting/{name}")]
 /// async fn greeting(_ctx: &Ctx, name: String) -> Result<String, std::convert::Infallible> {
