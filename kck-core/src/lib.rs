@@ -36,6 +36,21 @@
 //! # Ok(()) }
 //! ```
 //!
+//! ## Where things are
+//!
+//! The root holds what a primer author needs: [`primer`](macro@primer),
+//! [`Cache`], [`CacheBuilder`], [`Ctx`], [`Scope`], [`Error`], [`Key`],
+//! [`TypedKey`], [`KeyParam`] and [`Primer`]; [`prelude`] imports the
+//! common ones at once. The rest is by role:
+//!
+//! | you are | you need |
+//! |---|---|
+//! | writing primers | the root, [`augment`] (update products in place), [`key`] (parameter types of your own) |
+//! | wiring a service | [`CacheBuilder`], [`refresh`] (workers and the scheduler in processes of their own), [`event`] (listeners), [`clock`] |
+//! | inspecting or registering primers by hand | [`primer`](mod@primer) (definitions, policies, the [`Registry`](primer::Registry)) |
+//! | writing a store | [`storage`] (one trait per role, and the memory store) |
+//! | matching errors | [`error`], [`value`] (why a value was refused) |
+//!
 //! ## Primers and getters
 //!
 //! [`#[primer]`](macro@primer) goes on an `async fn(ctx: &Ctx, params…) ->
