@@ -39,8 +39,7 @@ pub async fn get<P: Primer>(
         }
         ScopeKind::Ctx(ctx) => {
             let mut text = String::with_capacity(P::DEF.name.len() + 16);
-            text.push_str(P::DEF.name);
-            params(&mut KeyWriter::new(&mut text));
+            KeyWriter::key_into(&mut text, P::DEF.name, params);
             let key = Key::from_written(&text);
             key.check_len()?;
             read_through(ctx, &key, P::DEF.name)?;
@@ -76,8 +75,7 @@ fn hit_or_key<P: Primer>(
 ) -> Result<Arc<P::Value>, Key> {
     let write = |text: &mut String| {
         text.clear();
-        text.push_str(P::DEF.name);
-        params(&mut KeyWriter::new(text));
+        KeyWriter::key_into(text, P::DEF.name, params);
     };
     let lookup = KEY_BUFFER.with(|buffer| match buffer.try_borrow_mut() {
         Ok(mut text) => {

@@ -219,8 +219,7 @@ pub(crate) fn parse_params<Params: KeyParams>(
             reason,
         })?;
     let mut canonical = String::with_capacity(key.as_str().len());
-    canonical.push_str(primer);
-    params.write_params(&mut KeyWriter::new(&mut canonical));
+    KeyWriter::key_into(&mut canonical, primer, |out| params.write_params(out));
     if canonical != key.as_str() {
         return Err(KeyError::NotCanonical {
             key: key.to_string(),

@@ -259,6 +259,19 @@ impl<'a> KeyWriter<'a> {
         KeyWriter { out }
     }
 
+    /// Appends a whole key to `out`: the primer's name, then the
+    /// parameters `params` writes. Every key built from typed parameters is
+    /// written here, and so is the canonical form a parsed key is checked
+    /// against.
+    pub(crate) fn key_into(
+        out: &mut String,
+        primer: &str,
+        params: impl FnOnce(&mut KeyWriter<'_>),
+    ) {
+        out.push_str(primer);
+        params(&mut KeyWriter::new(out));
+    }
+
     /// Appends `text` to the current parameter, escaping `%` and `/`.
     pub fn write_str(&mut self, text: &str) {
         escape_into(text, self.out);

@@ -16,8 +16,7 @@ impl Key {
     /// with [`KeyError::TooLong`] when it is used (see [`MAX_KEY_LEN`](crate::key::MAX_KEY_LEN)).
     pub fn of<P: Primer>(params: &P::Params) -> Key {
         let mut text = String::with_capacity(P::DEF.name.len() + 16);
-        text.push_str(P::DEF.name);
-        params.write_params(&mut KeyWriter::new(&mut text));
+        KeyWriter::key_into(&mut text, P::DEF.name, |out| params.write_params(out));
         Key::from_written(&text)
     }
 }
