@@ -1,6 +1,6 @@
 //! The context of a computation, and the scopes getters are called in.
 
-use std::any::{Any, TypeId};
+use std::any::TypeId;
 use std::sync::{Mutex, PoisonError};
 
 use crate::cache::Cache;
@@ -102,13 +102,9 @@ impl Ctx {
         self.reads.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    pub(crate) fn stub(&self) -> Option<&(dyn Any + Send + Sync)> {
-        self.cache
-            .inner
-            .primers
-            .stubs
-            .get(self.def.name)
-            .map(|stub: &ErasedStub| &**stub)
+    /// The stub of this computation's primer, if it has one now.
+    pub(crate) fn stub(&self) -> Option<ErasedStub> {
+        self.cache.inner.primers.stubs.get(self.def.name)
     }
 }
 

@@ -65,7 +65,8 @@ impl std::fmt::Debug for PrimerHandle {
 }
 
 /// A replacement for a primer's computation, installed with
-/// [`CacheBuilder::stub`](crate::CacheBuilder::stub).
+/// [`CacheBuilder::stub`](crate::CacheBuilder::stub) or
+/// [`Cache::stub`](crate::Cache::stub).
 pub(crate) type StubFn<P> = Box<
     dyn Fn(<P as Primer>::Params) -> Result<<P as Primer>::Value, <P as Primer>::Error>
         + Send
@@ -82,8 +83,11 @@ pub(crate) fn erase_stub<P: Primer>(stub: StubFn<P>) -> ErasedStub {
 fn compute<P: Primer>(ctx: Arc<Ctx>) -> BoxFuture<'static, Result<ErasedValue, Error>> {
     Box::pin(async move {
         let params = key::parse_params::<P::Params>(ctx.key(), P::DEF.name, P::DEF.params)?;
-        let stub = ctx.stub().and_then(|stub| stub.downcast_ref::<StubFn<P>>());
-        let result = match stub {
+        let stub = ctx.stub();
+        let result = match stub
+            .as_deref()
+            .and_then(|stub| stub.downcast_ref::<StubFn<P>>())
+        {
             Some(stub) => stub(params),
             None => P::compute(&ctx, params).await,
         };

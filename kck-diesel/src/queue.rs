@@ -7,8 +7,8 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 use kck_core::clock::Timestamp;
 use kck_core::storage::{
-    Claim, FailedJob, Job, JobId, JobRequest, JobWatcher, Queue, RefreshReason, StoreError,
-    Turnover,
+    Claim, FailedJob, Job, JobId, JobRequest, JobWatcher, PendingJob, Queue, RefreshReason,
+    StoreError, Turnover,
 };
 
 use crate::convert::{
@@ -16,7 +16,7 @@ use crate::convert::{
 };
 use crate::queue_sql::{
     ClaimJobs, ClaimedRow, CompleteJobs, DueRow, Enqueue, ExtendJobs, FailJob, FailedJobs,
-    FailedRow, IdRow, NextDue, RequeueJob, RowsRow,
+    FailedRow, IdRow, NextDue, PendingJobs, PendingRow, RequeueJob, RowsRow,
 };
 use crate::statement::Bind;
 use crate::store::PgStore;
@@ -79,6 +79,20 @@ impl FailedRow {
             key,
             attempts: u32::try_from(self.attempts).unwrap_or(0),
             error: self.error,
+        })
+    }
+}
+
+impl PendingRow {
+    fn into_pending(self) -> Result<PendingJob, StoreError> {
+        Ok(PendingJob {
+            reasons: reasons(&self.key, self.reasons)?,
+            key: parse_key(&self.key)?,
+            due_at: from_pg(self.due_at),
+            priority: self.priority,
+            attempts: u32::try_from(self.attempts).unwrap_or(0),
+            error: self.error,
+            deltas: usize::try_from(self.deltas).unwrap_or(0),
         })
     }
 }
@@ -252,6 +266,16 @@ impl Queue for PgStore {
         Box::pin(async move {
             let rows: Vec<FailedRow> = self.run::<FailedJobs, _>(Vec::new()).await?;
             rows.into_iter().map(FailedRow::into_failed).collect()
+        })
+    }
+
+    fn pending(&self, limit: usize) -> BoxFuture<'_, Result<Vec<PendingJob>, StoreError>> {
+        Box::pin(async move {
+            let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+            let rows: Vec<PendingRow> = self
+                .run::<PendingJobs, _>(vec![Bind::BigInt(limit)])
+                .await?;
+            rows.into_iter().map(PendingRow::into_pending).collect()
         })
     }
 

@@ -39,8 +39,10 @@ statements! {
 
     /// Completes the jobs done under the claims given, then claims due
     /// jobs: first those whose claim ran out (but for the ones just
-    /// completed), then pending ones in priority order, each through its
-    /// index. One row for each job claimed, or a single row of nulls if
+    /// completed), then pending ones in priority order whose key has no
+    /// other job running, each through its index. (A pending job is made
+    /// only after the key's earlier job was claimed, so the snapshot that
+    /// sees it sees that job running.) One row for each job claimed, or a single row of nulls if
     /// none was; every row lists the jobs completed. Binds: done ids, done
     /// tokens, now, done ids, limit, now, limit, limit, worker, now, lease
     /// in microseconds.
@@ -53,7 +55,10 @@ statements! {
                  AND id <> ALL({}::bigint[]) \
              ORDER BY lease_until LIMIT {} FOR UPDATE SKIP LOCKED \
          ), pending AS ( \
-             SELECT id FROM kck_jobs WHERE status = 'pending' AND due_at <= {} \
+             SELECT id FROM kck_jobs AS p WHERE status = 'pending' AND due_at <= {} \
+                 AND NOT EXISTS ( \
+                     SELECT 1 FROM kck_jobs AS r WHERE r.key = p.key AND r.status = 'running' \
+                         AND r.id NOT IN (SELECT id FROM done)) \
              ORDER BY priority DESC, due_at, id LIMIT {} FOR UPDATE SKIP LOCKED \
          ), candidates AS ( \
              SELECT id FROM expired UNION ALL SELECT id FROM pending LIMIT {} \
@@ -105,9 +110,18 @@ statements! {
 
     /// When a worker should look again. Binds: none.
     NextDue = "SELECT least( \
-             (SELECT due_at FROM kck_jobs WHERE status = 'pending' ORDER BY due_at LIMIT 1), \
+             (SELECT due_at FROM kck_jobs AS p WHERE status = 'pending' \
+                  AND NOT EXISTS (SELECT 1 FROM kck_jobs AS r \
+                                  WHERE r.key = p.key AND r.status = 'running') \
+                  ORDER BY due_at LIMIT 1), \
              (SELECT lease_until FROM kck_jobs WHERE status = 'running' ORDER BY lease_until LIMIT 1) \
          ) AS due";
+
+    /// Jobs waiting to run, in claim order. Binds: limit.
+    PendingJobs = "SELECT key, due_at, priority, reasons, attempts, error, \
+                          jsonb_array_length(deltas)::bigint AS deltas \
+                   FROM kck_jobs WHERE status = 'pending' \
+                   ORDER BY priority DESC, due_at, id LIMIT {}";
 
     /// The jobs kept as failed. Binds: none.
     FailedJobs = "SELECT key, attempts, COALESCE(error, '') AS error, reasons \
@@ -172,4 +186,23 @@ pub(crate) struct FailedRow {
     pub(crate) error: String,
     #[diesel(sql_type = Array<Text>)]
     pub(crate) reasons: Vec<String>,
+}
+
+/// A job waiting to run.
+#[derive(Debug, QueryableByName)]
+pub(crate) struct PendingRow {
+    #[diesel(sql_type = Text)]
+    pub(crate) key: String,
+    #[diesel(sql_type = Timestamptz)]
+    pub(crate) due_at: PgTimestamp,
+    #[diesel(sql_type = SmallInt)]
+    pub(crate) priority: i16,
+    #[diesel(sql_type = Array<Text>)]
+    pub(crate) reasons: Vec<String>,
+    #[diesel(sql_type = Integer)]
+    pub(crate) attempts: i32,
+    #[diesel(sql_type = Nullable<Text>)]
+    pub(crate) error: Option<String>,
+    #[diesel(sql_type = BigInt)]
+    pub(crate) deltas: i64,
 }

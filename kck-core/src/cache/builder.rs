@@ -11,7 +11,7 @@ use super::local::{Hooks, Local};
 use super::memo::Memo;
 use super::peers::Peers;
 use super::ports::Ports;
-use super::primers::Primers;
+use super::primers::{Primers, Stubs};
 use super::propagate::Watcher;
 use super::{Cache, Inner};
 use crate::backoff::Backoff;
@@ -119,7 +119,8 @@ impl CacheBuilder {
     /// Replaces the computation of primer `P` with `stub`: the cache calls
     /// `stub(params)` instead of the primer, and caches what it returns like
     /// any computed value. This is how tests cut a primer off a remote
-    /// source; `kck-testing` builds richer stubs on it.
+    /// source; `kck-testing` builds richer stubs on it. [`Cache::stub`]
+    /// does the same once the cache runs.
     pub fn stub<P: Primer>(
         mut self,
         stub: impl Fn(P::Params) -> Result<P::Value, P::Error> + Send + Sync + 'static,
@@ -252,7 +253,7 @@ impl CacheBuilder {
         let inner = Arc::new_cyclic(|inner: &Weak<Inner>| Inner {
             primers: Primers {
                 registry,
-                stubs,
+                stubs: Stubs::new(stubs),
                 state: self.state,
                 backoff: self.backoff,
             },

@@ -8,7 +8,7 @@ use super::flight::{Flight, FlightMode, Served};
 use super::freshness::{Deadlines, Freshness, classify};
 use super::memo::Ready;
 use super::{Cache, Inner};
-use crate::erased::{ErasedValue, PrimerHandle};
+use crate::erased::{ErasedValue, PrimerHandle, StubFn, erase_stub};
 use crate::error::Error;
 use crate::event::EventKind;
 use crate::key::Key;
@@ -141,6 +141,39 @@ impl Cache {
         let handle = self.inner.checked_handle(key)?;
         let reasons = vec![RefreshReason::Requested];
         self.inner.refresh(key, handle, reasons).await.map(drop)
+    }
+
+    /// Replaces the computation of primer `P` with `stub` from now on, as
+    /// [`CacheBuilder::stub`](crate::CacheBuilder::stub) does when the cache
+    /// is built; a replaced stub is dropped. A computation that already
+    /// started finishes as it began. Values already stored stay until they
+    /// are recomputed: refresh them ([`Cache::refresh_key`]) to have them
+    /// follow the stub, as `kck-testing`'s `TestCache` does.
+    ///
+    /// Only this cache is affected: other processes on the same store keep
+    /// computing `P` their own way.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnknownPrimer`] if `P` is not registered.
+    pub fn stub<P: Primer>(
+        &self,
+        stub: impl Fn(P::Params) -> Result<P::Value, P::Error> + Send + Sync + 'static,
+    ) -> Result<(), Error> {
+        self.inner.typed_handle::<P>()?;
+        let stub: StubFn<P> = Box::new(stub);
+        self.inner
+            .primers
+            .stubs
+            .insert(P::DEF.name, erase_stub::<P>(stub));
+        Ok(())
+    }
+
+    /// Gives primer `P` its own computation back; says whether it had a
+    /// stub. What was stored while it was stubbed stays, as with
+    /// [`Cache::stub`].
+    pub fn unstub<P: Primer>(&self) -> bool {
+        self.inner.primers.stubs.remove(P::DEF.name)
     }
 
     /// The stored entry of `key` (value bytes, version, timestamps, last

@@ -9,7 +9,7 @@
 //! | [`EntryStore`] | values, metadata, dependency edges | `load`, `save`, `save_with_deltas`, `patch`, `remove`, `content_hashes`, `dependents`, `dependencies` | always |
 //! | [`Timetable`] | refresh times, schedule ticks, reads | `take_due_refreshes`, `claim_tick`, `keys_of`, `touch` | always |
 //! | [`Coordination`] | change notices and compute leases between caches | `watch`, `acquire_lease`, `renew_lease`, `release_lease` | only for a store shared by several caches |
-//! | [`Queue`] | refresh jobs | `enqueue`, `claim`, `extend`, `complete`, `complete_and_claim`, `fail`, `release`, `next_due`, `failed`, `watch_jobs` | no: a cache without one uses a [`MemoryQueue`] |
+//! | [`Queue`] | refresh jobs | `enqueue`, `claim`, `extend`, `complete`, `complete_and_claim`, `fail`, `release`, `next_due`, `failed`, `pending`, `watch_jobs` | no: a cache without one uses a [`MemoryQueue`] |
 //!
 //! A store keeps serialized entries (JSON bytes and metadata); it knows
 //! nothing of primers or types. The [`Cache`](crate::Cache) decodes values
@@ -57,7 +57,8 @@ pub use entries::{
 };
 pub use memory::{MemoryQueue, MemoryStore};
 pub use queue::{
-    Claim, FailedJob, Job, JobId, JobRequest, JobWatcher, Queue, RefreshReason, Turnover,
+    Claim, FailedJob, Job, JobId, JobRequest, JobWatcher, PendingJob, Queue, RefreshReason,
+    Turnover,
 };
 pub use timetable::{DueRefreshes, TickClaim, Timetable};
 
@@ -179,14 +180,16 @@ impl std::fmt::Debug for Storage {
 
 impl From<MemoryStore> for Storage {
     fn from(store: MemoryStore) -> Self {
-        Storage::of(Arc::new(store))
+        Storage::from(Arc::new(store))
     }
 }
 
 /// A memory store shared with others: several caches on one store, or a
-/// test that inspects it.
+/// test that inspects it. Its [`MemoryQueue`] is the queue of every cache on
+/// it.
 impl From<Arc<MemoryStore>> for Storage {
     fn from(store: Arc<MemoryStore>) -> Self {
-        Storage::of(store)
+        let queue: Arc<dyn Queue> = store.queue().clone();
+        Storage::of(store).with_queue(queue)
     }
 }

@@ -3,8 +3,8 @@
 //! A job asks for one key to be refreshed, for one or more reasons. There is
 //! at most one *pending* job per key: a second request merges into it,
 //! keeping the earliest due time, the highest priority and every reason.
-//! Workers claim due jobs with a lease and a claim token; a job whose lease
-//! runs out is claimed again, and the token fences out the worker that lost
+//! Workers claim due jobs with a lease and a claim token, one job of a key
+//! at a time; a job whose lease runs out is claimed again, and the token fences out the worker that lost
 //! it (it can no longer complete or fail the job). Failed jobs are retried
 //! with back-off, then kept as failed with their error.
 //!
@@ -33,7 +33,10 @@ pub trait Queue: Send + Sync + 'static {
 
     /// Claims up to `limit` jobs that are due at `now` (or whose lease ran
     /// out), for `worker`, until `now + lease`; highest priority first, then
-    /// earliest due.
+    /// earliest due. A key's jobs run one at a time: its pending job is not
+    /// claimed while another job of the key runs (one whose claim is being
+    /// completed in the same call does not count), so the deltas of a later
+    /// job are never applied before those of an earlier one.
     fn claim<'a>(
         &'a self,
         worker: &'a str,
@@ -96,12 +99,18 @@ pub trait Queue: Send + Sync + 'static {
     /// down).
     fn release<'a>(&'a self, claim: &'a Claim) -> BoxFuture<'a, Result<bool, StoreError>>;
 
-    /// The earliest due time of a pending job, or of a running job's lease
-    /// end: when a worker should look again.
+    /// The earliest due time of a pending job that may be claimed (its key
+    /// has no job running), or of a running job's lease end: when a worker
+    /// should look again.
     fn next_due(&self) -> BoxFuture<'_, Result<Option<Timestamp>, StoreError>>;
 
     /// The jobs kept as failed, with their errors.
     fn failed(&self) -> BoxFuture<'_, Result<Vec<FailedJob>, StoreError>>;
+
+    /// Up to `limit` jobs waiting to run (pending, not claimed), in claim
+    /// order: highest priority first, then earliest due. Changes nothing:
+    /// this is how tests and operators look at the queue.
+    fn pending(&self, limit: usize) -> BoxFuture<'_, Result<Vec<PendingJob>, StoreError>>;
 
     /// Registers a watcher woken whenever jobs are enqueued, for as long as
     /// it lives.
@@ -252,6 +261,25 @@ pub struct Turnover {
     pub completed: Vec<bool>,
     /// The jobs claimed.
     pub claimed: Vec<Job>,
+}
+
+/// A job waiting to run, as [`Queue::pending`] lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingJob {
+    /// The product to refresh.
+    pub key: Key,
+    /// When it is due.
+    pub due_at: Timestamp,
+    /// Its priority.
+    pub priority: i16,
+    /// Every reason merged into it.
+    pub reasons: Vec<RefreshReason>,
+    /// Failed attempts so far: more than 0 for a job waiting for its retry.
+    pub attempts: u32,
+    /// The error of the last failed attempt, if any.
+    pub error: Option<String>,
+    /// How many deltas it carries, to augment its product with.
+    pub deltas: usize,
 }
 
 /// A job kept as failed after its last attempt.

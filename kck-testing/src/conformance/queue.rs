@@ -1,13 +1,15 @@
 //! The queue port: the contract every [`Queue`] must keep.
 //!
 //! It checks: one pending job per key, merged (earliest due time, highest
-//! priority, every reason); claims in priority then due order, only of due
+//! priority, every reason); one running job per key, the next waiting for
+//! it; claims in priority then due order, only of due
 //! jobs; leases that run out make a job claimable again, and the token then
 //! fences the first claimant out; completing finished jobs and claiming new
 //! ones at once, even a finished job whose lease ran out; retries come back pending at their time
 //! with the attempt counted; deltas kept in order through merges and
 //! retries; a job given up is kept as failed with its
-//! error; a released job is pending again; the next due time; and that
+//! error; a released job is pending again; the listing of pending jobs,
+//! which changes nothing; the next due time; and that
 //! watchers hear of new jobs.
 
 use std::sync::{Arc, Weak};
@@ -16,7 +18,8 @@ use std::time::Duration;
 use kck_core::Key;
 use kck_core::clock::Timestamp;
 use kck_core::storage::{
-    Claim, ContentHash, JobDelta, JobRequest, JobWatcher, Queue, RefreshReason, Turnover,
+    Claim, ContentHash, JobDelta, JobRequest, JobWatcher, PendingJob, Queue, RefreshReason,
+    Turnover,
 };
 use tokio::sync::watch;
 
@@ -104,6 +107,19 @@ async fn merging(queue: &dyn Queue) {
         claim(queue, "w", 10, at(9)).await.is_empty(),
         "nothing is due before its time"
     );
+    let listed = pending(queue, 10).await;
+    assert_eq!(listed.len(), 1, "one pending job per key, listed once");
+    assert_eq!(
+        (listed[0].key.clone(), listed[0].due_at, listed[0].priority),
+        (k.clone(), at(10), 5),
+        "the listing shows the merged job"
+    );
+    assert_eq!(
+        listed[0].reasons,
+        [RefreshReason::Stale, dependency.clone()]
+    );
+    assert_eq!((listed[0].attempts, listed[0].error.clone()), (0, None));
+    assert_eq!(pending(queue, 10).await, listed, "listing changes nothing");
     let jobs = claim(queue, "w", 10, at(10)).await;
     assert_eq!(jobs.len(), 1, "one pending job per key");
     let job = &jobs[0];
@@ -123,16 +139,58 @@ async fn merging(queue: &dyn Queue) {
         &[JobRequest::new(k.clone(), at(10), RefreshReason::Interval)],
     )
     .await;
+    assert!(
+        claim(queue, "w", 10, at(10)).await.is_empty(),
+        "a key's jobs run one at a time: the new job waits for the running one"
+    );
+    assert_eq!(
+        next_due(queue).await,
+        Some(at(10) + LEASE),
+        "a waiting job is not due before the running job's lease ends"
+    );
+    assert!(complete(queue, &job.claim).await);
     let again = claim(queue, "w", 10, at(10)).await;
     assert_eq!(
         again.len(),
         1,
-        "a request for a running key makes a new pending job"
+        "a request for a running key made a new pending job, claimed once that job ended"
     );
     assert_eq!(again[0].reasons, [RefreshReason::Interval]);
-    assert!(complete(queue, &job.claim).await);
     assert!(complete(queue, &again[0].claim).await);
     assert!(!complete(queue, &job.claim).await, "a job completes once");
+
+    // The waiting job is claimed in the call that completes the running one.
+    enqueue(
+        queue,
+        &[JobRequest::new(k.clone(), at(10), RefreshReason::Stale)],
+    )
+    .await;
+    let first = claim(queue, "w", 10, at(10)).await;
+    assert_eq!(first.len(), 1);
+    enqueue(
+        queue,
+        &[JobRequest::new(k.clone(), at(10), RefreshReason::Interval)],
+    )
+    .await;
+    let turnover = queue
+        .complete_and_claim(&[first[0].claim.clone()], "w", 10, LEASE, at(10))
+        .await
+        .unwrap_or_else(|e| panic!("complete_and_claim: {e}"));
+    assert_eq!(turnover.completed, [true]);
+    assert_eq!(
+        turnover.claimed.len(),
+        1,
+        "completing a key's job lets its waiting job be claimed at once"
+    );
+    assert_eq!(turnover.claimed[0].reasons, [RefreshReason::Interval]);
+    assert!(complete(queue, &turnover.claimed[0].claim).await);
+}
+
+async fn next_due(queue: &dyn Queue) -> Option<Timestamp> {
+    queue
+        .next_due()
+        .await
+        .unwrap_or_else(|e| panic!("next_due: {e}"))
 }
 
 async fn ordering(queue: &dyn Queue) {
@@ -145,6 +203,21 @@ async fn ordering(queue: &dyn Queue) {
     let mut later = JobRequest::new(key("queue_order/later"), at(500), RefreshReason::Stale);
     later.priority = 9;
     enqueue(queue, &[low, late, early, high, later]).await;
+    let listed: Vec<Key> = pending(queue, 10)
+        .await
+        .into_iter()
+        .map(|j| j.key)
+        .collect();
+    assert_eq!(
+        listed,
+        ["later", "high", "early", "late", "low"].map(|n| key(&format!("queue_order/{n}"))),
+        "pending jobs are listed in claim order, due or not"
+    );
+    assert_eq!(
+        pending(queue, 2).await.len(),
+        2,
+        "at most `limit` are listed"
+    );
     let jobs = claim(queue, "w", 10, at(200)).await;
     let order: Vec<Key> = jobs.iter().map(|j| j.key.clone()).collect();
     assert_eq!(
@@ -234,6 +307,17 @@ async fn retries_and_failures(queue: &dyn Queue) {
         claim(queue, "w", 1, at(2009)).await.is_empty(),
         "a retry waits for its time"
     );
+    let listed = pending(queue, 10).await;
+    assert_eq!(listed.len(), 1);
+    assert_eq!(
+        (
+            listed[0].due_at,
+            listed[0].attempts,
+            listed[0].error.as_deref()
+        ),
+        (at(2010), 1, Some("boom")),
+        "a job waiting for its retry is listed with its attempts and error"
+    );
     let job = claim(queue, "w", 1, at(2010)).await.remove(0);
     assert_eq!(job.attempts, 1, "the attempt is counted");
     assert_eq!(
@@ -253,6 +337,17 @@ async fn retries_and_failures(queue: &dyn Queue) {
     assert_eq!(failed[0].attempts, 2);
     assert_eq!(failed[0].error, "boom again", "with its last error");
     assert_eq!(failed[0].reasons, [RefreshReason::Stale]);
+    assert!(
+        pending(queue, 10).await.is_empty(),
+        "a failed job is not listed as pending"
+    );
+}
+
+async fn pending(queue: &dyn Queue, limit: usize) -> Vec<PendingJob> {
+    queue
+        .pending(limit)
+        .await
+        .unwrap_or_else(|e| panic!("pending: {e}"))
 }
 
 async fn release(queue: &dyn Queue) {
@@ -354,6 +449,12 @@ async fn deltas(queue: &dyn Queue) {
         ],
     )
     .await;
+    let listed = pending(queue, 10).await;
+    assert_eq!(
+        listed.iter().map(|j| j.deltas).collect::<Vec<_>>(),
+        [4],
+        "the listing counts the deltas"
+    );
     let job = claim(queue, "w", 10, at(5000)).await.remove(0);
     let expected: Vec<JobDelta> = (1..=4).map(delta).collect();
     assert_eq!(

@@ -11,8 +11,8 @@ use futures_util::future::BoxFuture;
 use crate::clock::Timestamp;
 use crate::key::Key;
 use crate::storage::{
-    Claim, FailedJob, Job, JobDelta, JobId, JobRequest, JobWatcher, Queue, RefreshReason,
-    StoreError,
+    Claim, FailedJob, Job, JobDelta, JobId, JobRequest, JobWatcher, PendingJob, Queue,
+    RefreshReason, StoreError,
 };
 
 /// A [`Queue`] in process memory: the default queue, for a cache whose
@@ -36,6 +36,8 @@ struct State {
     due: BTreeSet<(Timestamp, i64)>,
     /// Running jobs by the end of their lease.
     leases: BTreeSet<(Timestamp, i64)>,
+    /// How many jobs of each key run: a key's pending job waits for them.
+    running: HashMap<Key, u32>,
     last_id: i64,
     last_token: i64,
 }
@@ -120,6 +122,12 @@ impl State {
             }
             Status::Running { until, .. } => {
                 self.leases.remove(&(until, id));
+                if let Some(count) = self.running.get_mut(&row.key) {
+                    *count -= 1;
+                    if *count == 0 {
+                        self.running.remove(&row.key);
+                    }
+                }
             }
             Status::Failed => {}
         }
@@ -137,6 +145,7 @@ impl State {
             }
             Status::Running { until, .. } => {
                 self.leases.insert((until, id));
+                *self.running.entry(row.key.clone()).or_default() += 1;
             }
             Status::Failed => {}
         }
@@ -151,8 +160,18 @@ impl State {
         self.index(id);
     }
 
+    /// Whether pending job `id` must wait for a job of its key that runs:
+    /// one key's jobs run one at a time, in order, so that the deltas of a
+    /// later job are never applied before an earlier job's.
+    fn waits(&self, id: i64) -> bool {
+        self.jobs
+            .get(&id)
+            .is_some_and(|row| self.running.contains_key(&row.key))
+    }
+
     /// Up to `limit` jobs to claim at `now`: those whose lease ran out, then
-    /// due pending jobs in claim order.
+    /// due pending jobs in claim order, but for those whose key has a job
+    /// running.
     fn claimable(&self, limit: usize, now: Timestamp) -> Vec<i64> {
         let mut ids: Vec<i64> = self
             .leases
@@ -171,7 +190,9 @@ impl State {
                 break;
             };
             if due_at <= now {
-                ids.push(id);
+                if !self.waits(id) {
+                    ids.push(id);
+                }
                 from = (priority, due_at, id.saturating_add(1));
             } else {
                 // Nothing more is due at this priority: go to the next one.
@@ -336,10 +357,22 @@ impl Queue for MemoryQueue {
 
     fn complete<'a>(&'a self, claims: &'a [Claim]) -> BoxFuture<'a, Result<Vec<bool>, StoreError>> {
         let mut state = self.lock();
+        let mut unblocked = false;
         let done = claims
             .iter()
-            .map(|claim| state.take_held(claim).is_some())
+            .map(|claim| match state.take_held(claim) {
+                Some(row) => {
+                    unblocked |= state.pending.contains_key(&row.key);
+                    true
+                }
+                None => false,
+            })
             .collect();
+        drop(state);
+        if unblocked {
+            // A pending job that waited for this one can run now.
+            self.wake();
+        }
         Box::pin(ready(Ok(done)))
     }
 
@@ -408,7 +441,13 @@ impl Queue for MemoryQueue {
 
     fn next_due(&self) -> BoxFuture<'_, Result<Option<Timestamp>, StoreError>> {
         let state = self.lock();
-        let pending = state.due.first().map(|(at, _)| *at);
+        // Pending jobs waiting for a running job of their key are due when
+        // it ends; at most one waits per running job.
+        let pending = state
+            .due
+            .iter()
+            .find(|(_, id)| !state.waits(*id))
+            .map(|(at, _)| *at);
         let lease = state.leases.first().map(|(at, _)| *at);
         let next = pending.into_iter().chain(lease).min();
         drop(state);
@@ -429,6 +468,27 @@ impl Queue for MemoryQueue {
             })
             .collect();
         Box::pin(ready(Ok(failed)))
+    }
+
+    fn pending(&self, limit: usize) -> BoxFuture<'_, Result<Vec<PendingJob>, StoreError>> {
+        let state = self.lock();
+        let pending = state
+            .order
+            .iter()
+            .take(limit)
+            .filter_map(|(_, _, id)| state.jobs.get(id))
+            .map(|row| PendingJob {
+                key: row.key.clone(),
+                due_at: row.due_at,
+                priority: row.priority,
+                reasons: row.reasons.clone(),
+                attempts: row.attempts,
+                error: row.error.clone(),
+                deltas: row.deltas.len(),
+            })
+            .collect();
+        drop(state);
+        Box::pin(ready(Ok(pending)))
     }
 
     fn watch_jobs(&self, watcher: Weak<dyn JobWatcher>) {

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 
+use super::MemoryQueue;
 use crate::clock::{Clock, SystemClock, Timestamp};
 use crate::key::Key;
 use crate::storage::{
@@ -19,13 +20,30 @@ use crate::storage::{
 /// suites of `kck-testing` are checked against.
 ///
 /// Several caches may share one `MemoryStore` (through an `Arc`): it tells
-/// each about the writes of the others and leases computations, as a
-/// database shared by several processes does. Every operation takes one
-/// short lock and never awaits while holding it.
+/// each about the writes of the others, leases computations, and holds one
+/// [`MemoryQueue`] of refresh jobs for all of them, as a database shared by
+/// several processes does. So "two web servers and a worker" can be modelled
+/// in one test process: three caches on one store, only the third running a
+/// worker. Every operation takes one short lock and never awaits while
+/// holding it.
+///
+/// ```
+/// use std::sync::Arc;
+/// use kck_core::Cache;
+/// use kck_core::storage::MemoryStore;
+///
+/// # fn main() -> Result<(), kck_core::primer::RegistryError> {
+/// let store = Arc::new(MemoryStore::new());
+/// let web = Cache::builder().store(store.clone()).local_worker(false).build()?;
+/// let worker = Cache::builder().store(store.clone()).build()?;
+/// assert!(Arc::ptr_eq(web.queue(), worker.queue()), "one queue for both");
+/// # Ok(()) }
+/// ```
 pub struct MemoryStore {
     state: Mutex<State>,
     watchers: Mutex<Vec<Weak<dyn ChangeWatcher>>>,
     clock: Arc<dyn Clock>,
+    queue: Arc<MemoryQueue>,
 }
 
 #[derive(Default)]
@@ -62,7 +80,13 @@ impl MemoryStore {
             state: Mutex::default(),
             watchers: Mutex::default(),
             clock: Arc::new(clock),
+            queue: Arc::new(MemoryQueue::new()),
         }
+    }
+
+    /// The queue of refresh jobs of every cache on this store.
+    pub fn queue(&self) -> &Arc<MemoryQueue> {
+        &self.queue
     }
 
     /// The number of entries.

@@ -1,0 +1,1 @@
+DROP INDEX kck_jobs_running;
