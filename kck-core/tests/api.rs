@@ -313,7 +313,7 @@ async fn a_getter_of_a_primer_missing_from_the_registry_is_an_unknown_primer() {
         .registry(registry)
         .configure({
             let source = Source::new();
-            move |builder| builder.state(source)
+            move |builder| builder.state(source.clone())
         })
         .build();
     assert!(sales(&test, 1).await.is_ok());

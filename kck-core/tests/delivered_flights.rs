@@ -85,7 +85,7 @@ macro_rules! parked_on_every_store {
         mod $name {
             use super::*;
 
-            fn configure(parking: &Parking) -> impl FnOnce(CacheBuilder) -> CacheBuilder + 'static {
+            fn configure(parking: &Parking) -> impl Fn(CacheBuilder) -> CacheBuilder + 'static {
                 let parking = parking.clone();
                 move |builder| {
                     let builder = parking.install(builder);

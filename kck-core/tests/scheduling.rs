@@ -209,7 +209,7 @@ async fn products_nobody_reads_stop_refreshing_until_read_again() {
     let source = Source::new();
     let shared = source.clone();
     let test = TestCache::builder()
-        .configure(move |builder| builder.state(shared))
+        .configure(move |builder| builder.state(shared.clone()))
         .scheduler(|scheduler| scheduler.idle_after(Some(10 * MINUTE)))
         .build();
     let key = key("watched/1");
@@ -274,7 +274,7 @@ async fn schedulers_share(store: Storage, other: Option<Storage>) {
         let source = source.clone();
         TestCache::builder()
             .store(store)
-            .configure(move |builder| builder.state(source))
+            .configure(move |builder| builder.state(source.clone()))
             .build()
     };
     let a = cache_on(store.clone());

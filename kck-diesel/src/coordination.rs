@@ -8,7 +8,7 @@ use kck_core::Key;
 use kck_core::storage::{ChangeWatcher, Coordination, Lease, StoreError};
 
 use crate::convert::{key_bind as text, micros};
-use crate::sql::{AcquireLease, LeaseRow, ReleaseLease, ReleaseRow, RenewLease};
+use crate::sql::{AcquireLease, LeaseRow, NotifySync, ReleaseLease, ReleaseRow, RenewLease};
 use crate::statement::Bind;
 use crate::store::PgStore;
 
@@ -69,4 +69,37 @@ impl Coordination for PgStore {
             Ok(())
         })
     }
+
+    /// Sends a token on `kck_sync` and waits for this store's `LISTEN`
+    /// connection to hear it: PostgreSQL delivers notifications in commit
+    /// order, so every change committed before was passed on by then. At
+    /// once while changes are not being heard (the caches then read
+    /// through to the database).
+    fn sync(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            if !self.watchers().tracking() {
+                return Ok(());
+            }
+            let (token, heard) = self.watchers().sync_token();
+            let sent = self
+                .execute::<NotifySync>(vec![Bind::Text(token.clone())])
+                .await;
+            if let Err(error) = sent {
+                self.watchers().drop_sync(&token);
+                return Err(error);
+            }
+            match tokio::time::timeout(SYNC_TIMEOUT, heard).await {
+                Ok(Ok(())) => Ok(()),
+                _ => {
+                    self.watchers().drop_sync(&token);
+                    Err(StoreError::unavailable(
+                        "the LISTEN connection did not hear this store's sync notification",
+                    ))
+                }
+            }
+        })
+    }
 }
+
+/// How long [`Coordination::sync`] waits for its token to come back.
+const SYNC_TIMEOUT: Duration = Duration::from_secs(10);

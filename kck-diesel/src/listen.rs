@@ -6,8 +6,10 @@
 //! changes may go unreported: they empty their memos and read through to
 //! the database until the connection is back.
 
+use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
 use std::pin::pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
@@ -15,17 +17,23 @@ use diesel_async::{AsyncPgConnection, RunQueryDsl as _};
 use futures_util::StreamExt;
 use kck_core::Key;
 use kck_core::storage::{ChangeWatcher, JobWatcher, StoreError, Version};
+use tokio::sync::oneshot;
 
 use crate::convert::query_error;
 use crate::queue_sql::JOBS_CHANNEL;
-use crate::sql::CHANNEL;
+use crate::sql::{CHANNEL, SYNC_CHANNEL};
 
-/// The caches to tell, and whether changes are being heard.
+/// The caches to tell, whether changes are being heard, and the sync
+/// barriers waiting for their token to come back.
 #[derive(Default)]
 pub(crate) struct Watchers {
     list: Mutex<Vec<Weak<dyn ChangeWatcher>>>,
     jobs: Mutex<Vec<Weak<dyn JobWatcher>>>,
     tracking: AtomicBool,
+    syncs: Mutex<HashMap<String, oneshot::Sender<()>>>,
+    /// Makes this store's tokens unlike any other's.
+    sync_salt: RandomState,
+    next_sync: AtomicU64,
 }
 
 impl Watchers {
@@ -77,6 +85,43 @@ impl Watchers {
         }
     }
 
+    /// Whether changes are being heard now.
+    pub(crate) fn tracking(&self) -> bool {
+        AtomicBool::load(&self.tracking, Ordering::SeqCst)
+    }
+
+    /// A new sync token, and what its return will send.
+    pub(crate) fn sync_token(&self) -> (String, oneshot::Receiver<()>) {
+        let n = self.next_sync.fetch_add(1, Ordering::SeqCst);
+        let token = format!("{:016x}-{n}", self.sync_salt.hash_one(n));
+        let (sender, receiver) = oneshot::channel();
+        self.syncs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(token.clone(), sender);
+        (token, receiver)
+    }
+
+    /// Forgets a sync token that will not be waited for.
+    pub(crate) fn drop_sync(&self, token: &str) {
+        self.syncs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(token);
+    }
+
+    /// A sync token came back: every earlier change was passed on.
+    fn synced(&self, token: &str) {
+        let sender = self
+            .syncs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(token);
+        if let Some(sender) = sender {
+            let _ = sender.send(());
+        }
+    }
+
     /// Passes a notification on: `<version> <key>` or `! <key>`.
     fn dispatch(&self, payload: &str) {
         let Some((head, key)) = payload.split_once(' ') else {
@@ -108,7 +153,7 @@ pub(crate) async fn connect(url: &str, timeout: Duration) -> Result<AsyncPgConne
         let mut conn = AsyncPgConnection::try_from_client_and_connection(client, connection)
             .await
             .map_err(StoreError::unavailable)?;
-        for channel in [CHANNEL, JOBS_CHANNEL] {
+        for channel in [CHANNEL, JOBS_CHANNEL, SYNC_CHANNEL] {
             diesel::sql_query(format!("LISTEN {channel}"))
                 .execute(&mut conn)
                 .await
@@ -160,6 +205,9 @@ async fn serve(conn: &mut AsyncPgConnection, watchers: &Watchers, heartbeat: Dur
         match next {
             Ok(Some(Ok(notification))) if notification.channel == JOBS_CHANNEL => {
                 watchers.jobs_queued();
+            }
+            Ok(Some(Ok(notification))) if notification.channel == SYNC_CHANNEL => {
+                watchers.synced(&notification.payload);
             }
             Ok(Some(Ok(notification))) => watchers.dispatch(&notification.payload),
             Ok(Some(Err(_)) | None) => return,

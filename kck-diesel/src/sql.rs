@@ -103,7 +103,13 @@ macro_rules! write_tail {
     };
 }
 
+/// The channel a store's sync barriers travel on: `<token>`.
+pub(crate) const SYNC_CHANNEL: &str = "kck_sync";
+
 statements! {
+    /// Sends a sync barrier's token. Binds: the token.
+    NotifySync = "SELECT pg_notify('kck_sync', {})";
+
     /// The entry of a key, its value as JSON text.
     LoadEntry = "SELECT key, version, value::text AS value, computed_at, changed_at, stale_at, \
                  refresh_at, expires_at, content_hash, code_version, compute_micros, \

@@ -30,6 +30,7 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
+use kck_diesel::PgStore;
 use tokio_postgres::NoTls;
 
 /// A fresh database for one test. Dropping it drops the database.
@@ -110,6 +111,18 @@ impl TestDatabase {
     /// The database's URL.
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// A new [`PgStore`] on the database: its own pool and `LISTEN`
+    /// connection, as a process of its own would have.
+    ///
+    /// # Panics
+    ///
+    /// When the database refuses connections.
+    pub async fn connect(&self) -> PgStore {
+        PgStore::connect(&self.url)
+            .await
+            .unwrap_or_else(|error| panic!("kck-testing: cannot connect to {}: {error}", self.url))
     }
 }
 

@@ -50,11 +50,11 @@ async fn a_new_sale_updates_the_report() {
         600
     );
 
-    test.set_stub_value(
+    test.stub_value(
         register_sales::key(70, day()),
         vec![sale("tea", 200), sale("cake", 900)],
-    );
-    test.refresh(&register_sales::key(70, day())).await.unwrap();
+    )
+    .await;
     test.settle().await;
     let report = store_report(&test, 7, day()).await.unwrap();
     assert_eq!(report.revenue_cents, 1500);

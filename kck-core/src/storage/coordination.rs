@@ -58,6 +58,15 @@ pub trait Coordination: Send + Sync + 'static {
         let _ = (key, holder);
         Box::pin(std::future::ready(Ok(())))
     }
+
+    /// Returns once this store has told its watchers of every change
+    /// committed before the call, by any process: a barrier for tests that
+    /// write in one cache and read through another. A store that tells its
+    /// watchers as it writes has nothing to wait for. Default: returns at
+    /// once.
+    fn sync(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(std::future::ready(Ok(())))
+    }
 }
 
 /// The coordination of a store that serves one cache: nothing to tell, no

@@ -8,7 +8,7 @@
 //! |---|---|---|---|
 //! | [`EntryStore`] | values, metadata, dependency edges | `load`, `save`, `save_with_deltas`, `patch`, `remove`, `content_hashes`, `dependents`, `dependencies` | always |
 //! | [`Timetable`] | refresh times, schedule ticks, reads | `take_due_refreshes`, `claim_tick`, `keys_of`, `touch` | always |
-//! | [`Coordination`] | change notices and compute leases between caches | `watch`, `acquire_lease`, `renew_lease`, `release_lease` | only for a store shared by several caches |
+//! | [`Coordination`] | change notices and compute leases between caches | `watch`, `acquire_lease`, `renew_lease`, `release_lease`, `sync` | only for a store shared by several caches |
 //! | [`Queue`] | refresh jobs | `enqueue`, `claim`, `extend`, `complete`, `complete_and_claim`, `fail`, `release`, `next_due`, `failed`, `pending`, `watch_jobs` | no: a cache without one uses a [`MemoryQueue`] |
 //!
 //! A store keeps serialized entries (JSON bytes and metadata); it knows

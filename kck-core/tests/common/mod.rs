@@ -91,11 +91,11 @@ pub(crate) fn test_cache(source: &Arc<Source>) -> TestCache {
 /// [`test_cache`], with more of the cache's configuration.
 pub(crate) fn test_cache_with(
     source: &Arc<Source>,
-    configure: impl FnOnce(CacheBuilder) -> CacheBuilder + 'static,
+    configure: impl Fn(CacheBuilder) -> CacheBuilder + 'static,
 ) -> TestCache {
     let source = source.clone();
     TestCache::builder()
-        .configure(move |builder| configure(builder.state(source)))
+        .configure(move |builder| configure(builder.state(source.clone())))
         .build()
 }
 
@@ -126,7 +126,7 @@ pub(crate) fn on_memory(source: &Arc<Source>) -> Harness {
 /// [`test_cache_with`], as a [`Harness`].
 pub(crate) fn on_memory_with(
     source: &Arc<Source>,
-    configure: impl FnOnce(CacheBuilder) -> CacheBuilder + 'static,
+    configure: impl Fn(CacheBuilder) -> CacheBuilder + 'static,
 ) -> Harness {
     Harness {
         test: test_cache_with(source, configure),
@@ -143,7 +143,7 @@ pub(crate) async fn on_postgres(source: &Arc<Source>) -> Option<Harness> {
 /// [`on_postgres`], with more of the cache's configuration.
 pub(crate) async fn on_postgres_with(
     source: &Arc<Source>,
-    configure: impl FnOnce(CacheBuilder) -> CacheBuilder + 'static,
+    configure: impl Fn(CacheBuilder) -> CacheBuilder + 'static,
 ) -> Option<Harness> {
     let database = TestDatabase::create().await?;
     let store = PgStore::connect(database.url())
@@ -152,7 +152,7 @@ pub(crate) async fn on_postgres_with(
     let source = source.clone();
     let test = TestCache::builder()
         .store(store)
-        .configure(move |builder| configure(builder.state(source)))
+        .configure(move |builder| configure(builder.state(source.clone())))
         .build();
     Some(Harness {
         test,
