@@ -82,8 +82,11 @@ pub enum EventKind {
         /// How long the computation took, by the cache's clock.
         duration: Duration,
     },
-    /// A computation finished, but the entry changed meanwhile (another
-    /// write or an invalidation won), so its value was not stored.
+    /// A computation (a read's, a refresh's, a worker's) finished, but the
+    /// entry changed meanwhile (another write or an invalidation won), so
+    /// its value was not stored; it is still the answer for those who asked
+    /// before. Emitted only by computations: an augment that loses such a
+    /// race emits [`EventKind::AugmentRetried`].
     Conflict,
     /// A computation or a store operation failed.
     Failed {
@@ -132,6 +135,14 @@ pub enum EventKind {
         /// Whether the value changed.
         changed: bool,
     },
+    /// An augment lost the race to another write of the entry (its
+    /// compare-and-set on the version failed) and applies its deltas again,
+    /// to the newer value. After too many such attempts it gives up:
+    /// [`EventKind::AugmentDeclined`].
+    AugmentRetried {
+        /// The attempt that lost (1 for the first).
+        attempt: u32,
+    },
     /// A delta could not be applied in place; the product is recomputed in
     /// full instead.
     AugmentDeclined {
@@ -168,6 +179,7 @@ impl EventKind {
             EventKind::RefreshStarted { .. } => "refresh-started",
             EventKind::Computed { .. } => "computed",
             EventKind::Conflict => "conflict",
+            EventKind::AugmentRetried { .. } => "augment-retried",
             EventKind::Failed { .. } => "failed",
             EventKind::ServedAfterError => "served-after-error",
             EventKind::RetryScheduled { .. } => "retry-scheduled",
@@ -221,6 +233,9 @@ impl fmt::Display for Event {
             } => write!(f, ": augmented {augmented}, recomputed {recomputed}"),
             EventKind::RetryScheduled { attempt, at, error } => {
                 write!(f, ": attempt {attempt} failed ({error}); next at {at}")
+            }
+            EventKind::AugmentRetried { attempt } => {
+                write!(f, ": attempt {attempt} lost the race to another write")
             }
             EventKind::JobFailed { attempts, error } => {
                 write!(f, ": gave up after {attempts} attempt(s): {error}")

@@ -310,3 +310,147 @@ on_every_store! {
         assert_eq!(test.recorder().count(key.key(), "conflict"), 1);
     }
 }
+
+/// A memory store whose next augment loses its race: just before the write,
+/// the entry is written again, same value, new version.
+struct RacedStore {
+    inner: std::sync::Arc<kck_core::storage::MemoryStore>,
+    armed: std::sync::atomic::AtomicBool,
+}
+
+mod raced {
+    use std::sync::atomic::Ordering;
+
+    use futures_util::future::BoxFuture;
+    use kck_core::Key;
+    use kck_core::storage::{
+        ContentHash, Edge, Entry, EntryPatch, EntryStore, Expect, JobDelta, Saved, StoreError,
+        StoredEntry, Version,
+    };
+
+    use super::RacedStore;
+
+    impl EntryStore for RacedStore {
+        fn load<'a>(
+            &'a self,
+            key: &'a Key,
+        ) -> BoxFuture<'a, Result<Option<StoredEntry>, StoreError>> {
+            self.inner.load(key)
+        }
+
+        fn save(&self, entry: Entry, expect: Expect) -> BoxFuture<'_, Result<Saved, StoreError>> {
+            self.inner.save(entry, expect)
+        }
+
+        fn save_with_deltas(
+            &self,
+            entry: Entry,
+            expect: Expect,
+            deltas: Vec<JobDelta>,
+        ) -> BoxFuture<'_, Result<Saved, StoreError>> {
+            Box::pin(async move {
+                if self.armed.swap(false, Ordering::SeqCst)
+                    && let Some(stored) = self.inner.load(&entry.key).await?
+                {
+                    let again = Entry {
+                        key: entry.key.clone(),
+                        value: stored.value,
+                        meta: stored.meta,
+                        dependencies: entry.dependencies.clone(),
+                    };
+                    let _raced = self.inner.save(again, Expect::Any).await?;
+                }
+                self.inner.save_with_deltas(entry, expect, deltas).await
+            })
+        }
+
+        fn patch<'a>(
+            &'a self,
+            key: &'a Key,
+            patch: EntryPatch,
+            expect: Expect,
+        ) -> BoxFuture<'a, Result<Saved, StoreError>> {
+            self.inner.patch(key, patch, expect)
+        }
+
+        fn remove<'a>(
+            &'a self,
+            key: &'a Key,
+        ) -> BoxFuture<'a, Result<Option<Version>, StoreError>> {
+            self.inner.remove(key)
+        }
+
+        fn content_hashes<'a>(
+            &'a self,
+            keys: &'a [Key],
+        ) -> BoxFuture<'a, Result<Vec<Option<ContentHash>>, StoreError>> {
+            self.inner.content_hashes(keys)
+        }
+
+        fn dependents<'a>(&'a self, key: &'a Key) -> BoxFuture<'a, Result<Vec<Edge>, StoreError>> {
+            self.inner.dependents(key)
+        }
+
+        fn dependencies<'a>(
+            &'a self,
+            key: &'a Key,
+        ) -> BoxFuture<'a, Result<Vec<Edge>, StoreError>> {
+            self.inner.dependencies(key)
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_augment_that_loses_a_race_says_so_and_applies_to_the_newer_value() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use kck_core::storage::{MemoryStore, Storage};
+
+    let memory = Arc::new(MemoryStore::new());
+    let raced = Arc::new(RacedStore {
+        inner: memory.clone(),
+        armed: AtomicBool::new(false),
+    });
+    let storage = Storage::new(raced.clone(), memory.clone()).with_coordination(memory);
+    let source = common::Source::new();
+    source.set("sales/r", 1);
+    source.set("cents/r", 100);
+    let test = {
+        let source = source.clone();
+        kck_testing::TestCache::builder()
+            .store(storage)
+            .configure(move |builder| builder.state(source.clone()))
+            .build()
+    };
+    let key = tally::key("r".into());
+    tally(&test, "r".into()).await.unwrap();
+
+    raced.armed.store(true, Ordering::SeqCst);
+    let augmented = test.augment(&key, &50).await.unwrap();
+    assert!(matches!(
+        augmented,
+        Augmented::Applied { changed: true, .. }
+    ));
+    assert_eq!(
+        *tally(&test, "r".into()).await.unwrap(),
+        Tally {
+            sales: 2,
+            cents: 150
+        }
+    );
+    let kinds: Vec<EventKind> = test
+        .events()
+        .into_iter()
+        .filter(|event| &event.key == key.key())
+        .map(|event| event.kind)
+        .collect();
+    assert!(
+        kinds
+            .iter()
+            .any(|kind| matches!(kind, EventKind::AugmentRetried { attempt: 1 })),
+        "{kinds:?}"
+    );
+    assert_eq!(test.recorder().count(key.key(), "conflict"), 0);
+    assert_eq!(test.recorder().count(key.key(), "augment-retried"), 1);
+}

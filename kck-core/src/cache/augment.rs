@@ -126,7 +126,7 @@ impl Inner {
     ) -> Result<InPlace, Error> {
         let def = handle.def;
         let pin = self.local.memo.pin(key);
-        for _ in 0..ATTEMPTS {
+        for attempt in 1..=ATTEMPTS {
             let epoch = self.local.memo.epoch();
             let now = self.clock.now();
             let stored = self.ports.entries().load(key).await?;
@@ -259,7 +259,10 @@ impl Inner {
                     if let Some(version) = current {
                         self.local.memo.observe(key, version);
                     }
-                    self.events.emit(key, EventKind::Conflict);
+                    if attempt < ATTEMPTS {
+                        let attempt = u32::try_from(attempt).unwrap_or(u32::MAX);
+                        self.events.emit(key, EventKind::AugmentRetried { attempt });
+                    }
                 }
             }
         }
