@@ -47,7 +47,11 @@
 //! costs no round trip. Every change of a value and every invalidation, by
 //! any process, is announced on the channel `kck_changes` and heard by every
 //! store through a dedicated `LISTEN` connection (never a pooled one), which
-//! drops the outdated memo copies.
+//! drops the outdated memo copies. A process hears another's change a
+//! moment after it commits; `Coordination::sync` waits until it has heard
+//! every change committed so far (a token sent on `kck_sync` comes back on
+//! the same connection after them), which tests of several processes use
+//! to read another's write deterministically.
 //!
 //! A write that keeps the value (a refresh that computed the same content,
 //! as most periodic refreshes do) is not announced: every memo's copy of the
