@@ -38,7 +38,7 @@ pub(crate) struct Watchers {
 
 impl Watchers {
     pub(crate) fn add(&self, watcher: Weak<dyn ChangeWatcher>) {
-        if !AtomicBool::load(&self.tracking, Ordering::SeqCst)
+        if !self.tracking()
             && let Some(watcher) = watcher.upgrade()
         {
             watcher.tracking(false);

@@ -327,13 +327,18 @@ impl TestCache {
     /// Recomputes the stored values among `keys` now, as a refresh does,
     /// and waits until every cache sharing the stubs has heard of it.
     async fn recompute(&self, keys: &[Key]) {
-        self.recompute_here(keys).await;
+        if self.recompute_here(keys).await == 0 {
+            return;
+        }
         for cache in self.stubs.caches() {
             hear_changes(&cache).await;
         }
     }
 
-    async fn recompute_here(&self, keys: &[Key]) {
+    /// Recomputes the stored values among `keys` here; returns how many
+    /// there were.
+    async fn recompute_here(&self, keys: &[Key]) -> usize {
+        let mut recomputed = 0;
         for key in keys {
             let stored = self
                 .cache
@@ -343,6 +348,7 @@ impl TestCache {
             if stored.is_none() {
                 continue;
             }
+            recomputed += 1;
             match self.cache.refresh_key(key).await {
                 Err(error) if error.kind() == ErrorKind::Store => {
                     panic!("kck-testing: the store failed: {error}")
@@ -352,6 +358,7 @@ impl TestCache {
                 Ok(()) | Err(_) => {}
             }
         }
+        recomputed
     }
 
     /// The jobs waiting to run, in the order workers take them (highest

@@ -48,6 +48,13 @@ struct Stubbed {
     uninstall: fn(&Cache) -> bool,
 }
 
+impl Stubbed {
+    /// Its stubs, as primer `P`'s.
+    fn set<P: Primer>(&self) -> Option<Arc<Mutex<StubSet<P>>>> {
+        self.set.clone().downcast::<Mutex<StubSet<P>>>().ok()
+    }
+}
+
 /// The stubs of a test, shared by every cache ("process") it runs.
 #[derive(Clone, Default)]
 pub(crate) struct Stubs {
@@ -80,22 +87,17 @@ impl Stubs {
     #[track_caller]
     fn with_set<P: Primer, R>(&self, f: impl FnOnce(&mut StubSet<P>) -> R) -> R {
         let mut shared = lock(&self.shared);
-        let set = match shared.primers.get(P::DEF.name) {
-            Some(stubbed) => stubbed.set.clone(),
-            None => {
-                let stubbed = stubbed::<P>(shared.reads.clone());
-                for cache in &shared.caches {
-                    install(&stubbed, P::DEF.name, cache);
-                }
-                let set = stubbed.set.clone();
-                shared.primers.insert(P::DEF.name, stubbed);
-                set
+        if !shared.primers.contains_key(P::DEF.name) {
+            let stubbed = stubbed::<P>(shared.reads.clone());
+            for cache in &shared.caches {
+                install(&stubbed, P::DEF.name, cache);
             }
-        };
-        drop(shared);
-        let Ok(set) = set.downcast::<Mutex<StubSet<P>>>() else {
+            shared.primers.insert(P::DEF.name, stubbed);
+        }
+        let Some(set) = shared.primers.get(P::DEF.name).and_then(Stubbed::set::<P>) else {
             unreachable!("the stubs of a primer are kept under its name")
         };
+        drop(shared);
         f(&mut lock(&set))
     }
 
@@ -122,10 +124,7 @@ impl Stubs {
     /// runs again. Says whether `key` had a stub.
     pub(crate) fn remove_value<P: Primer>(&self, key: &Key) -> bool {
         let mut shared = lock(&self.shared);
-        let Some(stubbed) = shared.primers.get(P::DEF.name) else {
-            return false;
-        };
-        let Ok(set) = stubbed.set.clone().downcast::<Mutex<StubSet<P>>>() else {
+        let Some(set) = shared.primers.get(P::DEF.name).and_then(Stubbed::set::<P>) else {
             return false;
         };
         let (removed, empty) = {
@@ -151,7 +150,7 @@ impl Stubs {
         shared
             .primers
             .get(P::DEF.name)
-            .and_then(|stubbed| stubbed.set.clone().downcast::<Mutex<StubSet<P>>>().ok())
+            .and_then(Stubbed::set::<P>)
             .is_some_and(|set| lock(&set).values.contains_key(key))
     }
 
