@@ -106,6 +106,7 @@
 //! value is not served, so a product that can never be stored is not
 //! silently recomputed by every read.
 
+mod catalog;
 mod convert;
 mod coordination;
 mod entries;

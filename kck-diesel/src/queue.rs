@@ -8,15 +8,16 @@ use futures_util::future::BoxFuture;
 use kck_core::clock::Timestamp;
 use kck_core::storage::{
     Claim, FailedJob, Job, JobId, JobRequest, JobWatcher, PendingJob, Queue, RefreshReason,
-    StoreError, Turnover,
+    RunningJob, StoreError, Turnover,
 };
 
 use crate::convert::{
     corrupt, deltas_from_json, deltas_to_json, from_pg, micros, parse_key, to_pg,
 };
 use crate::queue_sql::{
-    ClaimJobs, ClaimedRow, CompleteJobs, DueRow, Enqueue, ExtendJobs, FailJob, FailedJobs,
-    FailedRow, IdRow, NextDue, PendingJobs, PendingRow, RequeueJob, RowsRow,
+    CancelJob, ClaimJobs, ClaimedRow, CompleteJobs, DueRow, Enqueue, ExtendJobs, FailJob,
+    FailedJobs, FailedRow, IdRow, NextDue, PendingJobs, PendingRow, RequeueJob, RetryJob, RowsRow,
+    RunningJobs, RunningRow,
 };
 use crate::statement::Bind;
 use crate::store::PgStore;
@@ -75,6 +76,7 @@ impl FailedRow {
     fn into_failed(self) -> Result<FailedJob, StoreError> {
         let key = parse_key(&self.key)?;
         Ok(FailedJob {
+            id: JobId(self.id),
             reasons: reasons(&self.key, self.reasons)?,
             key,
             attempts: u32::try_from(self.attempts).unwrap_or(0),
@@ -86,12 +88,29 @@ impl FailedRow {
 impl PendingRow {
     fn into_pending(self) -> Result<PendingJob, StoreError> {
         Ok(PendingJob {
+            id: JobId(self.id),
             reasons: reasons(&self.key, self.reasons)?,
             key: parse_key(&self.key)?,
             due_at: from_pg(self.due_at),
             priority: self.priority,
             attempts: u32::try_from(self.attempts).unwrap_or(0),
             error: self.error,
+            deltas: usize::try_from(self.deltas).unwrap_or(0),
+        })
+    }
+}
+
+impl RunningRow {
+    fn into_running(self) -> Result<RunningJob, StoreError> {
+        Ok(RunningJob {
+            id: JobId(self.id),
+            reasons: reasons(&self.key, self.reasons)?,
+            key: parse_key(&self.key)?,
+            worker: self.worker,
+            lease_until: from_pg(self.lease_until),
+            due_at: from_pg(self.due_at),
+            priority: self.priority,
+            attempts: u32::try_from(self.attempts).unwrap_or(0),
             deltas: usize::try_from(self.deltas).unwrap_or(0),
         })
     }
@@ -277,6 +296,28 @@ impl Queue for PgStore {
                 .await?;
             rows.into_iter().map(PendingRow::into_pending).collect()
         })
+    }
+
+    fn running(&self, limit: usize) -> BoxFuture<'_, Result<Vec<RunningJob>, StoreError>> {
+        Box::pin(async move {
+            let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+            let rows: Vec<RunningRow> = self
+                .run::<RunningJobs, _>(vec![Bind::BigInt(limit)])
+                .await?;
+            rows.into_iter().map(RunningRow::into_running).collect()
+        })
+    }
+
+    fn retry(&self, id: JobId, now: Timestamp) -> BoxFuture<'_, Result<bool, StoreError>> {
+        Box::pin(async move {
+            let binds = vec![Bind::BigInt(id.0), Bind::Time(to_pg(now))];
+            let row: RowsRow = self.run_one::<RetryJob, _>(binds).await?;
+            Ok(row.rows > 0)
+        })
+    }
+
+    fn cancel(&self, id: JobId) -> BoxFuture<'_, Result<bool, StoreError>> {
+        Box::pin(async move { Ok(self.execute::<CancelJob>(vec![Bind::BigInt(id.0)]).await? == 1) })
     }
 
     fn watch_jobs(&self, watcher: Weak<dyn JobWatcher>) {

@@ -118,14 +118,39 @@ statements! {
          ) AS due";
 
     /// Jobs waiting to run, in claim order. Binds: limit.
-    PendingJobs = "SELECT key, due_at, priority, reasons, attempts, error, \
+    PendingJobs = "SELECT id, key, due_at, priority, reasons, attempts, error, \
                           jsonb_array_length(deltas)::bigint AS deltas \
                    FROM kck_jobs WHERE status = 'pending' \
                    ORDER BY priority DESC, due_at, id LIMIT {}";
 
     /// The jobs kept as failed. Binds: none.
-    FailedJobs = "SELECT key, attempts, COALESCE(error, '') AS error, reasons \
+    FailedJobs = "SELECT id, key, attempts, COALESCE(error, '') AS error, reasons \
                   FROM kck_jobs WHERE status = 'failed' ORDER BY key, id";
+
+    /// Claimed jobs, earliest lease end first. Binds: limit.
+    RunningJobs = "SELECT id, key, COALESCE(worker, '') AS worker, lease_until, due_at, priority, \
+                          reasons, attempts, jsonb_array_length(deltas)::bigint AS deltas \
+                   FROM kck_jobs WHERE status = 'running' \
+                   ORDER BY lease_until, id LIMIT {}";
+
+    /// Puts a failed job back as pending, its attempts counted from zero,
+    /// merging it into its key's pending job. Binds: id, due time.
+    RetryJob = concat!(
+        "WITH held AS ( \
+             DELETE FROM kck_jobs WHERE id = {} AND status = 'failed' \
+             RETURNING key, priority, reasons, deltas \
+         ), jobs AS ( \
+             SELECT key, {}::timestamptz AS due_at, priority, reasons, 0 AS attempts, \
+                    NULL::text AS error, deltas \
+             FROM held \
+         ), queued AS (",
+        insert_pending!(),
+        ") SELECT (SELECT count(*) FROM held) AS rows, \
+                  (SELECT count(pg_notify('kck_jobs', '')) FROM held) AS notified"
+    );
+
+    /// Removes a pending or failed job. Binds: id.
+    CancelJob = "DELETE FROM kck_jobs WHERE id = {} AND status IN ('pending', 'failed')";
 }
 
 /// How many rows a statement touched, and how many notifications it sent.
@@ -178,6 +203,8 @@ pub(crate) struct DueRow {
 /// A failed job.
 #[derive(Debug, QueryableByName)]
 pub(crate) struct FailedRow {
+    #[diesel(sql_type = BigInt)]
+    pub(crate) id: i64,
     #[diesel(sql_type = Text)]
     pub(crate) key: String,
     #[diesel(sql_type = Integer)]
@@ -191,6 +218,8 @@ pub(crate) struct FailedRow {
 /// A job waiting to run.
 #[derive(Debug, QueryableByName)]
 pub(crate) struct PendingRow {
+    #[diesel(sql_type = BigInt)]
+    pub(crate) id: i64,
     #[diesel(sql_type = Text)]
     pub(crate) key: String,
     #[diesel(sql_type = Timestamptz)]
@@ -203,6 +232,29 @@ pub(crate) struct PendingRow {
     pub(crate) attempts: i32,
     #[diesel(sql_type = Nullable<Text>)]
     pub(crate) error: Option<String>,
+    #[diesel(sql_type = BigInt)]
+    pub(crate) deltas: i64,
+}
+
+/// A claimed job.
+#[derive(Debug, QueryableByName)]
+pub(crate) struct RunningRow {
+    #[diesel(sql_type = BigInt)]
+    pub(crate) id: i64,
+    #[diesel(sql_type = Text)]
+    pub(crate) key: String,
+    #[diesel(sql_type = Text)]
+    pub(crate) worker: String,
+    #[diesel(sql_type = Timestamptz)]
+    pub(crate) lease_until: PgTimestamp,
+    #[diesel(sql_type = Timestamptz)]
+    pub(crate) due_at: PgTimestamp,
+    #[diesel(sql_type = SmallInt)]
+    pub(crate) priority: i16,
+    #[diesel(sql_type = Array<Text>)]
+    pub(crate) reasons: Vec<String>,
+    #[diesel(sql_type = Integer)]
+    pub(crate) attempts: i32,
     #[diesel(sql_type = BigInt)]
     pub(crate) deltas: i64,
 }

@@ -241,6 +241,8 @@ async fn migrate(url: &str, timeout: Duration) -> Result<(), StoreError> {
 impl From<PgStore> for Storage {
     fn from(store: PgStore) -> Self {
         let store = Arc::new(store);
-        Storage::of(store.clone()).with_queue_fed_by_saves(store)
+        Storage::of(store.clone())
+            .with_queue_fed_by_saves(store.clone())
+            .with_catalog(store)
     }
 }

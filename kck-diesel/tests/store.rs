@@ -46,6 +46,14 @@ async fn the_postgres_store_passes_the_coordination_suite() {
     conformance::check_coordination(&storage).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_postgres_store_passes_the_catalog_suite() {
+    let Some((_db, storage)) = postgres_storage().await else {
+        return;
+    };
+    conformance::check_catalog(&storage).await;
+}
+
 #[tokio::test]
 async fn connecting_to_an_unreachable_database_is_a_clear_transient_error() {
     // Nothing listens on port 1.

@@ -24,3 +24,8 @@ async fn the_memory_store_passes_the_coordination_suite() {
 async fn the_memory_queue_passes_the_queue_suite() {
     conformance::check_queue(Arc::new(MemoryQueue::new())).await;
 }
+
+#[tokio::test]
+async fn the_memory_store_passes_the_catalog_suite() {
+    conformance::check_catalog(&Storage::from(std::sync::Arc::new(MemoryStore::new()))).await;
+}

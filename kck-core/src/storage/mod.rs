@@ -9,7 +9,8 @@
 //! | [`EntryStore`] | values, metadata, dependency edges | `load`, `save`, `save_with_deltas`, `patch`, `remove`, `content_hashes`, `dependents`, `dependencies` | always |
 //! | [`Timetable`] | refresh times, schedule ticks, reads | `take_due_refreshes`, `claim_tick`, `keys_of`, `touch` | always |
 //! | [`Coordination`] | change notices and compute leases between caches | `watch`, `acquire_lease`, `renew_lease`, `release_lease`, `sync` | only for a store shared by several caches |
-//! | [`Queue`] | refresh jobs | `enqueue`, `claim`, `extend`, `complete`, `complete_and_claim`, `fail`, `release`, `next_due`, `failed`, `pending`, `watch_jobs` | no: a cache without one uses a [`MemoryQueue`] |
+//! | [`Queue`] | refresh jobs | `enqueue`, `claim`, `extend`, `complete`, `complete_and_claim`, `fail`, `release`, `next_due`, `failed`, `pending`, `running`, `retry`, `cancel`, `watch_jobs` | no: a cache without one uses a [`MemoryQueue`] |
+//! | [`Catalog`] | nothing of its own: lists and counts entries | `products`, `census` | only for operators' tools ([`Cache::inspect`](crate::Cache::inspect)) |
 //!
 //! A store keeps serialized entries (JSON bytes and metadata); it knows
 //! nothing of primers or types. The [`Cache`](crate::Cache) decodes values
@@ -34,12 +35,17 @@
 //!   [`Storage::with_queue`]; if its saves queue the dependents' refreshes
 //!   themselves, in the same transaction, with
 //!   [`Storage::with_queue_fed_by_saves`].
+//! - Without a [`Catalog`], operators' tools cannot list the store's
+//!   products ([`Cache::inspect`](crate::Cache::inspect) says so); give one
+//!   with [`Storage::with_catalog`].
 //!
 //! `kck-testing` has a conformance suite per port (`check_entries`,
-//! `check_timetable`, `check_coordination`, `check_queue`): run each on the
+//! `check_timetable`, `check_coordination`, `check_queue`,
+//! `check_catalog`): run each on the
 //! ports your store implements. [`MemoryStore`] is the reference they are
 //! checked against; `kck-diesel`'s `PgStore` implements every port.
 
+mod catalog;
 mod common;
 mod coordination;
 mod entries;
@@ -49,6 +55,9 @@ mod timetable;
 
 use std::sync::Arc;
 
+pub use catalog::{
+    Catalog, Census, ProductPage, ProductQuery, ProductState, ProductSummary, UnknownState,
+};
 pub use common::{ContentHash, JobDelta, StoreError, Version};
 pub(crate) use coordination::Alone;
 pub use coordination::{ChangeWatcher, Coordination, Lease};
@@ -58,7 +67,7 @@ pub use entries::{
 pub use memory::{MemoryQueue, MemoryStore};
 pub use queue::{
     Claim, FailedJob, Job, JobId, JobRequest, JobWatcher, PendingJob, Queue, RefreshReason,
-    Turnover,
+    RunningJob, Turnover,
 };
 pub use timetable::{DueRefreshes, TickClaim, Timetable};
 
@@ -75,6 +84,7 @@ pub struct Storage {
     coordination: Arc<dyn Coordination>,
     queue: Option<Arc<dyn Queue>>,
     queue_fed_by_saves: bool,
+    catalog: Option<Arc<dyn Catalog>>,
 }
 
 impl Storage {
@@ -106,6 +116,7 @@ impl Storage {
             coordination: Arc::new(Alone),
             queue: None,
             queue_fed_by_saves: false,
+            catalog: None,
         }
     }
 
@@ -141,6 +152,13 @@ impl Storage {
         self
     }
 
+    /// Lists and counts the store's entries for operators' tools.
+    #[must_use]
+    pub fn with_catalog(mut self, catalog: Arc<dyn Catalog>) -> Self {
+        self.catalog = Some(catalog);
+        self
+    }
+
     /// The entries port.
     pub fn entries(&self) -> &Arc<dyn EntryStore> {
         &self.entries
@@ -162,6 +180,11 @@ impl Storage {
         self.queue.as_ref()
     }
 
+    /// The store's catalog, if it has one.
+    pub fn catalog(&self) -> Option<&Arc<dyn Catalog>> {
+        self.catalog.as_ref()
+    }
+
     /// Whether the store's writes queue their dependents' refreshes
     /// ([`Storage::with_queue_fed_by_saves`]).
     pub fn queue_fed_by_saves(&self) -> bool {
@@ -174,6 +197,7 @@ impl std::fmt::Debug for Storage {
         f.debug_struct("Storage")
             .field("queue", &self.queue.is_some())
             .field("queue_fed_by_saves", &self.queue_fed_by_saves)
+            .field("catalog", &self.catalog.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -190,6 +214,8 @@ impl From<MemoryStore> for Storage {
 impl From<Arc<MemoryStore>> for Storage {
     fn from(store: Arc<MemoryStore>) -> Self {
         let queue: Arc<dyn Queue> = store.queue().clone();
-        Storage::of(store).with_queue(queue)
+        Storage::of(store.clone())
+            .with_queue(queue)
+            .with_catalog(store)
     }
 }

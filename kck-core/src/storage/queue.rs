@@ -112,6 +112,21 @@ pub trait Queue: Send + Sync + 'static {
     /// this is how tests and operators look at the queue.
     fn pending(&self, limit: usize) -> BoxFuture<'_, Result<Vec<PendingJob>, StoreError>>;
 
+    /// Up to `limit` claimed jobs, earliest lease end first: who runs them,
+    /// until when. Changes nothing.
+    fn running(&self, limit: usize) -> BoxFuture<'_, Result<Vec<RunningJob>, StoreError>>;
+
+    /// Puts failed job `id` back as pending, due at `now`, with its
+    /// attempts counted from zero again (merged into its key's pending job
+    /// if there is one, as [`Queue::enqueue`] merges), and wakes the
+    /// watchers. `false` if there is no failed job `id`.
+    fn retry(&self, id: JobId, now: Timestamp) -> BoxFuture<'_, Result<bool, StoreError>>;
+
+    /// Removes pending or failed job `id`; `false` if there is none. A
+    /// running job is not removed (its worker finishes it): cancel it once
+    /// it is pending or failed again.
+    fn cancel(&self, id: JobId) -> BoxFuture<'_, Result<bool, StoreError>>;
+
     /// Registers a watcher woken whenever jobs are enqueued, for as long as
     /// it lives.
     fn watch_jobs(&self, watcher: Weak<dyn JobWatcher>);
@@ -225,6 +240,12 @@ impl fmt::Display for RefreshReason {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct JobId(pub i64);
 
+impl fmt::Display for JobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
 /// A worker's hold on a claimed job. The token changes with every claim:
 /// a worker that lost the job cannot complete or fail it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -266,6 +287,8 @@ pub struct Turnover {
 /// A job waiting to run, as [`Queue::pending`] lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PendingJob {
+    /// The job.
+    pub id: JobId,
     /// The product to refresh.
     pub key: Key,
     /// When it is due.
@@ -282,9 +305,34 @@ pub struct PendingJob {
     pub deltas: usize,
 }
 
+/// A claimed job, as [`Queue::running`] lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunningJob {
+    /// The job.
+    pub id: JobId,
+    /// The product it refreshes.
+    pub key: Key,
+    /// The worker that claimed it.
+    pub worker: String,
+    /// When its lease ends: another worker may claim it from then on.
+    pub lease_until: Timestamp,
+    /// When it was due.
+    pub due_at: Timestamp,
+    /// Its priority.
+    pub priority: i16,
+    /// Every reason merged into it.
+    pub reasons: Vec<RefreshReason>,
+    /// Failed attempts before this one.
+    pub attempts: u32,
+    /// How many deltas it carries.
+    pub deltas: usize,
+}
+
 /// A job kept as failed after its last attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FailedJob {
+    /// The job: [`Queue::retry`] and [`Queue::cancel`] take it.
+    pub id: JobId,
     /// The product it refreshed.
     pub key: Key,
     /// Attempts made.

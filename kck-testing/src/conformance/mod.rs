@@ -24,8 +24,9 @@
 //! A store that implements only some ports runs the suites of those:
 //! [`check_entries`] and [`check_timetable`] always,
 //! [`check_coordination`] if several caches may share it, [`check_queue`]
-//! if it holds a queue.
+//! if it holds a queue, [`check_catalog`] if it has a catalog.
 
+mod catalog;
 mod coordination;
 mod entries;
 mod queue;
@@ -33,6 +34,7 @@ mod timetable;
 
 use std::time::Duration;
 
+pub use catalog::check_catalog;
 pub use coordination::check_coordination;
 pub use entries::check_entries;
 use kck_core::Key;
@@ -45,7 +47,7 @@ pub use queue::check_queue;
 pub use timetable::check_timetable;
 
 /// Runs the suite of every port `storage` has: timetable, entries,
-/// coordination, and its queue if it has one. The store must be empty and
+/// coordination, and its catalog and queue if it has them. The store must be empty and
 /// used by no one else meanwhile.
 ///
 /// # Panics
@@ -56,6 +58,9 @@ pub async fn check_storage(storage: impl Into<Storage>) {
     check_timetable(&storage).await;
     check_entries(&**storage.entries()).await;
     check_coordination(&storage).await;
+    if storage.catalog().is_some() {
+        check_catalog(&storage).await;
+    }
     if let Some(queue) = storage.queue() {
         check_queue(queue.clone()).await;
     }

@@ -18,7 +18,7 @@ use std::time::Duration;
 use kck_core::Key;
 use kck_core::clock::Timestamp;
 use kck_core::storage::{
-    Claim, ContentHash, JobDelta, JobRequest, JobWatcher, PendingJob, Queue, RefreshReason,
+    Claim, ContentHash, JobDelta, JobId, JobRequest, JobWatcher, PendingJob, Queue, RefreshReason,
     Turnover,
 };
 use tokio::sync::watch;
@@ -47,6 +47,7 @@ pub async fn check_queue(queue: Arc<dyn Queue>) {
     ordering(&*queue).await;
     leases_and_fencing(&*queue).await;
     retries_and_failures(&*queue).await;
+    operators(&*queue).await;
     release(&*queue).await;
     batches(&*queue).await;
     deltas(&*queue).await;
@@ -341,6 +342,177 @@ async fn retries_and_failures(queue: &dyn Queue) {
         pending(queue, 10).await.is_empty(),
         "a failed job is not listed as pending"
     );
+}
+
+/// What an operator sees and does: running jobs with their worker, ids on
+/// every listing, retrying a failed job (merged into a pending one of its
+/// key), cancelling pending and failed jobs but not running ones.
+async fn operators(queue: &dyn Queue) {
+    let failed_of = |key: Key| async move {
+        let failed = queue
+            .failed()
+            .await
+            .unwrap_or_else(|e| panic!("failed: {e}"));
+        failed
+            .into_iter()
+            .filter(|f| f.key == key)
+            .collect::<Vec<_>>()
+    };
+    let pending_of = |key: Key| async move {
+        let listed = pending(queue, 100).await;
+        listed
+            .into_iter()
+            .filter(|p| p.key == key)
+            .collect::<Vec<_>>()
+    };
+
+    // A running job is listed with its worker and lease, and stays.
+    let k = key("queue_ops/1");
+    enqueue(
+        queue,
+        &[JobRequest::new(k.clone(), at(5000), RefreshReason::Stale)],
+    )
+    .await;
+    let job = claim(queue, "worker-ops", 1, at(5000)).await.remove(0);
+    let running = queue
+        .running(100)
+        .await
+        .unwrap_or_else(|e| panic!("running: {e}"));
+    let running: Vec<_> = running.into_iter().filter(|r| r.key == k).collect();
+    assert_eq!(running.len(), 1, "a claimed job is listed as running");
+    assert_eq!(
+        (
+            running[0].id,
+            running[0].worker.as_str(),
+            running[0].lease_until
+        ),
+        (job.claim.job, "worker-ops", at(5000) + LEASE),
+        "with its id, worker and lease"
+    );
+    assert_eq!(running[0].reasons, [RefreshReason::Stale]);
+    assert_eq!(
+        queue.cancel(job.claim.job).await.ok(),
+        Some(false),
+        "a running job is not cancelled"
+    );
+    assert!(
+        complete(queue, &job.claim).await,
+        "and its worker completes it"
+    );
+
+    // A pending job is cancelled by its id, once.
+    let k = key("queue_ops/2");
+    enqueue(
+        queue,
+        &[JobRequest::new(k.clone(), at(5000), RefreshReason::Stale)],
+    )
+    .await;
+    let listed = pending_of(k.clone()).await;
+    assert_eq!(listed.len(), 1);
+    assert_eq!(
+        queue.cancel(listed[0].id).await.ok(),
+        Some(true),
+        "cancel a pending job"
+    );
+    assert!(
+        pending_of(k.clone()).await.is_empty(),
+        "a cancelled job is gone"
+    );
+    assert_eq!(
+        queue.cancel(listed[0].id).await.ok(),
+        Some(false),
+        "cancel it again"
+    );
+
+    // A failed job is retried: pending again, due now, attempts from zero.
+    let k = key("queue_retry/1");
+    let failed = failed_of(k.clone()).await;
+    assert_eq!(failed.len(), 1, "the failed job of the retries check");
+    let id = failed[0].id;
+    assert_eq!(
+        queue.retry(id, at(6000)).await.ok(),
+        Some(true),
+        "retry a failed job"
+    );
+    assert!(
+        failed_of(k.clone()).await.is_empty(),
+        "it is no longer failed"
+    );
+    let listed = pending_of(k.clone()).await;
+    assert_eq!(listed.len(), 1, "it is pending");
+    assert_eq!(
+        (listed[0].due_at, listed[0].attempts),
+        (at(6000), 0),
+        "due now, its attempts counted afresh"
+    );
+    assert_eq!(
+        queue.retry(id, at(6000)).await.ok(),
+        Some(false),
+        "retry it again"
+    );
+    let job = claim(queue, "w", 1, at(6000)).await.remove(0);
+    assert_eq!(job.key, k, "the retried job runs");
+    assert!(complete(queue, &job.claim).await);
+
+    // A retry merges into the pending job of its key.
+    let k = key("queue_ops/3");
+    enqueue(
+        queue,
+        &[JobRequest::new(k.clone(), at(6100), RefreshReason::Stale)],
+    )
+    .await;
+    let job = claim(queue, "w", 1, at(6100)).await.remove(0);
+    assert_eq!(
+        queue.fail(&job.claim, "broken", None).await.ok(),
+        Some(true)
+    );
+    enqueue(
+        queue,
+        &[JobRequest::new(
+            k.clone(),
+            at(7000),
+            RefreshReason::Interval,
+        )],
+    )
+    .await;
+    let failed = failed_of(k.clone()).await;
+    assert_eq!(queue.retry(failed[0].id, at(6500)).await.ok(), Some(true));
+    let listed = pending_of(k.clone()).await;
+    assert_eq!(listed.len(), 1, "one pending job per key");
+    assert_eq!(listed[0].due_at, at(6500), "the earliest due time");
+    assert!(
+        listed[0].reasons.contains(&RefreshReason::Stale)
+            && listed[0].reasons.contains(&RefreshReason::Interval),
+        "both reasons: {:?}",
+        listed[0].reasons
+    );
+    assert_eq!(queue.cancel(listed[0].id).await.ok(), Some(true));
+
+    // A failed job is cancelled; unknown ids change nothing.
+    let k = key("queue_ops/4");
+    enqueue(
+        queue,
+        &[JobRequest::new(k.clone(), at(6200), RefreshReason::Stale)],
+    )
+    .await;
+    let job = claim(queue, "w", 1, at(6200)).await.remove(0);
+    assert_eq!(
+        queue.fail(&job.claim, "broken", None).await.ok(),
+        Some(true)
+    );
+    let failed = failed_of(k.clone()).await;
+    assert_eq!(
+        queue.cancel(failed[0].id).await.ok(),
+        Some(true),
+        "cancel a failed job"
+    );
+    assert!(
+        failed_of(k).await.is_empty(),
+        "a cancelled failed job is gone"
+    );
+    let unknown = JobId(i64::MAX);
+    assert_eq!(queue.retry(unknown, at(6300)).await.ok(), Some(false));
+    assert_eq!(queue.cancel(unknown).await.ok(), Some(false));
 }
 
 async fn pending(queue: &dyn Queue, limit: usize) -> Vec<PendingJob> {

@@ -12,7 +12,7 @@ use crate::clock::Timestamp;
 use crate::key::Key;
 use crate::storage::{
     Claim, FailedJob, Job, JobDelta, JobId, JobRequest, JobWatcher, PendingJob, Queue,
-    RefreshReason, StoreError,
+    RefreshReason, RunningJob, StoreError,
 };
 
 /// A [`Queue`] in process memory: the default queue, for a cache whose
@@ -51,6 +51,8 @@ struct Row {
     attempts: u32,
     error: Option<String>,
     deltas: Vec<JobDelta>,
+    /// The worker of the last claim.
+    worker: Option<Arc<str>>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -242,6 +244,7 @@ impl State {
                 attempts,
                 error: None,
                 deltas,
+                worker: None,
             },
         );
         self.index(self.last_id);
@@ -290,7 +293,6 @@ impl Queue for MemoryQueue {
         lease: Duration,
         now: Timestamp,
     ) -> BoxFuture<'a, Result<Vec<Job>, StoreError>> {
-        let _ = worker;
         let mut state = self.lock();
         let ids = state.claimable(limit, now);
         let mut claimed = Vec::with_capacity(ids.len());
@@ -306,6 +308,7 @@ impl Queue for MemoryQueue {
                     token,
                     until: now + lease,
                 };
+                row.worker = Some(Arc::from(worker));
             });
             let Some(row) = state.jobs.get(&id) else {
                 continue;
@@ -458,9 +461,10 @@ impl Queue for MemoryQueue {
         let failed = self
             .lock()
             .jobs
-            .values()
-            .filter(|row| row.status == Status::Failed)
-            .map(|row| FailedJob {
+            .iter()
+            .filter(|(_, row)| row.status == Status::Failed)
+            .map(|(&id, row)| FailedJob {
+                id: JobId(id),
                 key: row.key.clone(),
                 attempts: row.attempts,
                 error: row.error.clone().unwrap_or_default(),
@@ -476,8 +480,9 @@ impl Queue for MemoryQueue {
             .order
             .iter()
             .take(limit)
-            .filter_map(|(_, _, id)| state.jobs.get(id))
-            .map(|row| PendingJob {
+            .filter_map(|(_, _, id)| Some((*id, state.jobs.get(id)?)))
+            .map(|(id, row)| PendingJob {
+                id: JobId(id),
                 key: row.key.clone(),
                 due_at: row.due_at,
                 priority: row.priority,
@@ -489,6 +494,65 @@ impl Queue for MemoryQueue {
             .collect();
         drop(state);
         Box::pin(ready(Ok(pending)))
+    }
+
+    fn running(&self, limit: usize) -> BoxFuture<'_, Result<Vec<RunningJob>, StoreError>> {
+        let state = self.lock();
+        let running = state
+            .leases
+            .iter()
+            .take(limit)
+            .filter_map(|&(until, id)| {
+                let row = state.jobs.get(&id)?;
+                Some(RunningJob {
+                    id: JobId(id),
+                    key: row.key.clone(),
+                    worker: row.worker.as_deref().unwrap_or_default().to_owned(),
+                    lease_until: until,
+                    due_at: row.due_at,
+                    priority: row.priority,
+                    reasons: row.reasons.clone(),
+                    attempts: row.attempts,
+                    deltas: row.deltas.len(),
+                })
+            })
+            .collect();
+        drop(state);
+        Box::pin(ready(Ok(running)))
+    }
+
+    fn retry(&self, id: JobId, now: Timestamp) -> BoxFuture<'_, Result<bool, StoreError>> {
+        let mut state = self.lock();
+        let failed = state
+            .jobs
+            .get(&id.0)
+            .is_some_and(|row| row.status == Status::Failed);
+        if failed && let Some(row) = state.jobs.remove(&id.0) {
+            state.add_pending(row.key, now, row.priority, row.reasons, 0, row.deltas);
+        }
+        drop(state);
+        if failed {
+            self.wake();
+        }
+        Box::pin(ready(Ok(failed)))
+    }
+
+    fn cancel(&self, id: JobId) -> BoxFuture<'_, Result<bool, StoreError>> {
+        let mut state = self.lock();
+        let cancelled = match state.jobs.get(&id.0).map(|row| row.status) {
+            Some(Status::Pending | Status::Failed) => {
+                state.unindex(id.0);
+                if let Some(row) = state.jobs.remove(&id.0)
+                    && state.pending.get(&row.key) == Some(&id.0)
+                {
+                    state.pending.remove(&row.key);
+                }
+                true
+            }
+            Some(Status::Running { .. }) | None => false,
+        };
+        drop(state);
+        Box::pin(ready(Ok(cancelled)))
     }
 
     fn watch_jobs(&self, watcher: Weak<dyn JobWatcher>) {

@@ -2,6 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::future::ready;
+use std::ops::Bound;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::Duration;
 
@@ -11,12 +12,13 @@ use super::MemoryQueue;
 use crate::clock::{Clock, SystemClock, Timestamp};
 use crate::key::Key;
 use crate::storage::{
-    ChangeWatcher, ContentHash, Coordination, DueRefreshes, Edge, Entry, EntryPatch, EntryStore,
-    Expect, Lease, Saved, StoreError, StoredEntry, TickClaim, Timetable, Version,
+    Catalog, Census, ChangeWatcher, ContentHash, Coordination, DueRefreshes, Edge, Entry,
+    EntryMeta, EntryPatch, EntryStore, Expect, Lease, ProductPage, ProductQuery, ProductState,
+    ProductSummary, Saved, StoreError, StoredEntry, TickClaim, Timetable, Version,
 };
 
-/// A store in process memory, implementing [`EntryStore`], [`Timetable`] and
-/// [`Coordination`]: the default store, and the reference the conformance
+/// A store in process memory, implementing [`EntryStore`], [`Timetable`],
+/// [`Coordination`] and [`Catalog`]: the default store, and the reference the conformance
 /// suites of `kck-testing` are checked against.
 ///
 /// Several caches may share one `MemoryStore` (through an `Arc`): it tells
@@ -49,6 +51,8 @@ pub struct MemoryStore {
 #[derive(Default)]
 struct State {
     entries: HashMap<Key, (Version, Entry)>,
+    /// Every key, in listing order (see [`Catalog`]).
+    listed: BTreeSet<Listed>,
     /// Reverse edges: dependency -> the keys whose entries list it, and
     /// what they saw of it.
     dependents: HashMap<Key, BTreeMap<Key, Option<ContentHash>>>,
@@ -60,6 +64,29 @@ struct State {
     /// Entries whose periodic refresh stopped for want of readers.
     retired: HashSet<Key>,
     last_version: i64,
+}
+
+/// A key in the catalog's listing order: by primer, then by key.
+#[derive(Clone, PartialEq, Eq)]
+struct Listed(Key);
+
+impl Listed {
+    /// The first place a key of `primer` may take.
+    fn first_of(primer: &str) -> Self {
+        Listed(Key::from_written(primer))
+    }
+}
+
+impl Ord for Listed {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.0.primer(), self.0.as_str()).cmp(&(other.0.primer(), other.0.as_str()))
+    }
+}
+
+impl PartialOrd for Listed {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
 }
 
 /// What a write tells the watchers, once the state is unlocked.
@@ -186,6 +213,8 @@ impl State {
             self.unlink(&old.key, &old.dependencies);
             self.unschedule(&old);
             entry.meta.read_at = entry.meta.read_at.max(old.meta.read_at);
+        } else {
+            self.listed.insert(Listed(entry.key.clone()));
         }
         self.retired.remove(&entry.key);
         if let Some(at) = entry.meta.refresh_at {
@@ -224,6 +253,7 @@ impl State {
         let Some((_, old)) = self.entries.remove(key) else {
             return (None, None);
         };
+        self.listed.remove(&Listed(key.clone()));
         self.unlink(key, &old.dependencies);
         self.unschedule(&old);
         self.retired.remove(key);
@@ -278,6 +308,113 @@ impl State {
             }
         }
         taken
+    }
+}
+
+impl State {
+    /// The keys of `primer` in listing order, after `after` if given.
+    fn of_primer<'s>(
+        &'s self,
+        primer: &'s str,
+        after: Option<&Key>,
+    ) -> impl Iterator<Item = &'s Listed> + 's {
+        let from = match after {
+            Some(after) if after.primer() == primer => Bound::Excluded(Listed(after.clone())),
+            _ => Bound::Included(Listed::first_of(primer)),
+        };
+        self.listed
+            .range((from, Bound::Unbounded))
+            .take_while(move |listed| listed.0.primer() == primer)
+    }
+
+    /// The state of the entry of `key` at `now`.
+    fn state_of(
+        &self,
+        key: &Key,
+        meta: &EntryMeta,
+        now: Timestamp,
+        leases_at: Timestamp,
+    ) -> ProductState {
+        let computing = self
+            .leases
+            .get(key)
+            .is_some_and(|(_, until)| *until > leases_at);
+        ProductState::of(meta, computing, now)
+    }
+}
+
+impl Catalog for MemoryStore {
+    fn products<'a>(
+        &'a self,
+        query: &'a ProductQuery,
+    ) -> BoxFuture<'a, Result<ProductPage, StoreError>> {
+        if query.limit == 0 || query.scan == 0 {
+            return Box::pin(ready(Ok(ProductPage {
+                products: Vec::new(),
+                next: query.after.clone(),
+            })));
+        }
+        let leases_at = self.clock.now();
+        let state = self.lock();
+        let scanned: Box<dyn Iterator<Item = &Listed>> = match &query.primer {
+            Some(primer) => Box::new(state.of_primer(primer, query.after.as_ref())),
+            None => {
+                let from = match &query.after {
+                    Some(after) => Bound::Excluded(Listed(after.clone())),
+                    None => Bound::Unbounded,
+                };
+                Box::new(state.listed.range((from, Bound::Unbounded)))
+            }
+        };
+        let mut page = ProductPage::default();
+        let mut last = None;
+        for (examined, listed) in scanned.enumerate() {
+            if page.products.len() == query.limit || examined == query.scan {
+                page.next = last;
+                break;
+            }
+            last = Some(listed.0.clone());
+            let Some((version, entry)) = state.entries.get(&listed.0) else {
+                continue;
+            };
+            let product_state = state.state_of(&entry.key, &entry.meta, query.now, leases_at);
+            if query.state.is_none_or(|wanted| wanted == product_state) {
+                page.products.push(ProductSummary {
+                    key: entry.key.clone(),
+                    version: *version,
+                    meta: entry.meta.clone(),
+                    state: product_state,
+                    size: entry.value.len() as u64,
+                });
+            }
+        }
+        drop(state);
+        Box::pin(ready(Ok(page)))
+    }
+
+    fn census<'a>(
+        &'a self,
+        primer: &'a str,
+        now: Timestamp,
+        cap: usize,
+    ) -> BoxFuture<'a, Result<Census, StoreError>> {
+        let leases_at = self.clock.now();
+        let state = self.lock();
+        let mut census = Census {
+            complete: true,
+            ..Census::default()
+        };
+        for (counted, listed) in state.of_primer(primer, None).enumerate() {
+            if counted == cap {
+                census.complete = false;
+                break;
+            }
+            if let Some((_, entry)) = state.entries.get(&listed.0) {
+                census.add(state.state_of(&listed.0, &entry.meta, now, leases_at), 1);
+            }
+        }
+        drop(state);
+        Box::pin(ready(Ok(census)))
     }
 }
 
@@ -389,14 +526,11 @@ impl Timetable for MemoryStore {
     }
 
     fn keys_of<'a>(&'a self, primer: &'a str) -> BoxFuture<'a, Result<Vec<Key>, StoreError>> {
-        let mut keys: Vec<Key> = self
+        let keys: Vec<Key> = self
             .lock()
-            .entries
-            .keys()
-            .filter(|key| key.primer() == primer)
-            .cloned()
+            .of_primer(primer, None)
+            .map(|listed| listed.0.clone())
             .collect();
-        keys.sort();
         Box::pin(ready(Ok(keys)))
     }
 

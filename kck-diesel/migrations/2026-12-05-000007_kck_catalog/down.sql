@@ -1,0 +1,2 @@
+CREATE INDEX kck_entries_primer ON kck_entries (primer);
+DROP INDEX kck_entries_listing;

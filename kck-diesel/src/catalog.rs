@@ -1,0 +1,302 @@
+//! [`PgStore`] as a [`Catalog`]: pages and counts of `kck_entries`, each
+//! read through the index on `(primer, key)` and bounded by the query's
+//! scan or cap, so that a store of millions answers in milliseconds.
+
+use diesel::QueryableByName;
+use diesel::sql_types::{BigInt, Bool, Nullable, Text};
+use futures_util::future::BoxFuture;
+use kck_core::Key;
+use kck_core::clock::Timestamp;
+use kck_core::storage::{
+    Catalog, Census, ProductPage, ProductQuery, ProductState, ProductSummary, StoreError,
+};
+
+use crate::convert::{corrupt, parse_key, to_pg};
+use crate::sql::EntryRow;
+use crate::statement::{Bind, Sql, statements};
+use crate::store::PgStore;
+
+/// A product's state at a bound instant (binds: now, now), as
+/// [`ProductState::of`] decides it; leases are judged by the database's
+/// clock, as they are taken.
+macro_rules! state_of {
+    () => {
+        "CASE WHEN e.error_message IS NOT NULL THEN 'failing' \
+              WHEN e.expires_at <= {}::timestamptz THEN 'expired' \
+              WHEN EXISTS (SELECT 1 FROM kck_leases l \
+                           WHERE l.key = e.key AND l.expires_at > clock_timestamp()) THEN 'computing' \
+              WHEN e.stale_at <= {}::timestamptz THEN 'stale' \
+              ELSE 'fresh' END"
+    };
+}
+
+/// A page of products from the entries that `$scanned` selects (`key`, in
+/// listing order, `LIMIT scan + 1`). Binds after `$scanned`'s: scan, now,
+/// now, state (nullable) twice, limit + 1, scan.
+macro_rules! page {
+    ($scanned:expr) => {
+        concat!(
+            "WITH scanned AS MATERIALIZED ( \
+                 SELECT key, row_number() OVER (ORDER BY primer, key) AS n FROM (",
+            $scanned,
+            ") AS s \
+             ), examined AS ( SELECT key, n FROM scanned WHERE n <= {} \
+             ), page AS ( \
+                 SELECT x.n, e.key, e.version, ''::text AS value, e.computed_at, e.changed_at, \
+                        e.stale_at, e.refresh_at, e.expires_at, e.content_hash, e.code_version, \
+                        e.compute_micros, e.error_message, e.error_at, e.error_attempts, \
+                        e.read_at, pg_column_size(e.value)::bigint AS size, ",
+            state_of!(),
+            " AS state \
+                 FROM examined x JOIN kck_entries e ON e.key = x.key \
+             ) \
+             SELECT p.*, (SELECT key FROM examined ORDER BY n DESC LIMIT 1) AS last_examined, \
+                    EXISTS (SELECT 1 FROM scanned WHERE n > {}) AS more \
+             FROM page p WHERE {}::text IS NULL OR p.state = {} \
+             ORDER BY p.n LIMIT {}"
+        )
+    };
+}
+
+/// The entries a page examines, of every primer. Binds: the cursor's
+/// primer and key ('' for the first page), scan + 1.
+macro_rules! scanned_all {
+    () => {
+        "SELECT primer, key FROM kck_entries WHERE (primer, key) > ({}, {}) \
+         ORDER BY primer, key LIMIT {}"
+    };
+}
+
+/// The entries a page examines, of one primer. Binds: the primer, the
+/// cursor's key ('' for the first page), scan + 1.
+macro_rules! scanned_primer {
+    () => {
+        "SELECT primer, key FROM kck_entries WHERE primer = {} AND key > {} ORDER BY key LIMIT {}"
+    };
+}
+
+/// Where an empty page's scan ended (binds: as the page's scan, then scan,
+/// scan).
+macro_rules! scan_end {
+    ($scanned:expr) => {
+        concat!(
+            "WITH scanned AS MATERIALIZED ( \
+                 SELECT key, row_number() OVER (ORDER BY primer, key) AS n FROM (",
+            $scanned,
+            ") AS s ) \
+             SELECT (SELECT key FROM scanned WHERE n <= {} ORDER BY n DESC LIMIT 1) AS last_examined, \
+                    EXISTS (SELECT 1 FROM scanned WHERE n > {}) AS more"
+        )
+    };
+}
+
+statements! {
+    /// A page of products of every primer.
+    PageAll = page!(scanned_all!());
+    /// A page of one primer's products.
+    PagePrimer = page!(scanned_primer!());
+    /// Where an empty page of every primer ended.
+    ScanEndAll = scan_end!(scanned_all!());
+    /// Where an empty page of one primer ended.
+    ScanEndPrimer = scan_end!(scanned_primer!());
+
+    /// A primer's entries per state, the first `cap` of them. Binds: now,
+    /// now, primer, cap + 1, cap, cap.
+    CensusOf = concat!(
+        "WITH counted AS MATERIALIZED ( \
+             SELECT state, row_number() OVER (ORDER BY key) AS n FROM ( \
+                 SELECT e.key, ",
+        state_of!(),
+        " AS state FROM kck_entries e WHERE e.primer = {} ORDER BY e.key LIMIT {} \
+             ) AS s \
+         ) \
+         SELECT state, count(*) FILTER (WHERE n <= {}) AS count, bool_or(n > {}) AS more \
+         FROM counted GROUP BY state"
+    );
+}
+
+/// A product of a page.
+#[derive(Debug, QueryableByName)]
+struct PageRow {
+    #[diesel(embed)]
+    entry: EntryRow,
+    #[diesel(sql_type = BigInt)]
+    size: i64,
+    #[diesel(sql_type = Text)]
+    state: String,
+    #[diesel(sql_type = Nullable<Text>)]
+    last_examined: Option<String>,
+    #[diesel(sql_type = Bool)]
+    more: bool,
+}
+
+/// Where a scan ended.
+#[derive(Debug, QueryableByName)]
+struct ScanEndRow {
+    #[diesel(sql_type = Nullable<Text>)]
+    last_examined: Option<String>,
+    #[diesel(sql_type = Bool)]
+    more: bool,
+}
+
+/// The count of one state.
+#[derive(Debug, QueryableByName)]
+struct CountRow {
+    #[diesel(sql_type = Text)]
+    state: String,
+    #[diesel(sql_type = BigInt)]
+    count: i64,
+    #[diesel(sql_type = Bool)]
+    more: bool,
+}
+
+fn state(key: &str, text: &str) -> Result<ProductState, StoreError> {
+    text.parse()
+        .map_err(|_| corrupt(key, format!("unknown state `{text}`")))
+}
+
+/// The binds of the entries a page examines, and the scan's size.
+fn scan_binds(query: &ProductQuery) -> (Vec<Bind>, i64) {
+    let scan = i64::try_from(query.scan).unwrap_or(i64::MAX - 1);
+    let after = query
+        .after
+        .as_ref()
+        .map_or_else(String::new, |key| key.as_str().to_owned());
+    let binds = match &query.primer {
+        Some(primer) => {
+            // A cursor of another primer's key starts the primer afresh.
+            let after = match &query.after {
+                Some(key) if key.primer() == primer => after,
+                _ => String::new(),
+            };
+            vec![Bind::Text(primer.clone()), Bind::Text(after)]
+        }
+        None => {
+            let primer = query
+                .after
+                .as_ref()
+                .map_or_else(String::new, |key| key.primer().to_owned());
+            vec![Bind::Text(primer), Bind::Text(after)]
+        }
+    };
+    let mut binds = binds;
+    binds.push(Bind::BigInt(scan + 1));
+    (binds, scan)
+}
+
+impl PgStore {
+    async fn page<P: Sql, E: Sql>(&self, query: &ProductQuery) -> Result<ProductPage, StoreError> {
+        let (scanned, scan) = scan_binds(query);
+        let limit = i64::try_from(query.limit).unwrap_or(i64::MAX - 1);
+        let wanted = query.state.map(|state| state.name().to_owned());
+        let mut binds = scanned.clone();
+        binds.extend([
+            Bind::BigInt(scan),
+            Bind::Time(to_pg(query.now)),
+            Bind::Time(to_pg(query.now)),
+            Bind::BigInt(scan),
+            Bind::OptText(wanted.clone()),
+            Bind::OptText(wanted),
+            Bind::BigInt(limit + 1),
+        ]);
+        let rows: Vec<PageRow> = self.run::<P, _>(binds).await?;
+        let (last_examined, more) = match rows.first() {
+            Some(row) => (row.last_examined.clone(), row.more),
+            None => {
+                let mut binds = scanned;
+                binds.extend([Bind::BigInt(scan), Bind::BigInt(scan)]);
+                let end: ScanEndRow = self.run_one::<E, _>(binds).await?;
+                (end.last_examined, end.more)
+            }
+        };
+        let mut products = rows
+            .into_iter()
+            .map(|row| {
+                let state = state(&row.entry.key, &row.state)?;
+                let stored = row.entry.into_entry()?;
+                Ok(ProductSummary {
+                    key: stored.key,
+                    version: stored.version,
+                    meta: stored.meta,
+                    state,
+                    size: row.size.unsigned_abs(),
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        let next = cursor(&mut products, query.limit, last_examined, more)?;
+        Ok(ProductPage { products, next })
+    }
+}
+
+/// Where the next page starts, given up to `limit + 1` products found among
+/// the entries examined, the last entry examined, and whether entries were
+/// left unexamined; truncates `products` to `limit`.
+fn cursor(
+    products: &mut Vec<ProductSummary>,
+    limit: usize,
+    last_examined: Option<String>,
+    more: bool,
+) -> Result<Option<Key>, StoreError> {
+    if products.len() > limit {
+        products.truncate(limit);
+        return Ok(products.last().map(|product| product.key.clone()));
+    }
+    let last_product = products.last().map(|product| product.key.as_str());
+    let examined_past_page = last_examined.as_deref() != last_product;
+    if products.len() == limit && limit > 0 && (more || examined_past_page) {
+        return Ok(products.last().map(|product| product.key.clone()));
+    }
+    match last_examined {
+        Some(last) if more => parse_key(&last).map(Some),
+        _ => Ok(None),
+    }
+}
+
+impl Catalog for PgStore {
+    fn products<'a>(
+        &'a self,
+        query: &'a ProductQuery,
+    ) -> BoxFuture<'a, Result<ProductPage, StoreError>> {
+        Box::pin(async move {
+            if query.limit == 0 || query.scan == 0 {
+                return Ok(ProductPage {
+                    products: Vec::new(),
+                    next: query.after.clone(),
+                });
+            }
+            match query.primer {
+                Some(_) => self.page::<PagePrimer, ScanEndPrimer>(query).await,
+                None => self.page::<PageAll, ScanEndAll>(query).await,
+            }
+        })
+    }
+
+    fn census<'a>(
+        &'a self,
+        primer: &'a str,
+        now: Timestamp,
+        cap: usize,
+    ) -> BoxFuture<'a, Result<Census, StoreError>> {
+        Box::pin(async move {
+            let cap = i64::try_from(cap).unwrap_or(i64::MAX - 1);
+            let binds = vec![
+                Bind::Time(to_pg(now)),
+                Bind::Time(to_pg(now)),
+                Bind::Text(primer.to_owned()),
+                Bind::BigInt(cap + 1),
+                Bind::BigInt(cap),
+                Bind::BigInt(cap),
+            ];
+            let rows: Vec<CountRow> = self.run::<CensusOf, _>(binds).await?;
+            let mut census = Census {
+                complete: true,
+                ..Census::default()
+            };
+            for row in rows {
+                census.add(state(primer, &row.state)?, row.count.unsigned_abs());
+                census.complete &= !row.more;
+            }
+            Ok(census)
+        })
+    }
+}

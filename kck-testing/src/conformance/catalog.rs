@@ -1,0 +1,292 @@
+//! The catalog port: pages and counts of entries.
+
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use kck_core::Key;
+use kck_core::clock::Timestamp;
+use kck_core::storage::{
+    Catalog, Census, ChangeWatcher, EntryError, Expect, Lease, ProductPage, ProductQuery,
+    ProductState, Storage, Version,
+};
+
+use super::{at, entry, key, save, written};
+
+const A: &str = "conformance_catalog_a";
+const B: &str = "conformance_catalog_b";
+
+/// Checks the [`Catalog`] of `storage` against its entries (and its
+/// coordination's leases, for the `computing` state): listing order,
+/// paging with cursors, the state of each entry, the state filter with a
+/// bounded scan, and the census with its cap. `storage` must have a
+/// catalog, and be used by no one else meanwhile; other suites' entries may
+/// be there.
+///
+/// # Panics
+///
+/// On the first broken rule, saying which, or if `storage` has no catalog.
+pub async fn check_catalog(storage: &Storage) {
+    let catalog = &**storage
+        .catalog()
+        .unwrap_or_else(|| panic!("the storage has no catalog"));
+    // Two watchers: a store that leases only when shared sees two caches.
+    let watchers = [Arc::new(Quiet), Arc::new(Quiet)];
+    for watcher in &watchers {
+        storage
+            .coordination()
+            .watch(Arc::downgrade(watcher) as Weak<dyn ChangeWatcher>);
+    }
+    let now = at(100);
+    let states = fill(storage).await;
+    let leased = storage
+        .coordination()
+        .acquire_lease(
+            &key(&format!("{A}/k6")),
+            "conformance",
+            Duration::from_secs(600),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("lease: {e}"));
+    let expected = |key: &Key| -> ProductState {
+        let state = states
+            .iter()
+            .find(|(k, _, _)| k == key)
+            .map_or(ProductState::Fresh, |(_, state, _)| *state);
+        if state == ProductState::Computing && leased != Lease::Acquired {
+            // A store that never shares computations holds no leases.
+            ProductState::Fresh
+        } else {
+            state
+        }
+    };
+
+    // One page holds the primer's entries, in key order, each as stored.
+    let page = products(catalog, query(now, Some(A), None, 100)).await;
+    let keys: Vec<Key> = states
+        .iter()
+        .filter(|(k, _, _)| k.primer() == A)
+        .map(|(k, _, _)| k.clone())
+        .collect();
+    assert_eq!(
+        listed(&page),
+        keys,
+        "a primer's page lists its keys in order"
+    );
+    assert_eq!(page.next, None, "a page that reached the end has no cursor");
+    for product in &page.products {
+        let (_, _, version) = states
+            .iter()
+            .find(|(k, _, _)| *k == product.key)
+            .unwrap_or_else(|| panic!("{} was saved", product.key));
+        assert_eq!(product.version, *version, "{}: its version", product.key);
+        assert_eq!(
+            product.state,
+            expected(&product.key),
+            "{}: its state",
+            product.key
+        );
+        assert!(product.size > 0, "{}: its value has a size", product.key);
+    }
+    let stale = page
+        .products
+        .iter()
+        .find(|p| p.key == key(&format!("{A}/k2")))
+        .unwrap_or_else(|| panic!("k2 is listed"));
+    assert_eq!(
+        stale.meta.stale_at,
+        Some(at(50)),
+        "the metadata is the stored one"
+    );
+    assert_eq!(stale.meta.code_version, "conformance-1");
+
+    // Pages of two follow each other through their cursors.
+    let mut paged = Vec::new();
+    let mut after = None;
+    for _ in 0..10 {
+        let page = products(catalog, query(now, Some(A), after.clone(), 2)).await;
+        assert!(page.products.len() <= 2, "a page holds at most its limit");
+        paged.extend(listed(&page));
+        after = page.next;
+        if after.is_none() {
+            break;
+        }
+    }
+    assert_eq!(paged, keys, "paging lists every key once, in order");
+
+    // The state filter, with a scan of two entries per page: short pages
+    // whose cursors still lead through every entry.
+    let mut stale_keys = Vec::new();
+    let mut after = None;
+    for _ in 0..10 {
+        let mut q = query(now, Some(A), after.clone(), 10);
+        q.state = Some(ProductState::Stale);
+        q.scan = 2;
+        let page = products(catalog, q).await;
+        assert!(
+            page.products.iter().all(|p| p.state == ProductState::Stale),
+            "the filter keeps one state"
+        );
+        stale_keys.extend(listed(&page));
+        after = page.next;
+        if after.is_none() {
+            break;
+        }
+    }
+    let expected_stale: Vec<Key> = keys
+        .iter()
+        .filter(|k| expected(k) == ProductState::Stale)
+        .cloned()
+        .collect();
+    assert_eq!(
+        stale_keys, expected_stale,
+        "the filter finds every stale entry"
+    );
+    let mut q = query(now, Some(A), None, 10);
+    q.state = Some(ProductState::Failing);
+    q.scan = 2;
+    let page = products(catalog, q).await;
+    assert!(
+        page.products.is_empty(),
+        "no failing entry among the first two"
+    );
+    assert_eq!(
+        page.next,
+        Some(key(&format!("{A}/k2"))),
+        "an empty page's cursor is the last entry it examined"
+    );
+
+    // Every primer: ours appear in primer, then key order.
+    let mut everything = Vec::new();
+    let mut after = None;
+    for _ in 0..1000 {
+        let page = products(catalog, query(now, None, after.clone(), 3)).await;
+        everything.extend(listed(&page));
+        after = page.next;
+        if after.is_none() {
+            break;
+        }
+    }
+    let ours: Vec<Key> = everything
+        .into_iter()
+        .filter(|k| k.primer() == A || k.primer() == B)
+        .collect();
+    let all: Vec<Key> = states.iter().map(|(k, _, _)| k.clone()).collect();
+    assert_eq!(ours, all, "the whole listing is in primer, then key order");
+
+    // A cursor of another primer starts the primer from its first key.
+    let page = products(catalog, query(now, Some(B), Some(keys[3].clone()), 10)).await;
+    assert_eq!(listed(&page).len(), 2, "a foreign cursor starts afresh");
+
+    // The census.
+    let census = census(catalog, A, now, 100).await;
+    let mut counted = Census {
+        complete: true,
+        ..Census::default()
+    };
+    for key in &keys {
+        counted.add(expected(key), 1);
+    }
+    assert_eq!(census, counted, "the census counts each state");
+    let capped = self::census(catalog, A, now, 3).await;
+    assert!(!capped.complete, "a capped census says so");
+    assert_eq!(capped.total(), 3, "a capped census counts up to its cap");
+    assert_eq!(
+        self::census(catalog, "conformance_catalog_none", now, 10).await,
+        Census {
+            complete: true,
+            ..Census::default()
+        },
+        "a primer without entries"
+    );
+
+    // A removed entry leaves the listing.
+    let removed = key(&format!("{A}/k1"));
+    let _ = storage.entries().remove(&removed).await;
+    let page = products(catalog, query(now, Some(A), None, 100)).await;
+    assert!(
+        !listed(&page).contains(&removed),
+        "a removed entry is not listed"
+    );
+    let _ = storage
+        .coordination()
+        .release_lease(&key(&format!("{A}/k6")), "conformance")
+        .await;
+    drop(watchers);
+}
+
+/// Saves the suite's entries; returns each key with the state it is in at
+/// `at(100)` and its version.
+async fn fill(storage: &Storage) -> Vec<(Key, ProductState, Version)> {
+    let mut saved = Vec::new();
+    let plan: [(&str, &str, ProductState); 9] = [
+        (A, "k1", ProductState::Fresh),
+        (A, "k2", ProductState::Stale),
+        (A, "k3", ProductState::Expired),
+        (A, "k4", ProductState::Failing),
+        (A, "k5", ProductState::Stale),
+        (A, "k6", ProductState::Computing),
+        (A, "k7", ProductState::Fresh),
+        (B, "k1", ProductState::Fresh),
+        (B, "k2", ProductState::Fresh),
+    ];
+    for (primer, name, state) in plan {
+        let key = key(&format!("{primer}/{name}"));
+        let mut entry = entry(&key, &format!("\"{primer} {name}\""), &[]);
+        entry.meta.last_error = None;
+        entry.meta.stale_at = Some(at(200));
+        entry.meta.expires_at = None;
+        match state {
+            ProductState::Stale => entry.meta.stale_at = Some(at(50)),
+            ProductState::Expired => entry.meta.expires_at = Some(at(80)),
+            ProductState::Failing => {
+                entry.meta.stale_at = Some(at(50));
+                entry.meta.last_error = Some(EntryError {
+                    message: "it broke".to_owned(),
+                    at: at(90),
+                    attempts: 3,
+                });
+            }
+            ProductState::Fresh | ProductState::Computing => {}
+        }
+        let version = written(
+            save(&**storage.entries(), entry, Expect::Any).await,
+            "a catalog entry",
+        );
+        saved.push((key, state, version));
+    }
+    saved
+}
+
+fn query(now: Timestamp, primer: Option<&str>, after: Option<Key>, limit: usize) -> ProductQuery {
+    let mut query = ProductQuery::new(limit, now);
+    query.primer = primer.map(str::to_owned);
+    query.after = after;
+    query
+}
+
+fn listed(page: &ProductPage) -> Vec<Key> {
+    page.products.iter().map(|p| p.key.clone()).collect()
+}
+
+async fn products(catalog: &dyn Catalog, query: ProductQuery) -> ProductPage {
+    catalog
+        .products(&query)
+        .await
+        .unwrap_or_else(|e| panic!("products {query:?}: {e}"))
+}
+
+async fn census(catalog: &dyn Catalog, primer: &str, now: Timestamp, cap: usize) -> Census {
+    catalog
+        .census(primer, now, cap)
+        .await
+        .unwrap_or_else(|e| panic!("census of {primer}: {e}"))
+}
+
+/// A watcher that listens to nothing.
+struct Quiet;
+
+impl ChangeWatcher for Quiet {
+    fn changed(&self, _: &Key, _: Version) {}
+    fn released(&self, _: &Key) {}
+    fn tracking(&self, _: bool) {}
+}
