@@ -132,6 +132,12 @@ pub enum Error {
     /// Tokio tasks.
     #[error("kck computes on Tokio tasks: call it from within a Tokio runtime")]
     NoRuntime,
+
+    /// The cache's store cannot list its products: it was built without a
+    /// [`Catalog`](crate::storage::Catalog) (see
+    /// [`Storage::with_catalog`](crate::storage::Storage::with_catalog)).
+    #[error("the store cannot list its products: it has no catalog (see Storage::with_catalog)")]
+    NoCatalog,
 }
 
 /// What kind of [`Error`] happened: match on this to decide what to do.
@@ -164,6 +170,8 @@ pub enum ErrorKind {
     SaveFailed,
     /// [`Error::NoRuntime`].
     NoRuntime,
+    /// [`Error::NoCatalog`].
+    NoCatalog,
 }
 
 impl Error {
@@ -183,6 +191,7 @@ impl Error {
             Error::TimedOut { .. } => ErrorKind::TimedOut,
             Error::SaveFailed { .. } => ErrorKind::SaveFailed,
             Error::NoRuntime => ErrorKind::NoRuntime,
+            Error::NoCatalog => ErrorKind::NoCatalog,
         }
     }
 

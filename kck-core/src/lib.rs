@@ -50,6 +50,7 @@
 //! | inspecting or registering primers by hand | [`primer`](mod@primer) (definitions, policies, the [`Registry`](primer::Registry)) |
 //! | writing a store | [`storage`] (one trait per role, and the memory store) |
 //! | matching errors | [`error`], [`value`] (why a value was refused) |
+//! | operating it: what is cached, in what state, which jobs failed | [`inspect`] ([`Cache::inspect`]) |
 //!
 //! ## Primers and getters
 //!
@@ -269,6 +270,7 @@ pub mod primer;
 
 mod cache;
 
+pub mod inspect;
 mod scheduler;
 mod worker;
 

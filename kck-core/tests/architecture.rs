@@ -213,7 +213,7 @@ const LAYERS: [(&str, &[&str]); 7] = [
         &["primer", "augment", "erased", "registry", "ctx"],
     ),
     ("the engine", &["cache"]),
-    ("drivers", &["worker", "scheduler"]),
+    ("drivers", &["worker", "scheduler", "inspect"]),
 ];
 
 /// The imports that go up a layer, each for a reason ARCHITECTURE.md

@@ -91,6 +91,16 @@ macro_rules! scan_end {
 }
 
 statements! {
+    /// One entry as a page lists it. Binds: now, now, key.
+    ProductOf = concat!(
+        "SELECT e.key, e.version, ''::text AS value, e.computed_at, e.changed_at, \
+                e.stale_at, e.refresh_at, e.expires_at, e.content_hash, e.code_version, \
+                e.compute_micros, e.error_message, e.error_at, e.error_attempts, \
+                e.read_at, pg_column_size(e.value)::bigint AS size, ",
+        state_of!(),
+        " AS state FROM kck_entries e WHERE e.key = {}"
+    );
+
     /// A page of products of every primer.
     PageAll = page!(scanned_all!());
     /// A page of one primer's products.
@@ -115,15 +125,36 @@ statements! {
     );
 }
 
-/// A product of a page.
+/// An entry, its state and its size.
 #[derive(Debug, QueryableByName)]
-struct PageRow {
+struct SummaryRow {
     #[diesel(embed)]
     entry: EntryRow,
     #[diesel(sql_type = BigInt)]
     size: i64,
     #[diesel(sql_type = Text)]
     state: String,
+}
+
+impl SummaryRow {
+    fn into_summary(self) -> Result<ProductSummary, StoreError> {
+        let state = state(&self.entry.key, &self.state)?;
+        let stored = self.entry.into_entry()?;
+        Ok(ProductSummary {
+            key: stored.key,
+            version: stored.version,
+            meta: stored.meta,
+            state,
+            size: self.size.unsigned_abs(),
+        })
+    }
+}
+
+/// A product of a page, and where the page's scan ended.
+#[derive(Debug, QueryableByName)]
+struct PageRow {
+    #[diesel(embed)]
+    summary: SummaryRow,
     #[diesel(sql_type = Nullable<Text>)]
     last_examined: Option<String>,
     #[diesel(sql_type = Bool)]
@@ -211,17 +242,7 @@ impl PgStore {
         };
         let mut products = rows
             .into_iter()
-            .map(|row| {
-                let state = state(&row.entry.key, &row.state)?;
-                let stored = row.entry.into_entry()?;
-                Ok(ProductSummary {
-                    key: stored.key,
-                    version: stored.version,
-                    meta: stored.meta,
-                    state,
-                    size: row.size.unsigned_abs(),
-                })
-            })
+            .map(|row| row.summary.into_summary())
             .collect::<Result<Vec<_>, StoreError>>()?;
         let next = cursor(&mut products, query.limit, last_examined, more)?;
         Ok(ProductPage { products, next })
@@ -268,6 +289,25 @@ impl Catalog for PgStore {
                 Some(_) => self.page::<PagePrimer, ScanEndPrimer>(query).await,
                 None => self.page::<PageAll, ScanEndAll>(query).await,
             }
+        })
+    }
+
+    fn product<'a>(
+        &'a self,
+        key: &'a Key,
+        now: Timestamp,
+    ) -> BoxFuture<'a, Result<Option<ProductSummary>, StoreError>> {
+        Box::pin(async move {
+            let binds = vec![
+                Bind::Time(to_pg(now)),
+                Bind::Time(to_pg(now)),
+                Bind::Text(key.as_str().to_owned()),
+            ];
+            let rows: Vec<SummaryRow> = self.run::<ProductOf, _>(binds).await?;
+            rows.into_iter()
+                .next()
+                .map(SummaryRow::into_summary)
+                .transpose()
         })
     }
 

@@ -5,19 +5,20 @@ use std::sync::Weak;
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
+use kck_core::Key;
 use kck_core::clock::Timestamp;
 use kck_core::storage::{
-    Claim, FailedJob, Job, JobId, JobRequest, JobWatcher, PendingJob, Queue, RefreshReason,
-    RunningJob, StoreError, Turnover,
+    Claim, FailedJob, Job, JobId, JobRequest, JobWatcher, KeyJobs, PendingJob, Queue,
+    RefreshReason, RunningJob, StoreError, Turnover,
 };
 
 use crate::convert::{
     corrupt, deltas_from_json, deltas_to_json, from_pg, micros, parse_key, to_pg,
 };
 use crate::queue_sql::{
-    CancelJob, ClaimJobs, ClaimedRow, CompleteJobs, DueRow, Enqueue, ExtendJobs, FailJob,
-    FailedJobs, FailedRow, IdRow, NextDue, PendingJobs, PendingRow, RequeueJob, RetryJob, RowsRow,
-    RunningJobs, RunningRow,
+    AnyJobRow, CancelJob, ClaimJobs, ClaimedRow, CompleteJobs, DueRow, Enqueue, ExtendJobs,
+    FailJob, FailedJobs, FailedRow, IdRow, JobsOf, NextDue, PendingJobs, PendingRow, RequeueJob,
+    RetryJob, RowsRow, RunningJobs, RunningRow,
 };
 use crate::statement::Bind;
 use crate::store::PgStore;
@@ -113,6 +114,59 @@ impl RunningRow {
             attempts: u32::try_from(self.attempts).unwrap_or(0),
             deltas: usize::try_from(self.deltas).unwrap_or(0),
         })
+    }
+}
+
+impl AnyJobRow {
+    /// Files the job under its status in `jobs`.
+    fn file(self, jobs: &mut KeyJobs) -> Result<(), StoreError> {
+        match self.status.as_str() {
+            "pending" => {
+                jobs.pending = Some(
+                    PendingRow {
+                        id: self.id,
+                        key: self.key,
+                        due_at: self.due_at,
+                        priority: self.priority,
+                        reasons: self.reasons,
+                        attempts: self.attempts,
+                        error: self.error,
+                        deltas: self.deltas,
+                    }
+                    .into_pending()?,
+                );
+            }
+            "running" => {
+                let lease_until = self
+                    .lease_until
+                    .ok_or_else(|| corrupt(&self.key, "a running job without a lease"))?;
+                jobs.running.push(
+                    RunningRow {
+                        id: self.id,
+                        key: self.key,
+                        worker: self.worker,
+                        lease_until,
+                        due_at: self.due_at,
+                        priority: self.priority,
+                        reasons: self.reasons,
+                        attempts: self.attempts,
+                        deltas: self.deltas,
+                    }
+                    .into_running()?,
+                );
+            }
+            _ => jobs.failed.push(
+                FailedRow {
+                    id: self.id,
+                    key: self.key,
+                    attempts: self.attempts,
+                    error: self.error.unwrap_or_default(),
+                    reasons: self.reasons,
+                }
+                .into_failed()?,
+            ),
+        }
+        Ok(())
     }
 }
 
@@ -305,6 +359,19 @@ impl Queue for PgStore {
                 .run::<RunningJobs, _>(vec![Bind::BigInt(limit)])
                 .await?;
             rows.into_iter().map(RunningRow::into_running).collect()
+        })
+    }
+
+    fn jobs_of<'a>(&'a self, key: &'a Key) -> BoxFuture<'a, Result<KeyJobs, StoreError>> {
+        Box::pin(async move {
+            let rows: Vec<AnyJobRow> = self
+                .run::<JobsOf, _>(vec![Bind::Text(key.as_str().to_owned())])
+                .await?;
+            let mut jobs = KeyJobs::default();
+            for row in rows {
+                row.file(&mut jobs)?;
+            }
+            Ok(jobs)
         })
     }
 

@@ -149,6 +149,12 @@ statements! {
                   (SELECT count(pg_notify('kck_jobs', '')) FROM held) AS notified"
     );
 
+    /// Every job of a key. Binds: key.
+    JobsOf = "SELECT id, key, status, due_at, priority, reasons, attempts, error, \
+                     COALESCE(worker, '') AS worker, lease_until, \
+                     jsonb_array_length(deltas)::bigint AS deltas \
+              FROM kck_jobs WHERE key = {} ORDER BY id";
+
     /// Removes a pending or failed job. Binds: id.
     CancelJob = "DELETE FROM kck_jobs WHERE id = {} AND status IN ('pending', 'failed')";
 }
@@ -255,6 +261,33 @@ pub(crate) struct RunningRow {
     pub(crate) reasons: Vec<String>,
     #[diesel(sql_type = Integer)]
     pub(crate) attempts: i32,
+    #[diesel(sql_type = BigInt)]
+    pub(crate) deltas: i64,
+}
+
+/// A job of any status.
+#[derive(Debug, QueryableByName)]
+pub(crate) struct AnyJobRow {
+    #[diesel(sql_type = BigInt)]
+    pub(crate) id: i64,
+    #[diesel(sql_type = Text)]
+    pub(crate) key: String,
+    #[diesel(sql_type = Text)]
+    pub(crate) status: String,
+    #[diesel(sql_type = Timestamptz)]
+    pub(crate) due_at: PgTimestamp,
+    #[diesel(sql_type = SmallInt)]
+    pub(crate) priority: i16,
+    #[diesel(sql_type = Array<Text>)]
+    pub(crate) reasons: Vec<String>,
+    #[diesel(sql_type = Integer)]
+    pub(crate) attempts: i32,
+    #[diesel(sql_type = Nullable<Text>)]
+    pub(crate) error: Option<String>,
+    #[diesel(sql_type = Text)]
+    pub(crate) worker: String,
+    #[diesel(sql_type = Nullable<Timestamptz>)]
+    pub(crate) lease_until: Option<PgTimestamp>,
     #[diesel(sql_type = BigInt)]
     pub(crate) deltas: i64,
 }

@@ -39,6 +39,7 @@ use self::primers::Primers;
 use crate::clock::{Clock, Timestamp};
 use crate::error::Error;
 use crate::event::Events;
+use crate::key::Key;
 use crate::primer::Registry;
 use crate::storage::{Queue, Storage};
 
@@ -124,6 +125,19 @@ impl Cache {
     /// Now, by the cache's clock.
     pub fn now(&self) -> Timestamp {
         self.inner.clock.now()
+    }
+
+    /// Whether this process computes `key` now.
+    pub(crate) fn is_computing_here(&self, key: &Key) -> bool {
+        self.inner
+            .local
+            .memo
+            .read(key.as_str(), |slot| {
+                slot.flight
+                    .as_ref()
+                    .is_some_and(|flight| !flight.is_delivered())
+            })
+            .unwrap_or(false)
     }
 
     /// Waits until no computation of this process runs, and, if the cache

@@ -40,6 +40,14 @@ pub trait Catalog: Send + Sync + 'static {
         query: &'a ProductQuery,
     ) -> BoxFuture<'a, Result<ProductPage, StoreError>>;
 
+    /// The entry of `key` as a page would list it at `now`; `None` if
+    /// there is none.
+    fn product<'a>(
+        &'a self,
+        key: &'a Key,
+        now: Timestamp,
+    ) -> BoxFuture<'a, Result<Option<ProductSummary>, StoreError>>;
+
     /// How many entries of `primer` are in each state at `now`, counting
     /// at most `cap` entries ([`Census::complete`] says whether that was
     /// all of them).

@@ -116,6 +116,10 @@ pub trait Queue: Send + Sync + 'static {
     /// until when. Changes nothing.
     fn running(&self, limit: usize) -> BoxFuture<'_, Result<Vec<RunningJob>, StoreError>>;
 
+    /// Every job of `key`: its pending job, the ones running, and the ones
+    /// kept as failed. Changes nothing.
+    fn jobs_of<'a>(&'a self, key: &'a Key) -> BoxFuture<'a, Result<KeyJobs, StoreError>>;
+
     /// Puts failed job `id` back as pending, due at `now`, with its
     /// attempts counted from zero again (merged into its key's pending job
     /// if there is one, as [`Queue::enqueue`] merges), and wakes the
@@ -326,6 +330,18 @@ pub struct RunningJob {
     pub attempts: u32,
     /// How many deltas it carries.
     pub deltas: usize,
+}
+
+/// The jobs of one key, as [`Queue::jobs_of`] lists them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeyJobs {
+    /// Its pending job: at most one per key.
+    pub pending: Option<PendingJob>,
+    /// Its running jobs: one, but for a job whose lease ran out and that
+    /// no worker claimed again yet.
+    pub running: Vec<RunningJob>,
+    /// Its jobs kept as failed.
+    pub failed: Vec<FailedJob>,
 }
 
 /// A job kept as failed after its last attempt.

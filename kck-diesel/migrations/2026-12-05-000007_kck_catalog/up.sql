@@ -3,3 +3,6 @@
 -- the primer alone.
 CREATE INDEX kck_entries_listing ON kck_entries (primer, key);
 DROP INDEX kck_entries_primer;
+-- An operator's look at one product lists its jobs; failed ones are found
+-- by key too.
+CREATE INDEX kck_jobs_failed ON kck_jobs (key) WHERE status = 'failed';

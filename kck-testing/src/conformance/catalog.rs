@@ -86,7 +86,18 @@ pub async fn check_catalog(storage: &Storage) {
             product.key
         );
         assert!(product.size > 0, "{}: its value has a size", product.key);
+        let alone = catalog
+            .product(&product.key, now)
+            .await
+            .unwrap_or_else(|e| panic!("product {}: {e}", product.key));
+        assert_eq!(
+            alone.as_ref(),
+            Some(product),
+            "one product as the page lists it"
+        );
     }
+    let missing = catalog.product(&key(&format!("{A}/none")), now).await;
+    assert_eq!(missing.ok(), Some(None), "a key without an entry");
     let stale = page
         .products
         .iter()

@@ -18,8 +18,8 @@ use std::time::Duration;
 use kck_core::Key;
 use kck_core::clock::Timestamp;
 use kck_core::storage::{
-    Claim, ContentHash, JobDelta, JobId, JobRequest, JobWatcher, PendingJob, Queue, RefreshReason,
-    Turnover,
+    Claim, ContentHash, JobDelta, JobId, JobRequest, JobWatcher, KeyJobs, PendingJob, Queue,
+    RefreshReason, Turnover,
 };
 use tokio::sync::watch;
 
@@ -390,6 +390,31 @@ async fn operators(queue: &dyn Queue) {
         "with its id, worker and lease"
     );
     assert_eq!(running[0].reasons, [RefreshReason::Stale]);
+    enqueue(
+        queue,
+        &[JobRequest::new(
+            k.clone(),
+            at(5001),
+            RefreshReason::Interval,
+        )],
+    )
+    .await;
+    let of_key = jobs_of(queue, &k).await;
+    assert_eq!(of_key.running, running, "a key's jobs: the running one");
+    assert_eq!(
+        of_key
+            .pending
+            .as_ref()
+            .map(|p| (p.due_at, p.reasons.clone())),
+        Some((at(5001), vec![RefreshReason::Interval])),
+        "and the pending one"
+    );
+    assert!(of_key.failed.is_empty());
+    let pending_id = of_key.pending.map(|p| p.id);
+    assert_eq!(
+        queue.cancel(pending_id.unwrap_or(JobId(0))).await.ok(),
+        Some(true)
+    );
     assert_eq!(
         queue.cancel(job.claim.job).await.ok(),
         Some(false),
@@ -513,6 +538,13 @@ async fn operators(queue: &dyn Queue) {
     let unknown = JobId(i64::MAX);
     assert_eq!(queue.retry(unknown, at(6300)).await.ok(), Some(false));
     assert_eq!(queue.cancel(unknown).await.ok(), Some(false));
+}
+
+async fn jobs_of(queue: &dyn Queue, key: &Key) -> KeyJobs {
+    queue
+        .jobs_of(key)
+        .await
+        .unwrap_or_else(|e| panic!("jobs of {key}: {e}"))
 }
 
 async fn pending(queue: &dyn Queue, limit: usize) -> Vec<PendingJob> {

@@ -11,7 +11,7 @@ use futures_util::future::BoxFuture;
 use crate::clock::Timestamp;
 use crate::key::Key;
 use crate::storage::{
-    Claim, FailedJob, Job, JobDelta, JobId, JobRequest, JobWatcher, PendingJob, Queue,
+    Claim, FailedJob, Job, JobDelta, JobId, JobRequest, JobWatcher, KeyJobs, PendingJob, Queue,
     RefreshReason, RunningJob, StoreError,
 };
 
@@ -265,6 +265,45 @@ impl State {
     }
 }
 
+impl Row {
+    fn pending(&self, id: i64) -> PendingJob {
+        PendingJob {
+            id: JobId(id),
+            key: self.key.clone(),
+            due_at: self.due_at,
+            priority: self.priority,
+            reasons: self.reasons.clone(),
+            attempts: self.attempts,
+            error: self.error.clone(),
+            deltas: self.deltas.len(),
+        }
+    }
+
+    fn running(&self, id: i64, lease_until: Timestamp) -> RunningJob {
+        RunningJob {
+            id: JobId(id),
+            key: self.key.clone(),
+            worker: self.worker.as_deref().unwrap_or_default().to_owned(),
+            lease_until,
+            due_at: self.due_at,
+            priority: self.priority,
+            reasons: self.reasons.clone(),
+            attempts: self.attempts,
+            deltas: self.deltas.len(),
+        }
+    }
+
+    fn failed(&self, id: i64) -> FailedJob {
+        FailedJob {
+            id: JobId(id),
+            key: self.key.clone(),
+            attempts: self.attempts,
+            error: self.error.clone().unwrap_or_default(),
+            reasons: self.reasons.clone(),
+        }
+    }
+}
+
 impl Queue for MemoryQueue {
     fn enqueue<'a>(&'a self, jobs: &'a [JobRequest]) -> BoxFuture<'a, Result<(), StoreError>> {
         {
@@ -463,13 +502,7 @@ impl Queue for MemoryQueue {
             .jobs
             .iter()
             .filter(|(_, row)| row.status == Status::Failed)
-            .map(|(&id, row)| FailedJob {
-                id: JobId(id),
-                key: row.key.clone(),
-                attempts: row.attempts,
-                error: row.error.clone().unwrap_or_default(),
-                reasons: row.reasons.clone(),
-            })
+            .map(|(&id, row)| row.failed(id))
             .collect();
         Box::pin(ready(Ok(failed)))
     }
@@ -480,17 +513,7 @@ impl Queue for MemoryQueue {
             .order
             .iter()
             .take(limit)
-            .filter_map(|(_, _, id)| Some((*id, state.jobs.get(id)?)))
-            .map(|(id, row)| PendingJob {
-                id: JobId(id),
-                key: row.key.clone(),
-                due_at: row.due_at,
-                priority: row.priority,
-                reasons: row.reasons.clone(),
-                attempts: row.attempts,
-                error: row.error.clone(),
-                deltas: row.deltas.len(),
-            })
+            .filter_map(|(_, _, id)| Some(state.jobs.get(id)?.pending(*id)))
             .collect();
         drop(state);
         Box::pin(ready(Ok(pending)))
@@ -502,23 +525,24 @@ impl Queue for MemoryQueue {
             .leases
             .iter()
             .take(limit)
-            .filter_map(|&(until, id)| {
-                let row = state.jobs.get(&id)?;
-                Some(RunningJob {
-                    id: JobId(id),
-                    key: row.key.clone(),
-                    worker: row.worker.as_deref().unwrap_or_default().to_owned(),
-                    lease_until: until,
-                    due_at: row.due_at,
-                    priority: row.priority,
-                    reasons: row.reasons.clone(),
-                    attempts: row.attempts,
-                    deltas: row.deltas.len(),
-                })
-            })
+            .filter_map(|&(until, id)| Some(state.jobs.get(&id)?.running(id, until)))
             .collect();
         drop(state);
         Box::pin(ready(Ok(running)))
+    }
+
+    fn jobs_of<'a>(&'a self, key: &'a Key) -> BoxFuture<'a, Result<KeyJobs, StoreError>> {
+        let state = self.lock();
+        let mut jobs = KeyJobs::default();
+        for (&id, row) in state.jobs.iter().filter(|(_, row)| row.key == *key) {
+            match row.status {
+                Status::Pending => jobs.pending = Some(row.pending(id)),
+                Status::Running { until, .. } => jobs.running.push(row.running(id, until)),
+                Status::Failed => jobs.failed.push(row.failed(id)),
+            }
+        }
+        drop(state);
+        Box::pin(ready(Ok(jobs)))
     }
 
     fn retry(&self, id: JobId, now: Timestamp) -> BoxFuture<'_, Result<bool, StoreError>> {

@@ -392,6 +392,27 @@ impl Catalog for MemoryStore {
         Box::pin(ready(Ok(page)))
     }
 
+    fn product<'a>(
+        &'a self,
+        key: &'a Key,
+        now: Timestamp,
+    ) -> BoxFuture<'a, Result<Option<ProductSummary>, StoreError>> {
+        let leases_at = self.clock.now();
+        let state = self.lock();
+        let product = state
+            .entries
+            .get(key)
+            .map(|(version, entry)| ProductSummary {
+                key: entry.key.clone(),
+                version: *version,
+                meta: entry.meta.clone(),
+                state: state.state_of(key, &entry.meta, now, leases_at),
+                size: entry.value.len() as u64,
+            });
+        drop(state);
+        Box::pin(ready(Ok(product)))
+    }
+
     fn census<'a>(
         &'a self,
         primer: &'a str,
