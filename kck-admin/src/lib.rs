@@ -1,0 +1,228 @@
+//! # kck-admin: see and steer a kck cache
+//!
+//! An [`axum::Router`] that a service mounts to let its operators look at
+//! its cache and act on it: which products it holds and in what state,
+//! why, what they read and what reads them, which refresh jobs wait, run or
+//! failed. Everything it shows comes from
+//! [`Cache::inspect`](kck_core::Cache::inspect); it never computes a
+//! product unless asked to refresh one.
+//!
+//! ```no_run
+//! use kck_admin::{AdminConfig, Scope};
+//! use kck_core::Cache;
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let cache = Cache::builder().build()?;
+//! // Tokens from KCK_ADMIN_TOKENS="read:<secret>,admin:<secret>", or from code.
+//! let config = AdminConfig::from_env()?.token(Scope::Admin, std::env::var("MY_ADMIN_TOKEN")?);
+//! let app = axum::Router::new()
+//!     // .route("/reports/{id}", ...) — the service's own routes
+//!     .nest("/kck", kck_admin::router(cache, config)?);
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+//! axum::serve(listener, app).await?;
+//! # Ok(()) }
+//! ```
+//!
+//! Or, for a process of its own, [`serve`].
+//!
+//! ## The API
+//!
+//! Paths are relative to where the router is mounted. Keys go in the path
+//! as one segment, percent-encoded (`store_report%2F7`).
+//!
+//! | method and path | what | scope |
+//! |---|---|---|
+//! | `GET /api/products?primer=&state=&after=&limit=` | a page of products (primer then key order; `state` is `fresh`, `stale`, `expired`, `failing` or `computing`; `after` is the previous page's `next`) | read |
+//! | `GET /api/products/{key}` | one product: metadata, state, value, dependencies and dependents with their states, jobs | read |
+//! | `POST /api/products/{key}/refresh` | computes it now; answers it as it then is | admin |
+//! | `POST /api/products/{key}/invalidate` | marks it and its dependents stale | admin |
+//! | `DELETE /api/products/{key}` | removes it | admin |
+//! | `GET /api/primers` | every primer: template, policy, dependencies, products per state | read |
+//! | `GET /api/graph?key=&depth=&max_nodes=` | the products around `key`, both ways; without `key`, the primers' declared graph | read |
+//! | `GET /api/jobs?limit=` | pending, running and failed refresh jobs | read |
+//! | `POST /api/jobs/{id}/retry` | puts a failed job back in the queue, due now | admin |
+//! | `DELETE /api/jobs/{id}` | cancels a pending or failed job | admin |
+//!
+//! Every error has one shape, `{"error": {"kind", "message", "key"?}}`,
+//! and a status that fits: 400 for a malformed key or parameter
+//! (`invalid_key`, `bad_request`), 401 without a valid token
+//! (`unauthorized`), 403 for a `read` token on an action (`forbidden`),
+//! 404 for an unknown primer, product, job or path (`unknown_primer`,
+//! `not_found`, `unknown_job`), 405 for a wrong method
+//! (`method_not_allowed`), 413 for a body over the limit
+//! (`payload_too_large`), 502 when a refresh's computation fails
+//! (`compute`), 503 when the store cannot be reached
+//! (`store_unavailable`).
+//!
+//! ## Auth
+//!
+//! Requests carry `Authorization: Bearer <token>`. A token has a scope:
+//! `read` may `GET`, `admin` may also act. Tokens come from code
+//! ([`AdminConfig::token`]) or from `KCK_ADMIN_TOKENS`
+//! ([`AdminConfig::from_env`]); they are kept hashed and compared in
+//! constant time, and neither `Debug`, errors nor logs show them. Without a
+//! token, [`router`] refuses to start unless told
+//! [`AdminConfig::insecure_no_auth`], and [`serve`] then binds loopback
+//! addresses only.
+
+mod api;
+mod config;
+mod error;
+mod json;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{Method, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use kck_core::Cache;
+
+use crate::api::AdminState;
+pub use crate::config::{AdminConfig, ConfigError, Scope, TOKENS_ENV};
+use crate::error::ApiError;
+
+/// The admin router for `cache`: the JSON API, behind `config`'s tokens.
+/// Mount it where you like (`Router::nest("/kck", ..)`).
+///
+/// # Errors
+///
+/// [`ConfigError::NoTokens`] if `config` has no token and does not allow
+/// serving without auth.
+pub fn router(cache: Cache, config: AdminConfig) -> Result<axum::Router, ConfigError> {
+    config.check()?;
+    let state = Arc::new(AdminState { cache });
+    let auth = Arc::new(config.clone());
+    let api = axum::Router::new()
+        .route("/api/products", get(api::products))
+        .route("/api/products/{key}", get(api::product).delete(api::remove))
+        .route("/api/products/{key}/refresh", post(api::refresh))
+        .route("/api/products/{key}/invalidate", post(api::invalidate))
+        .route("/api/primers", get(api::primers))
+        .route("/api/graph", get(api::graph))
+        .route("/api/jobs", get(api::jobs))
+        .route("/api/jobs/{id}", axum::routing::delete(api::cancel_job))
+        .route("/api/jobs/{id}/retry", post(api::retry_job))
+        .route_layer(middleware::from_fn_with_state(auth, authorize))
+        .with_state(state);
+    let limit = config.max_body();
+    Ok(api
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(middleware::from_fn_with_state(limit, limit_body)))
+}
+
+/// Checks the request's token against the scope its method needs: `GET`
+/// and `HEAD` read, everything else acts.
+async fn authorize(
+    State(config): State<Arc<AdminConfig>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if config.is_insecure() {
+        return next.run(request).await;
+    }
+    let needed = if matches!(*request.method(), Method::GET | Method::HEAD) {
+        Scope::Read
+    } else {
+        Scope::Admin
+    };
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .map(str::trim);
+    match presented.and_then(|token| config.scope_of(token.as_bytes())) {
+        None => ApiError::unauthorized().into_response(),
+        Some(scope) if scope < needed => ApiError::forbidden().into_response(),
+        Some(_) => next.run(request).await,
+    }
+}
+
+/// Refuses a body announced over the limit before anything reads it.
+async fn limit_body(State(limit): State<usize>, request: Request, next: Next) -> Response {
+    let announced = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u64>().ok());
+    match announced {
+        Some(length) if length > limit as u64 => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("the request body is {length} bytes; the limit is {limit}"),
+        )
+        .into_response(),
+        _ => next.run(request).await,
+    }
+}
+
+async fn not_found(request: Request) -> ApiError {
+    ApiError::not_found(
+        "not_found",
+        format!("there is nothing at `{}`", request.uri().path()),
+    )
+}
+
+async fn method_not_allowed(request: Request) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!(
+            "`{}` is not allowed on `{}`",
+            request.method(),
+            request.uri().path()
+        ),
+    )
+}
+
+/// Why [`serve`] stopped or did not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServeError {
+    /// The configuration cannot serve.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// Without auth, only a loopback address may be bound.
+    #[error(
+        "refusing to serve without auth on {addr}: bind a loopback address (127.0.0.1 or ::1) or configure tokens"
+    )]
+    InsecureNotLoopback {
+        /// The address asked for.
+        addr: SocketAddr,
+    },
+    /// The address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The server failed.
+    #[error("the admin server failed: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Serves [`router`] alone on `addr` until the process ends.
+///
+/// # Errors
+///
+/// [`ServeError::Config`], [`ServeError::InsecureNotLoopback`] (no tokens
+/// and `addr` is not loopback), [`ServeError::Bind`], [`ServeError::Io`].
+pub async fn serve(cache: Cache, config: AdminConfig, addr: SocketAddr) -> Result<(), ServeError> {
+    if config.is_insecure() && !addr.ip().is_loopback() {
+        return Err(ServeError::InsecureNotLoopback { addr });
+    }
+    let app = router(cache, config)?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServeError::Bind { addr, source })?;
+    axum::serve(listener, app).await?;
+    Ok(())
+}
