@@ -2,11 +2,15 @@
 //! [`Cache::inspect`](kck_core::Cache::inspect) or the cache, and answers
 //! with a view of `json.rs` or an [`ApiError`].
 
+use std::convert::Infallible;
 use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use futures_util::Stream;
+use kck_core::event::EventKind;
 use kck_core::inspect::ProductFilter;
 use kck_core::storage::{JobId, ProductState};
 use kck_core::{Cache, Key};
@@ -242,4 +246,50 @@ pub(crate) async fn cancel_job(
             format!("there is no pending or failed job {id} (a running job cannot be cancelled)"),
         ))
     }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct EventsParams {
+    /// Include hits and coalesced reads (many: every read).
+    hits: Option<bool>,
+}
+
+/// `GET /api/events`: the cache's events as server-sent events, from now
+/// on; each named by its kind (`computed`, `refresh-queued`…), its data
+/// `{"key", "primer", "kind", "text"}`. A `missed` event says how many
+/// were dropped because the client fell behind.
+pub(crate) async fn events(
+    State(state): Shared,
+    params: Result<Query<EventsParams>, QueryRejection>,
+) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
+    let hits = query(params)?.hits.unwrap_or(false);
+    let stream = state.cache.subscribe();
+    let events = futures_util::stream::unfold(stream, move |mut stream| async move {
+        loop {
+            let sse = match stream.next().await? {
+                Ok(event)
+                    if !hits && matches!(event.kind, EventKind::Hit | EventKind::Coalesced) =>
+                {
+                    continue;
+                }
+                Ok(event) => {
+                    let data = json!({
+                        "key": event.key.to_string(),
+                        "primer": event.key.primer(),
+                        "kind": event.kind.name(),
+                        "text": event.to_string(),
+                    });
+                    SseEvent::default()
+                        .event(event.kind.name())
+                        .data(data.to_string())
+                }
+                Err(missed) => SseEvent::default()
+                    .event("missed")
+                    .data(missed.0.to_string()),
+            };
+            return Some((Ok(sse), stream));
+        }
+    });
+    Ok(Sse::new(events).keep_alive(KeepAlive::default()))
 }

@@ -42,6 +42,7 @@
 //! | `GET /api/jobs?limit=` | pending, running and failed refresh jobs | read |
 //! | `POST /api/jobs/{id}/retry` | puts a failed job back in the queue, due now | admin |
 //! | `DELETE /api/jobs/{id}` | cancels a pending or failed job | admin |
+//! | `GET /api/events?hits=` | the cache's events from now on, as server-sent events named by kind (`computed`, `refresh-queued`…) with data `{"key", "primer", "kind", "text"}`; hits only with `hits=true` | read |
 //!
 //! Every error has one shape, `{"error": {"kind", "message", "key"?}}`,
 //! and a status that fits: 400 for a malformed key or parameter
@@ -105,6 +106,7 @@ pub fn router(cache: Cache, config: AdminConfig) -> Result<axum::Router, ConfigE
         .route("/api/jobs", get(api::jobs))
         .route("/api/jobs/{id}", axum::routing::delete(api::cancel_job))
         .route("/api/jobs/{id}/retry", post(api::retry_job))
+        .route("/api/events", get(api::events))
         .route_layer(middleware::from_fn_with_state(auth, authorize))
         .with_state(state);
     let limit = config.max_body();

@@ -520,3 +520,45 @@ async fn a_store_that_went_away_answers_503() {
         .unwrap()
         .expect("the server resumes");
 }
+
+#[tokio::test]
+async fn events_stream_live_as_server_sent_events() {
+    let test = filled().await;
+    let app = app(&test);
+    let response = app
+        .clone()
+        .oneshot(
+            Request::get("/api/events")
+                .header(header::AUTHORIZATION, format!("Bearer {READ}"))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        response.headers()[header::CONTENT_TYPE],
+        "text/event-stream"
+    );
+    let mut body = response.into_body();
+
+    // A hit (left out) and a computation (streamed).
+    admin_price(&test, "tea".into()).await.unwrap();
+    admin_price(&test, "coffee".into()).await.unwrap();
+    let mut text = String::new();
+    while !text.contains("event: computed") {
+        let frame = body.frame().await.expect("a frame").expect("no error");
+        if let Some(data) = frame.data_ref() {
+            text.push_str(std::str::from_utf8(data).unwrap());
+        }
+    }
+    assert!(text.starts_with("event: miss\n"), "{text}");
+    assert!(text.contains(r#""key":"admin_price/coffee""#), "{text}");
+    assert!(
+        !text.contains("admin_price/tea"),
+        "hits are left out: {text}"
+    );
+
+    let answer = send(&app, "GET", "/api/events?hits=maybe", Some(READ)).await;
+    assert_error(&answer, StatusCode::BAD_REQUEST, "bad_request");
+}

@@ -3,11 +3,16 @@
 //! Each event goes to `tracing` (target `kck`: hits and coalesced waits at
 //! `TRACE`, failures at `WARN`, the rest at `DEBUG`) and to the listeners
 //! given to [`CacheBuilder::on_event`](crate::CacheBuilder::on_event), which is
-//! how `kck-testing` asserts what was computed.
+//! how `kck-testing` asserts what was computed, and to the
+//! [`EventStream`]s of [`Cache::subscribe`](crate::Cache::subscribe), which
+//! is how an operator's page shows them live.
 
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
+
+use tokio::sync::broadcast;
 
 use crate::error::Error;
 use crate::key::Key;
@@ -260,22 +265,59 @@ impl<F: Fn(&Event) + Send + Sync + 'static> EventListener for F {
     }
 }
 
-/// The listeners of one cache, and the tracing bridge.
-#[derive(Clone, Default)]
+/// The listeners of one cache, its subscribers, and the tracing bridge.
+#[derive(Clone)]
 pub(crate) struct Events {
     listeners: Arc<[Arc<dyn EventListener>]>,
+    subscribers: Arc<Subscribers>,
+}
+
+/// Where subscribers receive events from, and how many there are: with
+/// none, nothing is cloned or sent.
+struct Subscribers {
+    sender: broadcast::Sender<Event>,
+    count: AtomicUsize,
+}
+
+impl Default for Events {
+    fn default() -> Self {
+        Events::new(Vec::new())
+    }
 }
 
 impl Events {
+    /// How many events a subscriber may fall behind by before it misses
+    /// some.
+    const BACKLOG: usize = 1024;
+
     pub(crate) fn new(listeners: Vec<Arc<dyn EventListener>>) -> Self {
         Events {
             listeners: listeners.into(),
+            subscribers: Arc::new(Subscribers {
+                sender: broadcast::Sender::new(Self::BACKLOG),
+                count: AtomicUsize::new(0),
+            }),
         }
+    }
+
+    /// A new stream of every event from now on.
+    pub(crate) fn subscribe(&self) -> EventStream {
+        self.subscribers.count.fetch_add(1, Ordering::Relaxed);
+        EventStream {
+            receiver: self.subscribers.sender.subscribe(),
+            subscribers: self.subscribers.clone(),
+        }
+    }
+
+    fn has_subscribers(&self) -> bool {
+        self.subscribers.count.load(Ordering::Relaxed) > 0
     }
 
     /// Whether anyone would see a hit: the hot path builds no event otherwise.
     pub(crate) fn wants_hits(&self) -> bool {
-        !self.listeners.is_empty() || tracing::enabled!(target: "kck", tracing::Level::TRACE)
+        !self.listeners.is_empty()
+            || self.has_subscribers()
+            || tracing::enabled!(target: "kck", tracing::Level::TRACE)
     }
 
     pub(crate) fn emit(&self, key: &Key, kind: EventKind) {
@@ -297,5 +339,47 @@ impl Events {
         for listener in self.listeners.iter() {
             listener.on_event(&event);
         }
+        if self.has_subscribers() {
+            // No receiver left (the last one just went away) is no error.
+            let _ = self.subscribers.sender.send(event);
+        }
+    }
+}
+
+/// The events of a cache from the moment of
+/// [`Cache::subscribe`](crate::Cache::subscribe) on, for as long as it
+/// lives. A subscriber that falls more than 1024 events behind misses the
+/// oldest ones and is told how many.
+pub struct EventStream {
+    receiver: broadcast::Receiver<Event>,
+    subscribers: Arc<Subscribers>,
+}
+
+/// Events a slow [`EventStream`] missed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("{0} event(s) were missed: the subscriber fell behind")]
+pub struct Missed(pub u64);
+
+impl EventStream {
+    /// The next event; `Err(Missed)` if some were dropped because this
+    /// stream fell behind, `None` once the cache is gone.
+    pub async fn next(&mut self) -> Option<Result<Event, Missed>> {
+        match self.receiver.recv().await {
+            Ok(event) => Some(Ok(event)),
+            Err(broadcast::error::RecvError::Lagged(missed)) => Some(Err(Missed(missed))),
+            Err(broadcast::error::RecvError::Closed) => None,
+        }
+    }
+}
+
+impl fmt::Debug for EventStream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EventStream").finish_non_exhaustive()
+    }
+}
+
+impl Drop for EventStream {
+    fn drop(&mut self) {
+        self.subscribers.count.fetch_sub(1, Ordering::Relaxed);
     }
 }

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
 use common::{Source, SourceDown, lock, on_every_store, source};
+use futures_util::FutureExt;
 use kck_core::clock::{MockClock, Timestamp};
 use kck_core::event::Event;
 use kck_core::{Cache, Ctx, Key, primer};
@@ -88,6 +89,38 @@ async fn listeners_given_to_the_builder_see_every_event() {
     assert!(
         seen[0] == "miss gauge/c" && seen[2] == "hit gauge/c",
         "{seen:?}"
+    );
+}
+
+#[tokio::test]
+async fn subscribers_receive_every_event_from_then_on_and_hear_when_they_fell_behind() {
+    let source = Source::new();
+    let cache = Cache::builder().state(source.clone()).build().unwrap();
+    gauge(&cache, "before".into()).await.unwrap();
+    let mut stream = cache.subscribe();
+    gauge(&cache, "d".into()).await.unwrap();
+    gauge(&cache, "d".into()).await.unwrap();
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        seen.push(stream.next().await.unwrap().unwrap().to_string());
+    }
+    assert_eq!(seen, ["miss gauge/d", "computed gauge/d", "hit gauge/d"]);
+
+    // 2,000 hits unread: the stream missed the oldest, and says how many.
+    for _ in 0..2000 {
+        gauge(&cache, "d".into()).await.unwrap();
+    }
+    let missed = stream.next().await.unwrap().unwrap_err();
+    assert_eq!(missed.0, 2000 - 1024);
+    assert_eq!(
+        stream.next().await.unwrap().unwrap().to_string(),
+        "hit gauge/d"
+    );
+
+    drop(stream);
+    assert!(
+        cache.subscribe().next().now_or_never().is_none(),
+        "a new stream starts empty"
     );
 }
 

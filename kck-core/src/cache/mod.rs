@@ -127,6 +127,15 @@ impl Cache {
         self.inner.clock.now()
     }
 
+    /// Every event of this cache from now on, hits included, for as long
+    /// as the stream lives: what an operator's live view shows. Unlike the
+    /// listeners of [`CacheBuilder::on_event`], which see each event
+    /// synchronously, a stream receives them through a channel, and one
+    /// that falls behind misses the oldest (it is told how many).
+    pub fn subscribe(&self) -> crate::event::EventStream {
+        self.inner.events.subscribe()
+    }
+
     /// Whether this process computes `key` now.
     pub(crate) fn is_computing_here(&self, key: &Key) -> bool {
         self.inner
