@@ -42,6 +42,7 @@
 //! | `GET /api/jobs?limit=` | pending, running and failed refresh jobs | read |
 //! | `POST /api/jobs/{id}/retry` | puts a failed job back in the queue, due now | admin |
 //! | `DELETE /api/jobs/{id}` | cancels a pending or failed job | admin |
+//! | `GET /metrics` | the metrics of [`install_metrics`]'s recorder, in Prometheus's text format (see below) | read |
 //! | `GET /api/events?hits=` | the cache's events from now on, as server-sent events named by kind (`computed`, `refresh-queued`…) with data `{"key", "primer", "kind", "text"}`; hits only with `hits=true` | read |
 //!
 //! Every error has one shape, `{"error": {"kind", "message", "key"?}}`,
@@ -54,6 +55,25 @@
 //! (`payload_too_large`), 502 when a refresh's computation fails
 //! (`compute`), 503 when the store cannot be reached
 //! (`store_unavailable`).
+//!
+//! ## Metrics
+//!
+//! ```no_run
+//! # fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! kck_admin::install_metrics()?; // first: the cache registers its metrics at build
+//! let cache = kck_core::Cache::builder().metrics().build()?;
+//! # Ok(()) }
+//! ```
+//!
+//! `GET /metrics` then serves, per primer: `kck_reads_total{outcome=hit|stale|miss|coalesced}`,
+//! `kck_computations_total{outcome=ok|error}`, `kck_compute_duration_seconds`,
+//! `kck_augments_total{outcome=applied|retried|declined}`, `kck_drift_total`,
+//! `kck_jobs_total{outcome=started|completed|retried|failed}`,
+//! `kck_job_wait_seconds`, `kck_propagation_delay_seconds`; and the gauges
+//! `kck_jobs{state=pending|running|failed}` and `kck_memo_entries`,
+//! updated on each scrape. Labels are the primer's name and an outcome,
+//! never a key. The recorder is the `metrics` crate's: any other
+//! recorder (StatsD, OpenTelemetry…) receives the same metrics.
 //!
 //! ## Auth
 //!
@@ -70,6 +90,7 @@ mod api;
 mod config;
 mod error;
 mod json;
+mod metrics;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -84,6 +105,7 @@ use kck_core::Cache;
 use crate::api::AdminState;
 pub use crate::config::{AdminConfig, ConfigError, Scope, TOKENS_ENV};
 use crate::error::ApiError;
+pub use crate::metrics::{MetricsError, install_metrics};
 
 /// The admin router for `cache`: the JSON API, behind `config`'s tokens.
 /// Mount it where you like (`Router::nest("/kck", ..)`).
@@ -107,6 +129,7 @@ pub fn router(cache: Cache, config: AdminConfig) -> Result<axum::Router, ConfigE
         .route("/api/jobs/{id}", axum::routing::delete(api::cancel_job))
         .route("/api/jobs/{id}/retry", post(api::retry_job))
         .route("/api/events", get(api::events))
+        .route("/metrics", get(metrics::metrics))
         .route_layer(middleware::from_fn_with_state(auth, authorize))
         .with_state(state);
     let limit = config.max_body();

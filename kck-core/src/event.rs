@@ -101,6 +101,19 @@ pub enum EventKind {
     /// A refresh failed and the primer serves its last good value
     /// (`stale_if_error`).
     ServedAfterError,
+    /// A worker started a refresh job.
+    JobStarted {
+        /// How long the job waited past its due time.
+        waited: Duration,
+    },
+    /// A refresh job is done.
+    JobDone {
+        /// From the job's due time to now: for a job queued by a change,
+        /// how long the change took to reach this product.
+        since_due: Duration,
+        /// Whether a change of a product it read queued it.
+        propagation: bool,
+    },
     /// A refresh job failed and will be tried again.
     RetryScheduled {
         /// The attempt that failed (1 for the first).
@@ -189,6 +202,8 @@ impl EventKind {
             EventKind::ServedAfterError => "served-after-error",
             EventKind::RetryScheduled { .. } => "retry-scheduled",
             EventKind::JobFailed { .. } => "job-failed",
+            EventKind::JobStarted { .. } => "job-started",
+            EventKind::JobDone { .. } => "job-done",
             EventKind::Invalidated { .. } => "invalidated",
             EventKind::Set { .. } => "set",
             EventKind::Removed => "removed",
@@ -242,6 +257,8 @@ impl fmt::Display for Event {
             EventKind::AugmentRetried { attempt } => {
                 write!(f, ": attempt {attempt} lost the race to another write")
             }
+            EventKind::JobStarted { waited } => write!(f, ": waited {waited:?}"),
+            EventKind::JobDone { since_due, .. } => write!(f, ": {since_due:?} after it was due"),
             EventKind::JobFailed { attempts, error } => {
                 write!(f, ": gave up after {attempts} attempt(s): {error}")
             }

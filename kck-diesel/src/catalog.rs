@@ -188,7 +188,13 @@ fn state(key: &str, text: &str) -> Result<ProductState, StoreError> {
 
 /// The binds of the entries a page examines, and the scan's size.
 fn scan_binds(query: &ProductQuery) -> (Vec<Bind>, i64) {
-    let scan = i64::try_from(query.scan).unwrap_or(i64::MAX - 1);
+    // Without a state filter every entry examined is listed: the page
+    // needs to examine no more than it lists.
+    let scan = match query.state {
+        None => query.scan.min(query.limit),
+        Some(_) => query.scan,
+    };
+    let scan = i64::try_from(scan).unwrap_or(i64::MAX - 1);
     let after = query
         .after
         .as_ref()

@@ -8,7 +8,7 @@ use futures_util::future::BoxFuture;
 use kck_core::Key;
 use kck_core::clock::Timestamp;
 use kck_core::storage::{
-    Claim, FailedJob, Job, JobId, JobRequest, JobWatcher, KeyJobs, PendingJob, Queue,
+    Claim, FailedJob, Job, JobCounts, JobId, JobRequest, JobWatcher, KeyJobs, PendingJob, Queue,
     RefreshReason, RunningJob, StoreError, Turnover,
 };
 
@@ -16,9 +16,9 @@ use crate::convert::{
     corrupt, deltas_from_json, deltas_to_json, from_pg, micros, parse_key, to_pg,
 };
 use crate::queue_sql::{
-    AnyJobRow, CancelJob, ClaimJobs, ClaimedRow, CompleteJobs, DueRow, Enqueue, ExtendJobs,
-    FailJob, FailedJobs, FailedRow, IdRow, JobsOf, NextDue, PendingJobs, PendingRow, RequeueJob,
-    RetryJob, RowsRow, RunningJobs, RunningRow,
+    AnyJobRow, CancelJob, ClaimJobs, ClaimedRow, CompleteJobs, CountJobs, CountsRow, DueRow,
+    Enqueue, ExtendJobs, FailJob, FailedJobs, FailedRow, IdRow, JobsOf, NextDue, PendingJobs,
+    PendingRow, RequeueJob, RetryJob, RowsRow, RunningJobs, RunningRow,
 };
 use crate::statement::Bind;
 use crate::store::PgStore;
@@ -359,6 +359,17 @@ impl Queue for PgStore {
                 .run::<RunningJobs, _>(vec![Bind::BigInt(limit)])
                 .await?;
             rows.into_iter().map(RunningRow::into_running).collect()
+        })
+    }
+
+    fn counts(&self) -> BoxFuture<'_, Result<JobCounts, StoreError>> {
+        Box::pin(async move {
+            let row: CountsRow = self.run_one::<CountJobs, _>(Vec::new()).await?;
+            Ok(JobCounts {
+                pending: row.pending.unsigned_abs(),
+                running: row.running.unsigned_abs(),
+                failed: row.failed.unsigned_abs(),
+            })
         })
     }
 

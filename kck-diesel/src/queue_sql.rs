@@ -149,6 +149,12 @@ statements! {
                   (SELECT count(pg_notify('kck_jobs', '')) FROM held) AS notified"
     );
 
+    /// How many jobs are in each state. Binds: none.
+    CountJobs = "SELECT count(*) FILTER (WHERE status = 'pending') AS pending, \
+                        count(*) FILTER (WHERE status = 'running') AS running, \
+                        count(*) FILTER (WHERE status = 'failed') AS failed \
+                 FROM kck_jobs";
+
     /// Every job of a key. Binds: key.
     JobsOf = "SELECT id, key, status, due_at, priority, reasons, attempts, error, \
                      COALESCE(worker, '') AS worker, lease_until, \
@@ -290,4 +296,15 @@ pub(crate) struct AnyJobRow {
     pub(crate) lease_until: Option<PgTimestamp>,
     #[diesel(sql_type = BigInt)]
     pub(crate) deltas: i64,
+}
+
+/// How many jobs are in each state.
+#[derive(Debug, QueryableByName)]
+pub(crate) struct CountsRow {
+    #[diesel(sql_type = BigInt)]
+    pub(crate) pending: i64,
+    #[diesel(sql_type = BigInt)]
+    pub(crate) running: i64,
+    #[diesel(sql_type = BigInt)]
+    pub(crate) failed: i64,
 }

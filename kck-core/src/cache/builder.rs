@@ -58,6 +58,8 @@ pub struct CacheBuilder {
     local_scheduler: bool,
     hooks: Hooks,
     serve_stale_on_store_error: Duration,
+    #[cfg(feature = "metrics")]
+    metrics: bool,
 }
 
 impl CacheBuilder {
@@ -78,6 +80,8 @@ impl CacheBuilder {
             local_worker: true,
             local_scheduler: true,
             hooks: Hooks::default(),
+            #[cfg(feature = "metrics")]
+            metrics: false,
             serve_stale_on_store_error: Duration::from_secs(60),
         }
     }
@@ -106,6 +110,19 @@ impl CacheBuilder {
     /// Adds a listener that receives every [`Event`](crate::event::Event).
     pub fn on_event(mut self, listener: impl EventListener) -> Self {
         self.listeners.push(Arc::new(listener));
+        self
+    }
+
+    /// Counts reads, computations, augments and jobs per primer, and
+    /// times computations, job waits and propagation, through the
+    /// [`metrics`](https://docs.rs/metrics) crate's installed recorder
+    /// (Prometheus, StatsD…); see [`Cache::record_gauges`] for the gauges.
+    /// Install the recorder before building the cache: the cache registers
+    /// its metrics with it once, at build. Metric names and labels are
+    /// listed in the crate's docs ("Metrics").
+    #[cfg(feature = "metrics")]
+    pub fn metrics(mut self) -> Self {
+        self.metrics = true;
         self
     }
 
@@ -233,6 +250,16 @@ impl CacheBuilder {
             Some(registry) => registry,
             None => Registry::from_inventory()?,
         };
+        #[cfg(feature = "metrics")]
+        let listeners = {
+            let mut listeners = self.listeners;
+            if self.metrics {
+                listeners.push(Arc::new(super::meters::Meters::new(&registry)));
+            }
+            listeners
+        };
+        #[cfg(not(feature = "metrics"))]
+        let listeners = self.listeners;
         let mut stubs = HashMap::new();
         for (name, stub) in self.stubs {
             if registry.get(name).is_none() {
@@ -275,7 +302,7 @@ impl CacheBuilder {
                 local_scheduler.then(|| scheduler_task(inner.clone())),
             ),
             clock: self.clock,
-            events: Events::new(self.listeners),
+            events: Events::new(listeners),
         });
         inner
             .ports

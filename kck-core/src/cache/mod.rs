@@ -19,6 +19,8 @@ mod freshness;
 mod job;
 mod local;
 mod memo;
+#[cfg(feature = "metrics")]
+mod meters;
 mod ops;
 mod peers;
 mod ports;

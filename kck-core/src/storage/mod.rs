@@ -9,7 +9,7 @@
 //! | [`EntryStore`] | values, metadata, dependency edges | `load`, `save`, `save_with_deltas`, `patch`, `remove`, `content_hashes`, `dependents`, `dependencies` | always |
 //! | [`Timetable`] | refresh times, schedule ticks, reads | `take_due_refreshes`, `claim_tick`, `keys_of`, `touch` | always |
 //! | [`Coordination`] | change notices and compute leases between caches | `watch`, `acquire_lease`, `renew_lease`, `release_lease`, `sync` | only for a store shared by several caches |
-//! | [`Queue`] | refresh jobs | `enqueue`, `claim`, `extend`, `complete`, `complete_and_claim`, `fail`, `release`, `next_due`, `failed`, `pending`, `running`, `jobs_of`, `retry`, `cancel`, `watch_jobs` | no: a cache without one uses a [`MemoryQueue`] |
+//! | [`Queue`] | refresh jobs | `enqueue`, `claim`, `extend`, `complete`, `complete_and_claim`, `fail`, `release`, `next_due`, `failed`, `pending`, `running`, `counts`, `jobs_of`, `retry`, `cancel`, `watch_jobs` | no: a cache without one uses a [`MemoryQueue`] |
 //! | [`Catalog`] | nothing of its own: lists and counts entries | `products`, `product`, `census` | only for operators' tools ([`Cache::inspect`](crate::Cache::inspect)) |
 //!
 //! A store keeps serialized entries (JSON bytes and metadata); it knows
@@ -66,7 +66,7 @@ pub use entries::{
 };
 pub use memory::{MemoryQueue, MemoryStore};
 pub use queue::{
-    Claim, FailedJob, Job, JobId, JobRequest, JobWatcher, KeyJobs, PendingJob, Queue,
+    Claim, FailedJob, Job, JobCounts, JobId, JobRequest, JobWatcher, KeyJobs, PendingJob, Queue,
     RefreshReason, RunningJob, Turnover,
 };
 pub use timetable::{DueRefreshes, TickClaim, Timetable};

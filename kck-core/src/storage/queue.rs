@@ -116,6 +116,10 @@ pub trait Queue: Send + Sync + 'static {
     /// until when. Changes nothing.
     fn running(&self, limit: usize) -> BoxFuture<'_, Result<Vec<RunningJob>, StoreError>>;
 
+    /// How many jobs are pending, running and failed. The count of every
+    /// job: meant for gauges read now and then, not for every request.
+    fn counts(&self) -> BoxFuture<'_, Result<JobCounts, StoreError>>;
+
     /// Every job of `key`: its pending job, the ones running, and the ones
     /// kept as failed. Changes nothing.
     fn jobs_of<'a>(&'a self, key: &'a Key) -> BoxFuture<'a, Result<KeyJobs, StoreError>>;
@@ -330,6 +334,17 @@ pub struct RunningJob {
     pub attempts: u32,
     /// How many deltas it carries.
     pub deltas: usize,
+}
+
+/// How many jobs are in each state, as [`Queue::counts`] counts them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct JobCounts {
+    /// Waiting to run (due or not).
+    pub pending: u64,
+    /// Claimed by a worker.
+    pub running: u64,
+    /// Kept as failed.
+    pub failed: u64,
 }
 
 /// The jobs of one key, as [`Queue::jobs_of`] lists them.

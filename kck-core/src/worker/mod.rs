@@ -22,7 +22,7 @@ pub use self::builder::WorkerBuilder;
 use crate::cache::{Cache, CacheRef, JobOutcome};
 use crate::error::{Error, panic_message};
 use crate::event::EventKind;
-use crate::storage::{Claim, Job, JobWatcher, Turnover};
+use crate::storage::{Claim, Job, JobWatcher, RefreshReason, Turnover};
 
 /// Claims refresh jobs from the cache's queue and runs them.
 ///
@@ -276,6 +276,11 @@ async fn process(cache: Cache, config: Arc<Config>, job: Job) -> Option<Claim> {
 }
 
 async fn settle(cache: &Cache, config: &Config, job: Job) -> Option<Claim> {
+    let waited = cache.now().saturating_duration_since(job.due_at);
+    cache
+        .inner
+        .events
+        .emit(&job.key, EventKind::JobStarted { waited });
     let run = AssertUnwindSafe(while_held(
         cache,
         config,
@@ -288,7 +293,20 @@ async fn settle(cache: &Cache, config: &Config, job: Job) -> Option<Claim> {
     let inner = &cache.inner;
     let queue = &inner.ports.queue;
     let settled = match outcome {
-        JobOutcome::Done => return Some(job.claim),
+        JobOutcome::Done => {
+            let propagation = job
+                .reasons
+                .iter()
+                .any(|reason| matches!(reason, RefreshReason::DependencyChanged { .. }));
+            inner.events.emit(
+                &job.key,
+                EventKind::JobDone {
+                    since_due: cache.now().saturating_duration_since(job.due_at),
+                    propagation,
+                },
+            );
+            return Some(job.claim);
+        }
         JobOutcome::Retry(error) if job.attempts + 1 < config.attempts => {
             let attempt = job.attempts + 1;
             let at = config

@@ -18,8 +18,8 @@ use std::time::Duration;
 use kck_core::Key;
 use kck_core::clock::Timestamp;
 use kck_core::storage::{
-    Claim, ContentHash, JobDelta, JobId, JobRequest, JobWatcher, KeyJobs, PendingJob, Queue,
-    RefreshReason, Turnover,
+    Claim, ContentHash, JobCounts, JobDelta, JobId, JobRequest, JobWatcher, KeyJobs, PendingJob,
+    Queue, RefreshReason, Turnover,
 };
 use tokio::sync::watch;
 
@@ -367,13 +367,30 @@ async fn operators(queue: &dyn Queue) {
     };
 
     // A running job is listed with its worker and lease, and stays.
+    let counted = counts(queue).await;
     let k = key("queue_ops/1");
     enqueue(
         queue,
         &[JobRequest::new(k.clone(), at(5000), RefreshReason::Stale)],
     )
     .await;
+    assert_eq!(
+        counts(queue).await,
+        JobCounts {
+            pending: counted.pending + 1,
+            ..counted
+        },
+        "a new job is counted as pending"
+    );
     let job = claim(queue, "worker-ops", 1, at(5000)).await.remove(0);
+    assert_eq!(
+        counts(queue).await,
+        JobCounts {
+            running: counted.running + 1,
+            ..counted
+        },
+        "a claimed job is counted as running"
+    );
     let running = queue
         .running(100)
         .await
@@ -538,6 +555,13 @@ async fn operators(queue: &dyn Queue) {
     let unknown = JobId(i64::MAX);
     assert_eq!(queue.retry(unknown, at(6300)).await.ok(), Some(false));
     assert_eq!(queue.cancel(unknown).await.ok(), Some(false));
+}
+
+async fn counts(queue: &dyn Queue) -> JobCounts {
+    queue
+        .counts()
+        .await
+        .unwrap_or_else(|e| panic!("counts: {e}"))
 }
 
 async fn jobs_of(queue: &dyn Queue, key: &Key) -> KeyJobs {

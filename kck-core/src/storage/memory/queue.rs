@@ -11,8 +11,8 @@ use futures_util::future::BoxFuture;
 use crate::clock::Timestamp;
 use crate::key::Key;
 use crate::storage::{
-    Claim, FailedJob, Job, JobDelta, JobId, JobRequest, JobWatcher, KeyJobs, PendingJob, Queue,
-    RefreshReason, RunningJob, StoreError,
+    Claim, FailedJob, Job, JobCounts, JobDelta, JobId, JobRequest, JobWatcher, KeyJobs, PendingJob,
+    Queue, RefreshReason, RunningJob, StoreError,
 };
 
 /// A [`Queue`] in process memory: the default queue, for a cache whose
@@ -529,6 +529,17 @@ impl Queue for MemoryQueue {
             .collect();
         drop(state);
         Box::pin(ready(Ok(running)))
+    }
+
+    fn counts(&self) -> BoxFuture<'_, Result<JobCounts, StoreError>> {
+        let state = self.lock();
+        let counts = JobCounts {
+            pending: state.order.len() as u64,
+            running: state.leases.len() as u64,
+            failed: (state.jobs.len() - state.order.len() - state.leases.len()) as u64,
+        };
+        drop(state);
+        Box::pin(ready(Ok(counts)))
     }
 
     fn jobs_of<'a>(&'a self, key: &'a Key) -> BoxFuture<'a, Result<KeyJobs, StoreError>> {
