@@ -37,8 +37,10 @@ on_every_store! {
                 "hit",
                 "stale-served",
                 "refresh-queued",
+                "job-started",
                 "refresh-started",
-                "computed"
+                "computed",
+                "job-done"
             ]
         );
     }
