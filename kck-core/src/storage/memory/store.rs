@@ -327,6 +327,18 @@ impl State {
             .take_while(move |listed| listed.0.primer() == primer)
     }
 
+    /// The entry of `key` as the catalog lists it at `now`.
+    fn summary(&self, key: &Key, now: Timestamp, leases_at: Timestamp) -> Option<ProductSummary> {
+        let (version, entry) = self.entries.get(key)?;
+        Some(ProductSummary {
+            key: entry.key.clone(),
+            version: *version,
+            meta: entry.meta.clone(),
+            state: self.state_of(key, &entry.meta, now, leases_at),
+            size: entry.value.len() as u64,
+        })
+    }
+
     /// The state of the entry of `key` at `now`.
     fn state_of(
         &self,
@@ -374,18 +386,11 @@ impl Catalog for MemoryStore {
                 break;
             }
             last = Some(listed.0.clone());
-            let Some((version, entry)) = state.entries.get(&listed.0) else {
+            let Some(product) = state.summary(&listed.0, query.now, leases_at) else {
                 continue;
             };
-            let product_state = state.state_of(&entry.key, &entry.meta, query.now, leases_at);
-            if query.state.is_none_or(|wanted| wanted == product_state) {
-                page.products.push(ProductSummary {
-                    key: entry.key.clone(),
-                    version: *version,
-                    meta: entry.meta.clone(),
-                    state: product_state,
-                    size: entry.value.len() as u64,
-                });
+            if query.state.is_none_or(|wanted| wanted == product.state) {
+                page.products.push(product);
             }
         }
         drop(state);
@@ -399,16 +404,7 @@ impl Catalog for MemoryStore {
     ) -> BoxFuture<'a, Result<Option<ProductSummary>, StoreError>> {
         let leases_at = self.clock.now();
         let state = self.lock();
-        let product = state
-            .entries
-            .get(key)
-            .map(|(version, entry)| ProductSummary {
-                key: entry.key.clone(),
-                version: *version,
-                meta: entry.meta.clone(),
-                state: state.state_of(key, &entry.meta, now, leases_at),
-                size: entry.value.len() as u64,
-            });
+        let product = state.summary(key, now, leases_at);
         drop(state);
         Box::pin(ready(Ok(product)))
     }
