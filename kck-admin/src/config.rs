@@ -179,6 +179,11 @@ impl AdminConfig {
         self
     }
 
+    /// Whether it has any token.
+    pub fn has_tokens(&self) -> bool {
+        !self.tokens.is_empty()
+    }
+
     /// Whether it serves without auth.
     pub fn is_insecure(&self) -> bool {
         self.insecure_no_auth && self.tokens.is_empty()

@@ -25,6 +25,20 @@
 //!
 //! Or, for a process of its own, [`serve`].
 //!
+//! ## The page
+//!
+//! `GET /` (here `/kck`: axum's `nest` does not route `/kck/`) is the
+//! admin page: the products, filtered by
+//! primer and state and coloured by freshness; a product's value, metadata
+//! and why it is in its state ("stale since 12:03:10, refresh queued for
+//! 12:03:11"), its dependencies and dependents, and the graph around it;
+//! the primers' graph with their products per state; the refresh jobs,
+//! with retry and drop; and the cache's events as they happen. It is three
+//! files compiled into this crate (no CDN: it works offline), served
+//! without auth since they hold no data; the page asks for a token when
+//! the API wants one and keeps it in the tab's `sessionStorage`. When the
+//! store cannot be reached, the page says so.
+//!
 //! ## The API
 //!
 //! Paths are relative to where the router is mounted. Keys go in the path
@@ -91,6 +105,7 @@ mod config;
 mod error;
 mod json;
 mod metrics;
+mod page;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -131,6 +146,10 @@ pub fn router(cache: Cache, config: AdminConfig) -> Result<axum::Router, ConfigE
         .route("/api/events", get(api::events))
         .route("/metrics", get(metrics::metrics))
         .route_layer(middleware::from_fn_with_state(auth, authorize))
+        // The page holds no data: it asks the API, with the operator's token.
+        .route("/", get(page::index))
+        .route("/app.js", get(page::script))
+        .route("/app.css", get(page::style))
         .with_state(state);
     let limit = config.max_body();
     Ok(api
@@ -234,13 +253,29 @@ pub enum ServeError {
     Io(#[from] std::io::Error),
 }
 
-/// Serves [`router`] alone on `addr` until the process ends.
+/// Serves [`router`] alone on `addr` until the process ends: [`bind`],
+/// then [`Bound::run`].
+///
+/// # Errors
+///
+/// As [`bind`], and [`ServeError::Io`] if the server fails.
+pub async fn serve(cache: Cache, config: AdminConfig, addr: SocketAddr) -> Result<(), ServeError> {
+    bind(cache, config, addr).await?.run().await
+}
+
+/// Binds `addr` for [`router`], without serving yet: the caller learns
+/// at once whether the address is usable, and which port it got for
+/// port 0.
 ///
 /// # Errors
 ///
 /// [`ServeError::Config`], [`ServeError::InsecureNotLoopback`] (no tokens
-/// and `addr` is not loopback), [`ServeError::Bind`], [`ServeError::Io`].
-pub async fn serve(cache: Cache, config: AdminConfig, addr: SocketAddr) -> Result<(), ServeError> {
+/// and `addr` is not loopback), [`ServeError::Bind`].
+pub async fn bind(
+    cache: Cache,
+    config: AdminConfig,
+    addr: SocketAddr,
+) -> Result<Bound, ServeError> {
     if config.is_insecure() && !addr.ip().is_loopback() {
         return Err(ServeError::InsecureNotLoopback { addr });
     }
@@ -248,6 +283,35 @@ pub async fn serve(cache: Cache, config: AdminConfig, addr: SocketAddr) -> Resul
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|source| ServeError::Bind { addr, source })?;
-    axum::serve(listener, app).await?;
-    Ok(())
+    let local = listener.local_addr()?;
+    Ok(Bound {
+        listener,
+        app,
+        local,
+    })
+}
+
+/// The admin router on a bound address, ready to [`run`](Bound::run).
+#[derive(Debug)]
+pub struct Bound {
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    local: SocketAddr,
+}
+
+impl Bound {
+    /// The address it listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// Serves until the process ends.
+    ///
+    /// # Errors
+    ///
+    /// [`ServeError::Io`] if the server fails.
+    pub async fn run(self) -> Result<(), ServeError> {
+        axum::serve(self.listener, self.app).await?;
+        Ok(())
+    }
 }

@@ -562,3 +562,59 @@ async fn events_stream_live_as_server_sent_events() {
     let answer = send(&app, "GET", "/api/events?hits=maybe", Some(READ)).await;
     assert_error(&answer, StatusCode::BAD_REQUEST, "bad_request");
 }
+
+/// Sends a GET without a token; answers the status, the headers and the
+/// body as text.
+async fn fetch_text(app: &Router, uri: &str) -> (StatusCode, axum::http::HeaderMap, String) {
+    let response = app
+        .clone()
+        .oneshot(Request::get(uri).body(Body::empty()).expect("a request"))
+        .await
+        .expect("an answer");
+    let (parts, body) = response.into_parts();
+    let bytes = body.collect().await.expect("a body").to_bytes();
+    let text = String::from_utf8(bytes.to_vec()).expect("UTF-8");
+    (parts.status, parts.headers, text)
+}
+
+#[tokio::test]
+async fn the_page_is_served_without_a_token_and_its_data_is_not() {
+    let test = filled().await;
+    let app = app(&test);
+    let (status, headers, html) = fetch_text(&app, "/").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers[header::CONTENT_TYPE], "text/html; charset=utf-8");
+    assert!(html.contains(r#"<base href="/">"#), "{html}");
+    assert!(html.contains(r#"<script src="app.js" defer></script>"#));
+    let policy = headers[header::CONTENT_SECURITY_POLICY].to_str().unwrap();
+    assert!(policy.contains("script-src 'self'"), "{policy}");
+    assert!(!html.contains("http://") && !html.contains("https://"), "no CDN");
+
+    let (status, headers, script) = fetch_text(&app, "/app.js").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        headers[header::CONTENT_TYPE],
+        "text/javascript; charset=utf-8"
+    );
+    assert!(script.contains("api/products"));
+    let (status, headers, _) = fetch_text(&app, "/app.css").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers[header::CONTENT_TYPE], "text/css; charset=utf-8");
+
+    // The page is free; what it shows is not.
+    let answer = send(&app, "GET", "/api/products", None).await;
+    assert_error(&answer, StatusCode::UNAUTHORIZED, "unauthorized");
+}
+
+#[tokio::test]
+async fn mounted_under_a_prefix_the_page_finds_its_files_and_api_there() {
+    let test = filled().await;
+    let app = Router::new().nest("/kck", kck_admin::router(test.clone(), config()).unwrap());
+    let (status, _, html) = fetch_text(&app, "/kck").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(html.contains(r#"<base href="/kck/">"#), "{html}");
+    let (status, _, _) = fetch_text(&app, "/kck/app.js").await;
+    assert_eq!(status, StatusCode::OK);
+    let answer = send(&app, "GET", "/kck/api/products", Some(READ)).await;
+    assert_eq!(answer.0, StatusCode::OK, "{}", answer.1);
+}

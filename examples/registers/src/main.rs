@@ -7,11 +7,15 @@
 //! of the fleet's sales.
 //!
 //! Options: `--seconds N` (how long to follow new sales; default 15),
-//! `--rate N` (new sales per second; default 40). With `KCK_DATABASE_URL`
-//! set, the cache lives in PostgreSQL and two worker processes (this
-//! program, run as `registers worker`) do the refreshing.
+//! `--rate N` (new sales per second; default 40), `--admin ADDR` (serve
+//! kck's admin page and API on `ADDR`, for example `127.0.0.1:8080`, and
+//! keep serving after the run until Ctrl-C; with the tokens of
+//! `KCK_ADMIN_TOKENS`, or without auth on a loopback address). With
+//! `KCK_DATABASE_URL` set, the cache lives in PostgreSQL and two worker
+//! processes (this program, run as `registers worker`) do the refreshing.
 
 use std::io::Write as _;
+use std::net::SocketAddr;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -57,12 +61,14 @@ impl Stats {
 struct Options {
     seconds: u64,
     rate: u64,
+    admin: Option<SocketAddr>,
 }
 
 fn options() -> Result<Options, BoxError> {
     let mut options = Options {
         seconds: 15,
         rate: 40,
+        admin: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -75,10 +81,18 @@ fn options() -> Result<Options, BoxError> {
         match arg.as_str() {
             "--seconds" => options.seconds = value("--seconds")?,
             "--rate" => options.rate = value("--rate")?.max(1),
-            other => {
-                return Err(
-                    format!("unknown argument `{other}` (try --seconds N, --rate N)").into(),
+            "--admin" => {
+                let text = args.next().ok_or("--admin needs an address")?;
+                options.admin = Some(
+                    text.parse()
+                        .map_err(|_| format!("--admin: not an address: {text}"))?,
                 );
+            }
+            other => {
+                return Err(format!(
+                    "unknown argument `{other}` (try --seconds N, --rate N, --admin ADDR)"
+                )
+                .into());
             }
         }
     }
@@ -129,7 +143,16 @@ async fn main() -> Result<(), BoxError> {
             "kck cash-register pipeline: {STORES} stores x {REGISTERS_PER_STORE} registers, in memory (set KCK_DATABASE_URL for PostgreSQL)"
         ),
     }
+    if options.admin.is_some() {
+        // Before the cache is built: it registers its metrics then.
+        kck_admin::install_metrics()?;
+        builder = builder.metrics();
+    }
     let cache = builder.build()?;
+    let admin = match options.admin {
+        Some(addr) => Some(serve_admin(&cache, addr).await?),
+        None => None,
+    };
     if !workers.is_empty() {
         // Each run simulates a new fleet: forget what an earlier run cached.
         forget(&cache, day).await?;
@@ -261,12 +284,47 @@ async fn main() -> Result<(), BoxError> {
         dollars(expected.all.cents),
         stats.drift.load(Ordering::Relaxed),
     );
+    if let Some(admin) = admin {
+        println!(
+            "\nthe admin page stays up on http://{}/ ; Ctrl-C to stop",
+            admin.addr
+        );
+        tokio::select! {
+            served = admin.task => served??,
+            signal = tokio::signal::ctrl_c() => signal?,
+        }
+    }
     drop(workers);
     if consistent {
         Ok(())
     } else {
         Err("the chain's report does not match the fleet".into())
     }
+}
+
+/// The admin server, running.
+struct Admin {
+    addr: SocketAddr,
+    task: tokio::task::JoinHandle<Result<(), kck_admin::ServeError>>,
+}
+
+/// Serves kck's admin page and API on `addr`: with the tokens of
+/// `KCK_ADMIN_TOKENS` if any, else without auth (loopback only).
+async fn serve_admin(cache: &Cache, addr: SocketAddr) -> Result<Admin, BoxError> {
+    let mut config = kck_admin::AdminConfig::from_env()?;
+    if !config.has_tokens() {
+        config = config.insecure_no_auth();
+    }
+    let auth = if config.is_insecure() {
+        "no auth: set KCK_ADMIN_TOKENS for tokens"
+    } else {
+        "bearer tokens of KCK_ADMIN_TOKENS"
+    };
+    let bound = kck_admin::bind(cache.clone(), config, addr).await?;
+    let addr = bound.local_addr();
+    println!("admin page on http://{addr}/ ({auth})");
+    let task = tokio::spawn(bound.run());
+    Ok(Admin { addr, task })
 }
 
 /// Removes the pipeline's products of `day`.
