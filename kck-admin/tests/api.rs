@@ -588,7 +588,10 @@ async fn the_page_is_served_without_a_token_and_its_data_is_not() {
     assert!(html.contains(r#"<script src="app.js" defer></script>"#));
     let policy = headers[header::CONTENT_SECURITY_POLICY].to_str().unwrap();
     assert!(policy.contains("script-src 'self'"), "{policy}");
-    assert!(!html.contains("http://") && !html.contains("https://"), "no CDN");
+    assert!(
+        !html.contains("http://") && !html.contains("https://"),
+        "no CDN"
+    );
 
     let (status, headers, script) = fetch_text(&app, "/app.js").await;
     assert_eq!(status, StatusCode::OK);

@@ -12,6 +12,7 @@
 //! sources are.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -50,6 +51,7 @@ pub struct RegisterStatus {
 pub struct Fleet {
     day: NaiveDate,
     latency: Duration,
+    down: AtomicBool,
     state: Mutex<State>,
 }
 
@@ -65,6 +67,7 @@ impl Fleet {
         let fleet = Fleet {
             day,
             latency,
+            down: AtomicBool::new(false),
             state: Mutex::new(State {
                 sales: Vec::new(),
                 random: 0x2545_f491_4f6c_dd1d,
@@ -155,8 +158,17 @@ impl Fleet {
         }
     }
 
+    /// Takes the service down (every request answers 503) or brings it
+    /// back: an outage of the remote source.
+    pub fn set_down(&self, down: bool) {
+        self.down.store(down, Ordering::SeqCst);
+    }
+
     /// Answers a request path: status and JSON body.
     fn answer(&self, path: &str) -> (u16, String) {
+        if self.down.load(Ordering::SeqCst) {
+            return (503, "{\"error\":\"the fleet service is down\"}".to_owned());
+        }
         let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
         let json = |value: Result<String, serde_json::Error>| match value {
             Ok(body) => (200, body),
