@@ -58,6 +58,7 @@
 //! | `DELETE /api/jobs/{id}` | cancels a pending or failed job | admin |
 //! | `GET /metrics` | the metrics of [`install_metrics`]'s recorder, in Prometheus's text format (see below) | read |
 //! | `GET /api/events?hits=` | the cache's events from now on, as server-sent events named by kind (`computed`, `refresh-queued`…) with data `{"key", "primer", "kind", "text"}`; hits only with `hits=true` | read |
+//! | `GET /api/openapi.json` | this table as an OpenAPI 3.1 document, with every schema | none |
 //!
 //! Every error has one shape, `{"error": {"kind", "message", "key"?}}`,
 //! and a status that fits: 400 for a malformed key or parameter
@@ -133,23 +134,17 @@ pub fn router(cache: Cache, config: AdminConfig) -> Result<axum::Router, ConfigE
     config.check()?;
     let state = Arc::new(AdminState { cache });
     let auth = Arc::new(config.clone());
-    let api = axum::Router::new()
-        .route("/api/products", get(api::products))
-        .route("/api/products/{key}", get(api::product).delete(api::remove))
-        .route("/api/products/{key}/refresh", post(api::refresh))
-        .route("/api/products/{key}/invalidate", post(api::invalidate))
-        .route("/api/primers", get(api::primers))
-        .route("/api/graph", get(api::graph))
-        .route("/api/jobs", get(api::jobs))
-        .route("/api/jobs/{id}", axum::routing::delete(api::cancel_job))
-        .route("/api/jobs/{id}/retry", post(api::retry_job))
-        .route("/api/events", get(api::events))
-        .route("/metrics", get(metrics::metrics))
+    let mut api = axum::Router::new();
+    for (path, methods) in api_routes() {
+        api = api.route(path, methods);
+    }
+    let api = api
         .route_layer(middleware::from_fn_with_state(auth, authorize))
-        // The page holds no data: it asks the API, with the operator's token.
+        // The page and the API's description hold no data.
         .route("/", get(page::index))
         .route("/app.js", get(page::script))
         .route("/app.css", get(page::style))
+        .route("/api/openapi.json", get(page::openapi))
         .with_state(state);
     let limit = config.max_body();
     Ok(api
@@ -157,6 +152,26 @@ pub fn router(cache: Cache, config: AdminConfig) -> Result<axum::Router, ConfigE
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
         .layer(middleware::from_fn_with_state(limit, limit_body)))
+}
+
+type Methods = axum::routing::MethodRouter<Arc<AdminState>>;
+
+/// Every authenticated route: one table, so that the OpenAPI test sees
+/// each path the router answers.
+fn api_routes() -> [(&'static str, Methods); 11] {
+    [
+        ("/api/products", get(api::products)),
+        ("/api/products/{key}", get(api::product).delete(api::remove)),
+        ("/api/products/{key}/refresh", post(api::refresh)),
+        ("/api/products/{key}/invalidate", post(api::invalidate)),
+        ("/api/primers", get(api::primers)),
+        ("/api/graph", get(api::graph)),
+        ("/api/jobs", get(api::jobs)),
+        ("/api/jobs/{id}", axum::routing::delete(api::cancel_job)),
+        ("/api/jobs/{id}/retry", post(api::retry_job)),
+        ("/api/events", get(api::events)),
+        ("/metrics", get(metrics::metrics)),
+    ]
 }
 
 /// Checks the request's token against the scope its method needs: `GET`
@@ -313,5 +328,62 @@ impl Bound {
     pub async fn run(self) -> Result<(), ServeError> {
         axum::serve(self.listener, self.app).await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use axum::body::Body;
+    use axum::http::{Method, Request, StatusCode};
+    use tower::ServiceExt;
+
+    use super::{AdminConfig, api_routes, router};
+
+    /// The methods the router answers on each path of its table, and the
+    /// operations of `/api/openapi.json`: the same set.
+    #[tokio::test]
+    async fn the_openapi_document_describes_every_route_and_no_other() {
+        let doc: serde_json::Value =
+            serde_json::from_str(include_str!("../assets/openapi.json")).unwrap();
+        assert_eq!(doc["openapi"], "3.1.0");
+        let documented: BTreeSet<(String, String)> = doc["paths"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .flat_map(|(path, operations)| {
+                let methods = operations.as_object().unwrap().keys();
+                methods.map(move |method| (method.to_uppercase(), path.clone()))
+            })
+            .collect();
+
+        let cache = kck_core::Cache::builder().build().unwrap();
+        let app = router(cache, AdminConfig::new().insecure_no_auth()).unwrap();
+        let paths = api_routes().map(|(path, _)| path);
+        let mut routed = BTreeSet::new();
+        for path in paths.into_iter().chain(["/api/openapi.json"]) {
+            let uri = path
+                .replace("{key}", "no_such_primer%2Fx")
+                .replace("{id}", "1");
+            for method in [
+                Method::GET,
+                Method::POST,
+                Method::PUT,
+                Method::PATCH,
+                Method::DELETE,
+            ] {
+                let request = Request::builder()
+                    .method(method.clone())
+                    .uri(&uri)
+                    .body(Body::empty())
+                    .unwrap();
+                let status = app.clone().oneshot(request).await.unwrap().status();
+                if status != StatusCode::METHOD_NOT_ALLOWED {
+                    routed.insert((method.to_string(), path.to_owned()));
+                }
+            }
+        }
+        assert_eq!(routed, documented);
     }
 }

@@ -9,6 +9,7 @@ use axum::response::{IntoResponse, Response};
 const INDEX: &str = include_str!("../assets/index.html");
 const SCRIPT: &str = include_str!("../assets/app.js");
 const STYLE: &str = include_str!("../assets/app.css");
+const OPENAPI: &str = include_str!("../assets/openapi.json");
 
 /// Nothing but this origin's own files and API; no inline script or style.
 const POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
@@ -45,6 +46,11 @@ pub(crate) async fn script() -> Response {
 
 pub(crate) async fn style() -> Response {
     asset("text/css; charset=utf-8", STYLE.to_owned())
+}
+
+/// `GET /api/openapi.json`: the API's description, OpenAPI 3.1.
+pub(crate) async fn openapi() -> Response {
+    asset("application/json", OPENAPI.to_owned())
 }
 
 /// The directory the page was asked for, ending in `/`, escaped for an

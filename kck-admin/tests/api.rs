@@ -604,6 +604,12 @@ async fn the_page_is_served_without_a_token_and_its_data_is_not() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(headers[header::CONTENT_TYPE], "text/css; charset=utf-8");
 
+    let (status, headers, openapi) = fetch_text(&app, "/api/openapi.json").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers[header::CONTENT_TYPE], "application/json");
+    let openapi: Value = serde_json::from_str(&openapi).expect("JSON");
+    assert_eq!(openapi["info"]["title"], "kck admin API");
+
     // The page is free; what it shows is not.
     let answer = send(&app, "GET", "/api/products", None).await;
     assert_error(&answer, StatusCode::UNAUTHORIZED, "unauthorized");
