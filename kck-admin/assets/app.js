@@ -128,7 +128,7 @@ async function api(path, method = 'GET') {
   }
   clearBanner('unreachable');
   if (response.ok) {
-    if (response.status !== 503) clearBanner('store');
+    clearBanner('store');
     const text = await response.text();
     return text ? JSON.parse(text) : null;
   }
@@ -194,6 +194,7 @@ function parseHash() {
 
 async function render() {
   const mine = ++generation;
+  clearBanner('action');
   const {path, params} = parseHash();
   const view = path.startsWith('/product/') ? 'products' : path.slice(1);
   for (const link of document.querySelectorAll('header nav a')) {
@@ -220,12 +221,12 @@ async function render() {
 let pending = null;
 
 /** Renders again soon: many events in a burst cost one render. */
-function renderSoon() {
+function renderSoon(delay = 1500) {
   if (pending !== null) return;
   pending = setTimeout(() => {
     pending = null;
     render();
-  }, 1500);
+  }, delay);
 }
 
 // ---------------------------------------------------------------- products
@@ -368,6 +369,7 @@ function action(label, method, path, kind) {
     event.target.disabled = true;
     try {
       await api(path, method);
+      clearBanner('action', 'forbidden');
     } catch (error) {
       if (error.status !== 401 && error.status !== 403 && error.status !== 503) {
         showBanner('action', label + ' failed: ' + error.message);
@@ -710,9 +712,16 @@ const live = {
       renderSoon();
       return;
     }
-    const event = JSON.parse(data.join('\n'));
+    let event;
+    try {
+      event = JSON.parse(data.join('\n'));
+    } catch (_) {
+      return; // Not ours: skip it, keep the stream.
+    }
     showEvent(kind, event);
-    if (watched.any || watched.keys.has(event.key)) renderSoon();
+    // A whole view (jobs, graph) changes with any event: less often.
+    if (watched.keys.has(event.key)) renderSoon();
+    else if (watched.any) renderSoon(5000);
   },
 };
 
