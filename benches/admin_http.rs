@@ -25,7 +25,6 @@ use kck_admin::AdminConfig;
 use kck_core::clock::Timestamp;
 use kck_core::{Cache, Ctx, primer};
 use kck_diesel::PgStore;
-use kck_testing::postgres::TestDatabase;
 use serde_json::{Value, json};
 
 mod common;
@@ -33,7 +32,7 @@ mod products;
 mod report;
 
 use common::median;
-use products::{PRODUCTS, fill, raw, raw_sql};
+use products::{PRODUCTS, raw, raw_sql};
 
 /// Rounds of each side, alternating which goes first.
 const ROUNDS: usize = 5;
@@ -303,14 +302,10 @@ async fn same_json(client: &HttpClient, kck: &str, bare: &str) {
 
 fn main() {
     common::runtime().block_on(async {
-        let Some(db) = TestDatabase::create().await else {
-            eprintln!("no PostgreSQL: nothing measured");
+        let now = Timestamp::from_system_time(SystemTime::now());
+        let Some((_db, store, _)) = products::filled(now).await else {
             return;
         };
-        let store = PgStore::connect(db.url()).await.expect("connects");
-        let started = Instant::now();
-        fill(&store, Timestamp::from_system_time(SystemTime::now())).await;
-        println!("filled {PRODUCTS} products in {:.1?}", started.elapsed());
 
         let cache = Cache::builder()
             .store(store.clone())

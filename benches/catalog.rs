@@ -18,15 +18,13 @@ use diesel::sql_types::{BigInt, Nullable, Text, Timestamptz};
 use kck_core::Key;
 use kck_core::clock::Timestamp;
 use kck_core::storage::{Catalog, ProductQuery, ProductState};
-use kck_diesel::PgStore;
-use kck_testing::postgres::TestDatabase;
 
 mod common;
 mod products;
 mod report;
 
 use common::{median, visiting_order};
-use products::{PRIMERS, PRODUCTS, fill, raw, raw_sql};
+use products::{PRIMERS, PRODUCTS, raw, raw_sql};
 
 const ROUNDS: usize = 5;
 /// Repetitions of each page query in a round.
@@ -212,16 +210,10 @@ fn key(text: &str) -> Key {
 
 fn main() {
     common::runtime().block_on(async {
-        let Some(db) = TestDatabase::create().await else {
-            eprintln!("no PostgreSQL: nothing measured");
+        let now = Timestamp::from_system_time(SystemTime::now());
+        let Some((_db, store, filled)) = products::filled(now).await else {
             return;
         };
-        let store = PgStore::connect(db.url()).await.expect("connects");
-        let now = Timestamp::from_system_time(SystemTime::now());
-        let started = Instant::now();
-        fill(&store, now).await;
-        let filled = started.elapsed();
-        println!("filled {PRODUCTS} products in {filled:.1?}");
 
         let middle = format!("primer_5/{:07}", PRODUCTS / 2 + 5);
         let primer_middle = format!("primer_3/{:07}", PRODUCTS / 2 + 3);

@@ -14,6 +14,7 @@ use diesel::sql_types::{Text, Untyped};
 use diesel_async::RunQueryDsl;
 use kck_core::clock::Timestamp;
 use kck_diesel::PgStore;
+use kck_testing::postgres::TestDatabase;
 
 /// How many products.
 pub(crate) const PRODUCTS: u32 = 1_000_000;
@@ -141,4 +142,20 @@ pub(crate) async fn fill(store: &PgStore, now: Timestamp) {
     // As a long-lived table would be: visible to index-only scans, and no
     // autovacuum of the fill in the middle of the measures.
     execute(store, "VACUUM ANALYZE kck_entries").await;
+}
+
+/// A new database filled with the products at `now`, and how long the
+/// fill took; or `None` (said on stderr) without PostgreSQL. Keep the database: dropping it drops the
+/// products.
+pub(crate) async fn filled(now: Timestamp) -> Option<(TestDatabase, PgStore, Duration)> {
+    let Some(db) = TestDatabase::create().await else {
+        eprintln!("no PostgreSQL: nothing measured");
+        return None;
+    };
+    let store = PgStore::connect(db.url()).await.expect("connects");
+    let started = std::time::Instant::now();
+    fill(&store, now).await;
+    let took = started.elapsed();
+    println!("filled {PRODUCTS} products in {took:.1?}");
+    Some((db, store, took))
 }

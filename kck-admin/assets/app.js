@@ -55,12 +55,10 @@ function keyLink(key) {
 /** A time as the operator reads it: local, to the second; ISO on hover. */
 function time(iso) {
   if (!iso) return h('span', {class: 'muted'}, '—');
-  const date = new Date(iso);
-  const today = new Date().toDateString() === date.toDateString();
-  const text = today ? date.toLocaleTimeString() : date.toLocaleString();
-  return h('time', {datetime: iso, title: iso}, text);
+  return h('time', {datetime: iso, title: iso}, timeText(iso));
 }
 
+/** A time as text: to the second, with the date unless it is today. */
 function timeText(iso) {
   if (!iso) return 'never';
   const date = new Date(iso);

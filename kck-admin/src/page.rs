@@ -2,6 +2,7 @@
 //! into the crate and served without auth (they hold no data; the API they
 //! call is authenticated). No CDN, so the page works offline.
 
+use axum::body::Body;
 use axum::extract::OriginalUri;
 use axum::http::header::{self, HeaderName, HeaderValue};
 use axum::response::{IntoResponse, Response};
@@ -15,7 +16,7 @@ const OPENAPI: &str = include_str!("../assets/openapi.json");
 const POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
      connect-src 'self'; base-uri 'self'; form-action 'none'; frame-ancestors 'none'";
 
-fn asset(content_type: &'static str, body: String) -> Response {
+fn asset(content_type: &'static str, body: impl Into<Body>) -> Response {
     let headers: [(HeaderName, HeaderValue); 4] = [
         (header::CONTENT_TYPE, HeaderValue::from_static(content_type)),
         (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
@@ -28,7 +29,7 @@ fn asset(content_type: &'static str, body: String) -> Response {
             HeaderValue::from_static("nosniff"),
         ),
     ];
-    (headers, body).into_response()
+    (headers, body.into()).into_response()
 }
 
 /// `GET /`: the page, its `<base>` set to where the router is mounted, so
@@ -41,16 +42,16 @@ pub(crate) async fn index(OriginalUri(uri): OriginalUri) -> Response {
 }
 
 pub(crate) async fn script() -> Response {
-    asset("text/javascript; charset=utf-8", SCRIPT.to_owned())
+    asset("text/javascript; charset=utf-8", SCRIPT)
 }
 
 pub(crate) async fn style() -> Response {
-    asset("text/css; charset=utf-8", STYLE.to_owned())
+    asset("text/css; charset=utf-8", STYLE)
 }
 
 /// `GET /api/openapi.json`: the API's description, OpenAPI 3.1.
 pub(crate) async fn openapi() -> Response {
-    asset("application/json", OPENAPI.to_owned())
+    asset("application/json", OPENAPI)
 }
 
 /// The directory the page was asked for, ending in `/`, escaped for an
