@@ -39,14 +39,16 @@
 //! ```
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 
 use crate::cache::Cache;
 use crate::error::Error;
 use crate::key::Key;
 use crate::primer::PrimerDef;
+pub use crate::storage::Neighbour;
 use crate::storage::{
     Catalog, Census, FailedJob, JobId, KeyJobs, PendingJob, ProductPage, ProductQuery,
-    ProductState, ProductSummary, RunningJob, StoreError, Version,
+    ProductRecord, ProductState, ProductSummary, RunningJob,
 };
 
 /// Looks at a cache; see [the module](self). Cheap to make: a borrow of
@@ -134,18 +136,6 @@ pub struct ProductDetail {
     pub dependents: Vec<Neighbour>,
     /// Its refresh jobs: waiting, running, failed.
     pub jobs: KeyJobs,
-}
-
-/// A product at the other end of a dependency edge.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Neighbour {
-    /// Its key.
-    pub key: Key,
-    /// Its version and state, or `None` if it is not stored.
-    pub stored: Option<(Version, ProductState)>,
-    /// Whether the reader saw its current value (`false`: it changed since,
-    /// or the read failed).
-    pub current: bool,
 }
 
 /// A primer and how many of its products are in each state.
@@ -286,38 +276,32 @@ impl<'c> Inspector<'c> {
     /// not JSON).
     pub async fn product(&self, key: &Key) -> Result<Option<ProductDetail>, Error> {
         self.cache.registry().check_key(key)?;
-        let Some(summary) = self.summary(key).await? else {
+        let catalog = self.catalog()?;
+        let Some(record) = catalog.detail(key, self.cache.now()).await? else {
             return Ok(None);
         };
-        let entries = self.cache.storage().entries();
-        let Some(stored) = entries.load(key).await? else {
-            return Ok(None);
+        let ProductRecord {
+            mut summary,
+            value,
+            mut dependencies,
+            mut dependents,
+            jobs,
+        } = record;
+        // The catalog's jobs are its own queue's: the cache's only if the
+        // cache's queue is that same object.
+        let queue = self.cache.queue();
+        let jobs = match jobs {
+            Some(jobs) if std::ptr::addr_eq(Arc::as_ptr(queue), std::ptr::from_ref(catalog)) => {
+                jobs
+            }
+            _ => queue.jobs_of(key).await?,
         };
-        let value = serde_json::from_slice(&stored.value).map_err(|error| {
-            Error::Store(StoreError::Corrupt {
-                key: key.to_string(),
-                reason: format!("the stored value is not JSON: {error}"),
-            })
-        })?;
-        let mut dependencies = Vec::new();
-        for edge in entries.dependencies(key).await? {
-            let stored = self.summary(&edge.key).await?;
-            dependencies.push(Neighbour {
-                current: stored.as_ref().map(|s| Some(s.meta.content_hash)) == Some(edge.seen),
-                stored: stored.map(|s| (s.version, s.state)),
-                key: edge.key,
-            });
+        summary.state = self.state_here(key, summary.state);
+        for neighbour in dependencies.iter_mut().chain(&mut dependents) {
+            if let Some((_, state)) = &mut neighbour.stored {
+                *state = self.state_here(&neighbour.key, *state);
+            }
         }
-        let mut dependents = Vec::new();
-        for edge in entries.dependents(key).await? {
-            let stored = self.summary(&edge.key).await?;
-            dependents.push(Neighbour {
-                current: edge.seen == Some(summary.meta.content_hash),
-                stored: stored.map(|s| (s.version, s.state)),
-                key: edge.key,
-            });
-        }
-        let jobs = self.cache.queue().jobs_of(key).await?;
         Ok(Some(ProductDetail {
             summary,
             value,

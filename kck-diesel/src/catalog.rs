@@ -3,30 +3,85 @@
 //! scan or cap, so that a store of millions answers in milliseconds.
 
 use diesel::QueryableByName;
-use diesel::sql_types::{BigInt, Bool, Nullable, Text};
+use diesel::pg::sql_types::Record;
+use diesel::sql_types::{Array, BigInt, Bool, Nullable, Text};
 use futures_util::future::BoxFuture;
 use kck_core::Key;
 use kck_core::clock::Timestamp;
 use kck_core::storage::{
-    Catalog, Census, ProductPage, ProductQuery, ProductState, ProductSummary, StoreError,
+    Catalog, Census, KeyJobs, Neighbour, ProductPage, ProductQuery, ProductRecord, ProductState,
+    ProductSummary, StoreError, Version,
 };
 
 use crate::convert::{corrupt, parse_key, to_pg};
+use crate::queue_sql::{AnyJobRow, JobRecord, JobRecordType};
 use crate::sql::EntryRow;
 use crate::statement::{Bind, Sql, statements};
 use crate::store::PgStore;
 
-/// A product's state at a bound instant (binds: now, now), as
+/// The state at a bound instant (binds: now, now) of the entry `$e`, as
 /// [`ProductState::of`] decides it; leases are judged by the database's
 /// clock, as they are taken.
 macro_rules! state_of {
+    ($e:literal) => {
+        concat!(
+            "CASE WHEN ",
+            $e,
+            ".error_message IS NOT NULL THEN 'failing' \
+                  WHEN ",
+            $e,
+            ".expires_at <= {}::timestamptz THEN 'expired' \
+                  WHEN EXISTS (SELECT 1 FROM kck_leases l \
+                               WHERE l.key = ",
+            $e,
+            ".key AND l.expires_at > clock_timestamp()) \
+                       THEN 'computing' \
+                  WHEN ",
+            $e,
+            ".stale_at <= {}::timestamptz THEN 'stale' \
+                  ELSE 'fresh' END"
+        )
+    };
+}
+
+/// The columns of a [`SummaryRow`] but `value`, of the entry `e`. Binds:
+/// now, now.
+macro_rules! summary_columns {
     () => {
-        "CASE WHEN e.error_message IS NOT NULL THEN 'failing' \
-              WHEN e.expires_at <= {}::timestamptz THEN 'expired' \
-              WHEN EXISTS (SELECT 1 FROM kck_leases l \
-                           WHERE l.key = e.key AND l.expires_at > clock_timestamp()) THEN 'computing' \
-              WHEN e.stale_at <= {}::timestamptz THEN 'stale' \
-              ELSE 'fresh' END"
+        concat!(
+            "e.key, e.version, e.computed_at, e.changed_at, e.stale_at, e.refresh_at, \
+             e.expires_at, e.content_hash, e.code_version, e.compute_micros, e.error_message, \
+             e.error_at, e.error_attempts, e.read_at, pg_column_size(e.value)::bigint AS size, ",
+            state_of!("e"),
+            " AS state"
+        )
+    };
+}
+
+/// The entries at the other end of `e`'s edges, as an array of
+/// `(key, version, state, current)` records: `$far` is the edge's column
+/// naming them, `$near` the one naming `e`, `$seen` what a current edge
+/// saw. Binds: now, now.
+macro_rules! neighbours {
+    ($far:literal, $near:literal, $seen:literal, $order:literal) => {
+        concat!(
+            "ARRAY(SELECT ROW(x.",
+            $far,
+            ", n.version, \
+                              CASE WHEN n.key IS NOT NULL THEN ",
+            state_of!("n"),
+            " END, COALESCE(x.seen = ",
+            $seen,
+            ", false)) \
+                   FROM kck_edges x LEFT JOIN kck_entries n ON n.key = x.",
+            $far,
+            " \
+                   WHERE x.",
+            $near,
+            " = e.key ORDER BY x.",
+            $order,
+            ")"
+        )
     };
 }
 
@@ -42,13 +97,9 @@ macro_rules! page {
             ") AS s \
              ), examined AS ( SELECT key, n FROM scanned WHERE n <= {} \
              ), page AS ( \
-                 SELECT x.n, e.key, e.version, ''::text AS value, e.computed_at, e.changed_at, \
-                        e.stale_at, e.refresh_at, e.expires_at, e.content_hash, e.code_version, \
-                        e.compute_micros, e.error_message, e.error_at, e.error_attempts, \
-                        e.read_at, pg_column_size(e.value)::bigint AS size, ",
-            state_of!(),
-            " AS state \
-                 FROM examined x JOIN kck_entries e ON e.key = x.key \
+                 SELECT x.n, ''::text AS value, ",
+            summary_columns!(),
+            " FROM examined x JOIN kck_entries e ON e.key = x.key \
              ) \
              SELECT p.*, (SELECT key FROM examined ORDER BY n DESC LIMIT 1) AS last_examined, \
                     EXISTS (SELECT 1 FROM scanned WHERE n > {}) AS more \
@@ -93,12 +144,26 @@ macro_rules! scan_end {
 statements! {
     /// One entry as a page lists it. Binds: now, now, key.
     ProductOf = concat!(
-        "SELECT e.key, e.version, ''::text AS value, e.computed_at, e.changed_at, \
-                e.stale_at, e.refresh_at, e.expires_at, e.content_hash, e.code_version, \
-                e.compute_micros, e.error_message, e.error_at, e.error_attempts, \
-                e.read_at, pg_column_size(e.value)::bigint AS size, ",
-        state_of!(),
-        " AS state FROM kck_entries e WHERE e.key = {}"
+        "SELECT ''::text AS value, ",
+        summary_columns!(),
+        " FROM kck_entries e WHERE e.key = {}"
+    );
+
+    /// One entry with its value, its neighbours and its jobs. Binds: now (six
+    /// times), key.
+    DetailOf = concat!(
+        "SELECT e.value::text AS value, ",
+        summary_columns!(),
+        ", ",
+        neighbours!("dependency", "dependent", "n.content_hash", "position"),
+        " AS dependencies, ",
+        neighbours!("dependent", "dependency", "e.content_hash", "dependent"),
+        " AS dependents, \
+         ARRAY(SELECT ROW(j.id, j.status, j.due_at, j.priority, j.reasons, j.attempts, j.error, \
+                          COALESCE(j.worker, ''), j.lease_until, \
+                          jsonb_array_length(j.deltas)::bigint) \
+               FROM kck_jobs j WHERE j.key = e.key ORDER BY j.id) AS jobs \
+         FROM kck_entries e WHERE e.key = {}"
     );
 
     /// A page of products of every primer.
@@ -116,7 +181,7 @@ statements! {
         "WITH counted AS MATERIALIZED ( \
              SELECT state, row_number() OVER (ORDER BY key) AS n FROM ( \
                  SELECT e.key, ",
-        state_of!(),
+        state_of!("e"),
         " AS state FROM kck_entries e WHERE e.primer = {} ORDER BY e.key LIMIT {} \
              ) AS s \
          ) \
@@ -146,6 +211,66 @@ impl SummaryRow {
             meta: stored.meta,
             state,
             size: self.size.unsigned_abs(),
+        })
+    }
+}
+
+/// A neighbour as `neighbours!` lists it: key, version, state, current.
+type NeighbourRecord = (String, Option<i64>, Option<String>, bool);
+
+/// The SQL type of `neighbours!`.
+type NeighbourRecords = Array<Record<(Text, Nullable<BigInt>, Nullable<Text>, Bool)>>;
+
+/// An entry, its value, its neighbours and its jobs.
+#[derive(Debug, QueryableByName)]
+struct DetailRow {
+    #[diesel(embed)]
+    summary: SummaryRow,
+    #[diesel(sql_type = NeighbourRecords)]
+    dependencies: Vec<NeighbourRecord>,
+    #[diesel(sql_type = NeighbourRecords)]
+    dependents: Vec<NeighbourRecord>,
+    #[diesel(sql_type = Array<JobRecordType>)]
+    jobs: Vec<JobRecord>,
+}
+
+impl DetailRow {
+    fn into_record(mut self) -> Result<ProductRecord, StoreError> {
+        let value = std::mem::take(&mut self.summary.entry.value);
+        let value = serde_json::from_str(&value).map_err(|error| {
+            corrupt(
+                &self.summary.entry.key,
+                format!("the stored value is not JSON: {error}"),
+            )
+        })?;
+        let neighbours = |records: Vec<NeighbourRecord>| {
+            records
+                .into_iter()
+                .map(|(key, version, state, current)| {
+                    let stored = match (version, state) {
+                        (Some(version), Some(text)) => {
+                            Some((Version(version), self::state(&key, &text)?))
+                        }
+                        _ => None,
+                    };
+                    Ok(Neighbour {
+                        key: parse_key(&key)?,
+                        stored,
+                        current,
+                    })
+                })
+                .collect::<Result<Vec<_>, StoreError>>()
+        };
+        let mut jobs = KeyJobs::default();
+        for job in self.jobs {
+            AnyJobRow::of_record(self.summary.entry.key.clone(), job).file(&mut jobs)?;
+        }
+        Ok(ProductRecord {
+            jobs: Some(jobs),
+            dependencies: neighbours(self.dependencies)?,
+            dependents: neighbours(self.dependents)?,
+            summary: self.summary.into_summary()?,
+            value,
         })
     }
 }
@@ -313,6 +438,22 @@ impl Catalog for PgStore {
             rows.into_iter()
                 .next()
                 .map(SummaryRow::into_summary)
+                .transpose()
+        })
+    }
+
+    fn detail<'a>(
+        &'a self,
+        key: &'a Key,
+        now: Timestamp,
+    ) -> BoxFuture<'a, Result<Option<ProductRecord>, StoreError>> {
+        Box::pin(async move {
+            let mut binds = vec![Bind::Time(to_pg(now)); 6];
+            binds.push(Bind::Text(key.as_str().to_owned()));
+            let rows: Vec<DetailRow> = self.run::<DetailOf, _>(binds).await?;
+            rows.into_iter()
+                .next()
+                .map(DetailRow::into_record)
                 .transpose()
         })
     }

@@ -119,7 +119,7 @@ impl RunningRow {
 
 impl AnyJobRow {
     /// Files the job under its status in `jobs`.
-    fn file(self, jobs: &mut KeyJobs) -> Result<(), StoreError> {
+    pub(crate) fn file(self, jobs: &mut KeyJobs) -> Result<(), StoreError> {
         match self.status.as_str() {
             "pending" => {
                 jobs.pending = Some(

@@ -7,6 +7,7 @@
 
 use diesel::QueryableByName;
 use diesel::pg::data_types::PgTimestamp;
+use diesel::pg::sql_types::Record;
 use diesel::sql_types::{Array, BigInt, Integer, Nullable, SmallInt, Text, Timestamptz};
 
 use crate::statement::statements;
@@ -296,6 +297,56 @@ pub(crate) struct AnyJobRow {
     pub(crate) lease_until: Option<PgTimestamp>,
     #[diesel(sql_type = BigInt)]
     pub(crate) deltas: i64,
+}
+
+/// An [`AnyJobRow`] but its key, as a record: id, status, due_at,
+/// priority, reasons, attempts, error, worker, lease_until, deltas.
+pub(crate) type JobRecord = (
+    i64,
+    String,
+    PgTimestamp,
+    i16,
+    Vec<String>,
+    i32,
+    Option<String>,
+    String,
+    Option<PgTimestamp>,
+    i64,
+);
+
+/// The SQL type of a [`JobRecord`].
+pub(crate) type JobRecordType = Record<(
+    BigInt,
+    Text,
+    Timestamptz,
+    SmallInt,
+    Array<Text>,
+    Integer,
+    Nullable<Text>,
+    Text,
+    Nullable<Timestamptz>,
+    BigInt,
+)>;
+
+impl AnyJobRow {
+    /// The job of `key` that `record` describes.
+    pub(crate) fn of_record(key: String, record: JobRecord) -> Self {
+        let (id, status, due_at, priority, reasons, attempts, error, worker, lease_until, deltas) =
+            record;
+        AnyJobRow {
+            id,
+            key,
+            status,
+            due_at,
+            priority,
+            reasons,
+            attempts,
+            error,
+            worker,
+            lease_until,
+            deltas,
+        }
+    }
 }
 
 /// How many jobs are in each state.

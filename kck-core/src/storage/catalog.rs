@@ -15,6 +15,7 @@ use futures_util::future::BoxFuture;
 
 use super::common::{StoreError, Version};
 use super::entries::EntryMeta;
+use super::queue::KeyJobs;
 use crate::clock::Timestamp;
 use crate::key::Key;
 
@@ -47,6 +48,22 @@ pub trait Catalog: Send + Sync + 'static {
         key: &'a Key,
         now: Timestamp,
     ) -> BoxFuture<'a, Result<Option<ProductSummary>, StoreError>>;
+
+    /// The entry of `key` at `now` with its value (as JSON) and the
+    /// entries at both ends of its dependency edges, each with its version
+    /// and state, and its jobs if the store is its own queue; `None` if
+    /// there is none. A store answers it in one round trip where it can:
+    /// an operator's page of one product should cost about what a read of
+    /// it does.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Corrupt`] if the stored value is not JSON.
+    fn detail<'a>(
+        &'a self,
+        key: &'a Key,
+        now: Timestamp,
+    ) -> BoxFuture<'a, Result<Option<ProductRecord>, StoreError>>;
 
     /// How many entries of `primer` are in each state at `now`, counting
     /// at most `cap` entries ([`Census::complete`] says whether that was
@@ -206,6 +223,36 @@ pub struct ProductSummary {
     /// (the JSON text in memory; PostgreSQL's stored, possibly compressed,
     /// size).
     pub size: u64,
+}
+
+/// An entry, its value and its neighbours, as [`Catalog::detail`] finds
+/// them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProductRecord {
+    /// Its key, version, metadata, state and size.
+    pub summary: ProductSummary,
+    /// Its value as stored, as JSON.
+    pub value: serde_json::Value,
+    /// What its last computation read, in first-read order.
+    pub dependencies: Vec<Neighbour>,
+    /// What read it, by key.
+    pub dependents: Vec<Neighbour>,
+    /// Its jobs, from a store that is also a [`Queue`](super::Queue) and
+    /// lists them in the same round trip (as `Queue::jobs_of` would);
+    /// `None` from a store that leaves them to its queue.
+    pub jobs: Option<KeyJobs>,
+}
+
+/// A product at the other end of a dependency edge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Neighbour {
+    /// Its key.
+    pub key: Key,
+    /// Its version and state, or `None` if it is not stored.
+    pub stored: Option<(Version, ProductState)>,
+    /// Whether the reader saw its current value (`false`: it changed since,
+    /// or the read failed).
+    pub current: bool,
 }
 
 /// How many products of a primer are in each state.

@@ -56,7 +56,8 @@ mod timetable;
 use std::sync::Arc;
 
 pub use catalog::{
-    Catalog, Census, ProductPage, ProductQuery, ProductState, ProductSummary, UnknownState,
+    Catalog, Census, Neighbour, ProductPage, ProductQuery, ProductRecord, ProductState,
+    ProductSummary, UnknownState,
 };
 pub use common::{ContentHash, JobDelta, StoreError, Version};
 pub(crate) use coordination::Alone;

@@ -6,21 +6,23 @@ use std::time::Duration;
 use kck_core::Key;
 use kck_core::clock::Timestamp;
 use kck_core::storage::{
-    Catalog, Census, ChangeWatcher, EntryError, Expect, Lease, ProductPage, ProductQuery,
-    ProductState, Storage, Version,
+    Catalog, Census, ChangeWatcher, ContentHash, Edge, EntryError, Expect, JobRequest, KeyJobs,
+    Lease, Neighbour, ProductPage, ProductQuery, ProductState, RefreshReason, Storage, Version,
 };
 
 use super::{at, entry, key, save, written};
 
 const A: &str = "conformance_catalog_a";
 const B: &str = "conformance_catalog_b";
+const C: &str = "conformance_catalog_c";
 
 /// Checks the [`Catalog`] of `storage` against its entries (and its
 /// coordination's leases, for the `computing` state): listing order,
 /// paging with cursors, the state of each entry, the state filter with a
-/// bounded scan, and the census with its cap. `storage` must have a
-/// catalog, and be used by no one else meanwhile; other suites' entries may
-/// be there.
+/// bounded scan, the census with its cap, and the detail of an entry with
+/// its neighbours (and its jobs, from a catalog that lists them). `storage`
+/// must have a catalog, and be used by no one else meanwhile; other
+/// suites' entries may be there.
 ///
 /// # Panics
 ///
@@ -210,6 +212,8 @@ pub async fn check_catalog(storage: &Storage) {
         "a primer without entries"
     );
 
+    check_detail(catalog, storage, &states, now).await;
+
     // A removed entry leaves the listing.
     let removed = key(&format!("{A}/k1"));
     let _ = storage.entries().remove(&removed).await;
@@ -223,6 +227,139 @@ pub async fn check_catalog(storage: &Storage) {
         .release_lease(&key(&format!("{A}/k6")), "conformance")
         .await;
     drop(watchers);
+}
+
+/// The detail of an entry that read three others (a current one, a
+/// changed one and a missing one, in that order of reading) and of what it
+/// read.
+async fn check_detail(
+    catalog: &dyn Catalog,
+    storage: &Storage,
+    states: &[(Key, ProductState, Version)],
+    now: Timestamp,
+) {
+    let saved = |name: &str| -> (Key, Version) {
+        let key = key(&format!("{A}/{name}"));
+        let version = states
+            .iter()
+            .find(|(k, _, _)| *k == key)
+            .map(|(_, _, version)| *version)
+            .unwrap_or_else(|| panic!("{key} was saved"));
+        (key, version)
+    };
+    let ((failing, failing_version), (fresh, fresh_version)) = (saved("k4"), saved("k1"));
+    let gone = key(&format!("{A}/gone"));
+    let reader = key(&format!("{C}/reader"));
+    let mut entry = entry(&reader, r#"{"total": 3}"#, &[]);
+    entry.meta.last_error = None;
+    entry.meta.stale_at = Some(at(200));
+    entry.meta.expires_at = None;
+    entry.dependencies = vec![
+        Edge::new(failing.clone(), Some(ContentHash::of(b"an older value"))),
+        Edge::new(
+            fresh.clone(),
+            Some(ContentHash::of(format!("\"{A} k1\"").as_bytes())),
+        ),
+        Edge::new(gone.clone(), None),
+    ];
+    let version = written(
+        save(&**storage.entries(), entry, Expect::Any).await,
+        "a reader",
+    );
+    if let Some(queue) = storage.queue() {
+        let job = JobRequest::new(reader.clone(), at(150), RefreshReason::Stale);
+        queue
+            .enqueue(&[job])
+            .await
+            .unwrap_or_else(|e| panic!("enqueue: {e}"));
+    }
+    let detail = |key: Key| async move {
+        catalog
+            .detail(&key, now)
+            .await
+            .unwrap_or_else(|e| panic!("detail of {key}: {e}"))
+    };
+
+    let read = detail(reader.clone())
+        .await
+        .unwrap_or_else(|| panic!("{reader} is stored"));
+    assert_eq!(
+        read.value,
+        serde_json::json!({"total": 3}),
+        "the detail holds the value as JSON"
+    );
+    assert_eq!(
+        Some(read.summary.clone()),
+        catalog
+            .product(&reader, now)
+            .await
+            .unwrap_or_else(|e| panic!("product {reader}: {e}")),
+        "the detail's summary is the listing's"
+    );
+    assert_eq!(
+        (read.summary.version, read.summary.state),
+        (version, ProductState::Fresh)
+    );
+    assert_eq!(
+        read.dependencies,
+        vec![
+            Neighbour {
+                key: failing.clone(),
+                stored: Some((failing_version, ProductState::Failing)),
+                current: false,
+            },
+            Neighbour {
+                key: fresh.clone(),
+                stored: Some((fresh_version, ProductState::Fresh)),
+                current: true,
+            },
+            Neighbour {
+                key: gone.clone(),
+                stored: None,
+                current: false,
+            },
+        ],
+        "dependencies in reading order, each with its state and whether it was seen as it is"
+    );
+    assert_eq!(read.dependents, Vec::new(), "nothing read the reader");
+    if let Some(jobs) = &read.jobs {
+        let queue = storage
+            .queue()
+            .unwrap_or_else(|| panic!("a catalog that lists jobs has a queue"));
+        let listed = queue
+            .jobs_of(&reader)
+            .await
+            .unwrap_or_else(|e| panic!("jobs of {reader}: {e}"));
+        assert!(listed.pending.is_some(), "the reader's job is pending");
+        assert_eq!(jobs, &listed, "the detail's jobs are the queue's");
+    }
+
+    let reader_seen = |current: bool| Neighbour {
+        key: reader.clone(),
+        stored: Some((version, ProductState::Fresh)),
+        current,
+    };
+    let read_fresh = detail(fresh).await.map(|detail| detail.dependents);
+    assert_eq!(
+        read_fresh,
+        Some(vec![reader_seen(true)]),
+        "a dependent that saw the current value"
+    );
+    let read_failing = detail(failing).await.map(|detail| detail.dependents);
+    assert_eq!(
+        read_failing,
+        Some(vec![reader_seen(false)]),
+        "a dependent that saw an older value"
+    );
+    assert_eq!(detail(gone).await, None, "no detail of a missing entry");
+    let _ = storage.entries().remove(&reader).await;
+    if let Some(queue) = storage.queue()
+        && let Ok(KeyJobs {
+            pending: Some(job), ..
+        }) = queue.jobs_of(&reader).await
+    {
+        let _ = queue.cancel(job.id).await;
+    }
 }
 
 /// Saves the suite's entries; returns each key with the state it is in at

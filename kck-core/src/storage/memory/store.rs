@@ -13,8 +13,9 @@ use crate::clock::{Clock, SystemClock, Timestamp};
 use crate::key::Key;
 use crate::storage::{
     Catalog, Census, ChangeWatcher, ContentHash, Coordination, DueRefreshes, Edge, Entry,
-    EntryMeta, EntryPatch, EntryStore, Expect, Lease, ProductPage, ProductQuery, ProductState,
-    ProductSummary, Saved, StoreError, StoredEntry, TickClaim, Timetable, Version,
+    EntryMeta, EntryPatch, EntryStore, Expect, Lease, Neighbour, ProductPage, ProductQuery,
+    ProductRecord, ProductState, ProductSummary, Saved, StoreError, StoredEntry, TickClaim,
+    Timetable, Version,
 };
 
 /// A store in process memory, implementing [`EntryStore`], [`Timetable`],
@@ -339,6 +340,56 @@ impl State {
         })
     }
 
+    /// The entry of `key`, its value and its neighbours at `now`.
+    fn record(
+        &self,
+        key: &Key,
+        now: Timestamp,
+        leases_at: Timestamp,
+    ) -> Result<Option<ProductRecord>, StoreError> {
+        let Some((_, entry)) = self.entries.get(key) else {
+            return Ok(None);
+        };
+        let Some(summary) = self.summary(key, now, leases_at) else {
+            return Ok(None);
+        };
+        let value = serde_json::from_slice(&entry.value).map_err(|error| StoreError::Corrupt {
+            key: key.to_string(),
+            reason: format!("the stored value is not JSON: {error}"),
+        })?;
+        let neighbour = |key: &Key, current: &dyn Fn(&ContentHash) -> bool| {
+            let stored = self.summary(key, now, leases_at);
+            Neighbour {
+                key: key.clone(),
+                current: stored
+                    .as_ref()
+                    .is_some_and(|s| current(&s.meta.content_hash)),
+                stored: stored.map(|s| (s.version, s.state)),
+            }
+        };
+        let dependencies = entry
+            .dependencies
+            .iter()
+            .map(|edge| neighbour(&edge.key, &|hash| edge.seen == Some(*hash)))
+            .collect();
+        let mine = summary.meta.content_hash;
+        let dependents = self
+            .dependents
+            .get(key)
+            .into_iter()
+            .flatten()
+            .map(|(reader, seen)| neighbour(reader, &|_| *seen == Some(mine)))
+            .collect();
+        Ok(Some(ProductRecord {
+            summary,
+            value,
+            dependencies,
+            dependents,
+            // The store's queue is another object: it lists them.
+            jobs: None,
+        }))
+    }
+
     /// The state of the entry of `key` at `now`.
     fn state_of(
         &self,
@@ -407,6 +458,16 @@ impl Catalog for MemoryStore {
         let product = state.summary(key, now, leases_at);
         drop(state);
         Box::pin(ready(Ok(product)))
+    }
+
+    fn detail<'a>(
+        &'a self,
+        key: &'a Key,
+        now: Timestamp,
+    ) -> BoxFuture<'a, Result<Option<ProductRecord>, StoreError>> {
+        let leases_at = self.clock.now();
+        let record = self.lock().record(key, now, leases_at);
+        Box::pin(ready(record))
     }
 
     fn census<'a>(
