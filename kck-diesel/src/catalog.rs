@@ -15,32 +15,34 @@ use kck_core::storage::{
 
 use crate::convert::{corrupt, parse_key, to_pg};
 use crate::queue_sql::{AnyJobRow, JobRecord, JobRecordType};
-use crate::sql::EntryRow;
+use crate::sql::{EntryRow, KeyRow};
 use crate::statement::{Bind, Sql, statements};
 use crate::store::PgStore;
 
 /// The state at a bound instant (binds: now, now) of the entry `$e`, as
 /// [`ProductState::of`] decides it; leases are judged by the database's
-/// clock, as they are taken.
+/// clock, as they are taken. The live leases are one uncorrelated
+/// subquery, which PostgreSQL hashes once for a scan of many entries.
 macro_rules! state_of {
     ($e:literal) => {
         concat!(
-            "CASE WHEN ",
-            $e,
-            ".error_message IS NOT NULL THEN 'failing' \
-                  WHEN ",
-            $e,
-            ".expires_at <= {}::timestamptz THEN 'expired' \
-                  WHEN EXISTS (SELECT 1 FROM kck_leases l \
-                               WHERE l.key = ",
-            $e,
-            ".key AND l.expires_at > clock_timestamp()) \
-                       THEN 'computing' \
-                  WHEN ",
-            $e,
-            ".stale_at <= {}::timestamptz THEN 'stale' \
+            "CASE WHEN ", $e, ".error_message IS NOT NULL THEN 'failing' \
+                  WHEN ", $e, ".expires_at <= {}::timestamptz THEN 'expired' \
+                  WHEN ", $e, ".key IN (SELECT l.key FROM kck_leases l \
+                                        WHERE l.expires_at > clock_timestamp()) THEN 'computing' \
+                  WHEN ", $e, ".stale_at <= {}::timestamptz THEN 'stale' \
                   ELSE 'fresh' END"
         )
+    };
+}
+
+/// The columns of a [`SummaryRow`] but `value` and `state`, of the entry
+/// `e`.
+macro_rules! entry_columns {
+    () => {
+        "e.key, e.version, e.computed_at, e.changed_at, e.stale_at, e.refresh_at, e.expires_at, \
+         e.content_hash, e.code_version, e.compute_micros, e.error_message, e.error_at, \
+         e.error_attempts, e.read_at, pg_column_size(e.value)::bigint AS size"
     };
 }
 
@@ -48,13 +50,7 @@ macro_rules! state_of {
 /// now, now.
 macro_rules! summary_columns {
     () => {
-        concat!(
-            "e.key, e.version, e.computed_at, e.changed_at, e.stale_at, e.refresh_at, \
-             e.expires_at, e.content_hash, e.code_version, e.compute_micros, e.error_message, \
-             e.error_at, e.error_attempts, e.read_at, pg_column_size(e.value)::bigint AS size, ",
-            state_of!("e"),
-            " AS state"
-        )
+        concat!(entry_columns!(), ", ", state_of!("e"), " AS state")
     };
 }
 
@@ -85,58 +81,61 @@ macro_rules! neighbours {
     };
 }
 
-/// A page of products from the entries that `$scanned` selects (`key`, in
-/// listing order, `LIMIT scan + 1`). Binds after `$scanned`'s: scan, now,
-/// now, state (nullable) twice, limit + 1, scan.
+/// A page: the entries `$scanned` selects (in listing order), each with
+/// its state, those in the wanted state only, up to a limit. One pass over
+/// the index on `(primer, key)` that stops once the page is full. Binds
+/// after `$scanned`'s: now, now, state (nullable) twice, limit.
 macro_rules! page {
     ($scanned:expr) => {
         concat!(
-            "WITH scanned AS MATERIALIZED ( \
-                 SELECT key, row_number() OVER (ORDER BY primer, key) AS n FROM (",
+            "SELECT ''::text AS value, ",
+            entry_columns!(),
+            ", s.state FROM (",
             $scanned,
-            ") AS s \
-             ), examined AS ( SELECT key, n FROM scanned WHERE n <= {} \
-             ), page AS ( \
-                 SELECT x.n, ''::text AS value, ",
-            summary_columns!(),
-            " FROM examined x JOIN kck_entries e ON e.key = x.key \
-             ) \
-             SELECT p.*, (SELECT key FROM examined ORDER BY n DESC LIMIT 1) AS last_examined, \
-                    EXISTS (SELECT 1 FROM scanned WHERE n > {}) AS more \
-             FROM page p WHERE {}::text IS NULL OR p.state = {} \
-             ORDER BY p.n LIMIT {}"
+            ") AS e, LATERAL (SELECT ",
+            state_of!("e"),
+            " AS state) AS s \
+             WHERE {}::text IS NULL OR s.state = {} \
+             ORDER BY e.primer, e.key LIMIT {}"
         )
     };
 }
 
-/// The entries a page examines, of every primer. Binds: the cursor's
-/// primer and key ('' for the first page), scan + 1.
+/// The `$columns` of the entries a page examines, of every primer. Binds:
+/// the cursor's primer and key ('' for the first page), how many.
 macro_rules! scanned_all {
-    () => {
-        "SELECT primer, key FROM kck_entries WHERE (primer, key) > ({}, {}) \
-         ORDER BY primer, key LIMIT {}"
+    ($columns:literal) => {
+        concat!(
+            "SELECT ",
+            $columns,
+            " FROM kck_entries WHERE (primer, key) > ({}, {}) \
+             ORDER BY primer, key LIMIT {}"
+        )
     };
 }
 
-/// The entries a page examines, of one primer. Binds: the primer, the
-/// cursor's key ('' for the first page), scan + 1.
+/// The `$columns` of the entries a page examines, of one primer. Binds:
+/// the primer, the cursor's key ('' for the first page), how many.
 macro_rules! scanned_primer {
-    () => {
-        "SELECT primer, key FROM kck_entries WHERE primer = {} AND key > {} ORDER BY key LIMIT {}"
+    ($columns:literal) => {
+        concat!(
+            "SELECT ",
+            $columns,
+            " FROM kck_entries WHERE primer = {} AND key > {} \
+             ORDER BY primer, key LIMIT {}"
+        )
     };
 }
 
-/// Where an empty page's scan ended (binds: as the page's scan, then scan,
-/// scan).
+/// The keys of the entries `$scanned` selects from an offset on: a short
+/// page asks for the last entry it examined and the one after (binds: as
+/// `$scanned`'s, then the offset).
 macro_rules! scan_end {
     ($scanned:expr) => {
         concat!(
-            "WITH scanned AS MATERIALIZED ( \
-                 SELECT key, row_number() OVER (ORDER BY primer, key) AS n FROM (",
+            "SELECT key FROM (",
             $scanned,
-            ") AS s ) \
-             SELECT (SELECT key FROM scanned WHERE n <= {} ORDER BY n DESC LIMIT 1) AS last_examined, \
-                    EXISTS (SELECT 1 FROM scanned WHERE n > {}) AS more"
+            ") AS s ORDER BY primer, key OFFSET {}"
         )
     };
 }
@@ -167,13 +166,13 @@ statements! {
     );
 
     /// A page of products of every primer.
-    PageAll = page!(scanned_all!());
+    PageAll = page!(scanned_all!("*"));
     /// A page of one primer's products.
-    PagePrimer = page!(scanned_primer!());
-    /// Where an empty page of every primer ended.
-    ScanEndAll = scan_end!(scanned_all!());
-    /// Where an empty page of one primer ended.
-    ScanEndPrimer = scan_end!(scanned_primer!());
+    PagePrimer = page!(scanned_primer!("*"));
+    /// Where a short page of every primer ended.
+    ScanEndAll = scan_end!(scanned_all!("primer, key"));
+    /// Where a short page of one primer ended.
+    ScanEndPrimer = scan_end!(scanned_primer!("primer, key"));
 
     /// A primer's entries per state, the first `cap` of them. Binds: now,
     /// now, primer, cap + 1, cap, cap.
@@ -275,26 +274,6 @@ impl DetailRow {
     }
 }
 
-/// A product of a page, and where the page's scan ended.
-#[derive(Debug, QueryableByName)]
-struct PageRow {
-    #[diesel(embed)]
-    summary: SummaryRow,
-    #[diesel(sql_type = Nullable<Text>)]
-    last_examined: Option<String>,
-    #[diesel(sql_type = Bool)]
-    more: bool,
-}
-
-/// Where a scan ended.
-#[derive(Debug, QueryableByName)]
-struct ScanEndRow {
-    #[diesel(sql_type = Nullable<Text>)]
-    last_examined: Option<String>,
-    #[diesel(sql_type = Bool)]
-    more: bool,
-}
-
 /// The count of one state.
 #[derive(Debug, QueryableByName)]
 struct CountRow {
@@ -311,96 +290,87 @@ fn state(key: &str, text: &str) -> Result<ProductState, StoreError> {
         .map_err(|_| corrupt(key, format!("unknown state `{text}`")))
 }
 
-/// The binds of the entries a page examines, and the scan's size.
-fn scan_binds(query: &ProductQuery) -> (Vec<Bind>, i64) {
-    // Without a state filter every entry examined is listed: the page
-    // needs to examine no more than it lists.
-    let scan = match query.state {
-        None => query.scan.min(query.limit),
-        Some(_) => query.scan,
-    };
-    let scan = i64::try_from(scan).unwrap_or(i64::MAX - 1);
-    let after = query
-        .after
-        .as_ref()
-        .map_or_else(String::new, |key| key.as_str().to_owned());
-    let binds = match &query.primer {
-        Some(primer) => {
-            // A cursor of another primer's key starts the primer afresh.
-            let after = match &query.after {
-                Some(key) if key.primer() == primer => after,
-                _ => String::new(),
-            };
-            vec![Bind::Text(primer.clone()), Bind::Text(after)]
-        }
-        None => {
-            let primer = query
-                .after
-                .as_ref()
-                .map_or_else(String::new, |key| key.primer().to_owned());
-            vec![Bind::Text(primer), Bind::Text(after)]
-        }
-    };
-    let mut binds = binds;
-    binds.push(Bind::BigInt(scan + 1));
-    (binds, scan)
+/// The binds that select the entries after a page's cursor: of its
+/// primer, if it has one (a cursor of another primer starts the primer
+/// afresh), else of every primer.
+fn after_binds(query: &ProductQuery) -> [Bind; 2] {
+    let after = |key: Option<&Key>| key.map_or_else(String::new, |key| key.as_str().to_owned());
+    match &query.primer {
+        Some(primer) => [
+            Bind::Text(primer.clone()),
+            Bind::Text(after(
+                query.after.as_ref().filter(|key| key.primer() == primer),
+            )),
+        ],
+        None => [
+            Bind::Text(
+                query
+                    .after
+                    .as_ref()
+                    .map_or_else(String::new, |key| key.primer().to_owned()),
+            ),
+            Bind::Text(after(query.after.as_ref())),
+        ],
+    }
+}
+
+fn count(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX - 1)
 }
 
 impl PgStore {
+    /// A page, in one statement unless it comes back short of a state
+    /// filter's limit: then a second, index-only, says where its scan ended.
     async fn page<P: Sql, E: Sql>(&self, query: &ProductQuery) -> Result<ProductPage, StoreError> {
-        let (scanned, scan) = scan_binds(query);
-        let limit = i64::try_from(query.limit).unwrap_or(i64::MAX - 1);
+        // Without a state filter every entry examined is listed: examine
+        // one more than the page lists, to know whether any is left.
+        let (examine, list) = match query.state {
+            None => {
+                let list = query.scan.min(query.limit);
+                (list + 1, list)
+            }
+            Some(_) => (query.scan, query.limit),
+        };
         let wanted = query.state.map(|state| state.name().to_owned());
-        let mut binds = scanned.clone();
+        let mut binds = Vec::from(after_binds(query));
         binds.extend([
-            Bind::BigInt(scan),
+            Bind::BigInt(count(examine)),
             Bind::Time(to_pg(query.now)),
             Bind::Time(to_pg(query.now)),
-            Bind::BigInt(scan),
             Bind::OptText(wanted.clone()),
             Bind::OptText(wanted),
-            Bind::BigInt(limit + 1),
+            Bind::BigInt(count(list) + 1),
         ]);
-        let rows: Vec<PageRow> = self.run::<P, _>(binds).await?;
-        let (last_examined, more) = match rows.first() {
-            Some(row) => (row.last_examined.clone(), row.more),
-            None => {
-                let mut binds = scanned;
-                binds.extend([Bind::BigInt(scan), Bind::BigInt(scan)]);
-                let end: ScanEndRow = self.run_one::<E, _>(binds).await?;
-                (end.last_examined, end.more)
-            }
-        };
+        let rows: Vec<SummaryRow> = self.run::<P, _>(binds).await?;
         let mut products = rows
             .into_iter()
-            .map(|row| row.summary.into_summary())
+            .map(SummaryRow::into_summary)
             .collect::<Result<Vec<_>, StoreError>>()?;
-        let next = cursor(&mut products, query.limit, last_examined, more)?;
+        if products.len() > list {
+            // Full: everything up to its last product was examined.
+            products.truncate(list);
+            let next = products.last().map(|product| product.key.clone());
+            return Ok(ProductPage { products, next });
+        }
+        if query.state.is_none() {
+            return Ok(ProductPage {
+                products,
+                next: None,
+            });
+        }
+        // Short: it examined `scan` entries, or every one left. The next
+        // page starts after the last examined, if another follows it.
+        let mut binds = Vec::from(after_binds(query));
+        binds.extend([
+            Bind::BigInt(count(query.scan) + 1),
+            Bind::BigInt(count(query.scan) - 1),
+        ]);
+        let ends: Vec<KeyRow> = self.run::<E, _>(binds).await?;
+        let next = match ends.as_slice() {
+            [last, _] => Some(parse_key(&last.key)?),
+            _ => None,
+        };
         Ok(ProductPage { products, next })
-    }
-}
-
-/// Where the next page starts, given up to `limit + 1` products found among
-/// the entries examined, the last entry examined, and whether entries were
-/// left unexamined; truncates `products` to `limit`.
-fn cursor(
-    products: &mut Vec<ProductSummary>,
-    limit: usize,
-    last_examined: Option<String>,
-    more: bool,
-) -> Result<Option<Key>, StoreError> {
-    if products.len() > limit {
-        products.truncate(limit);
-        return Ok(products.last().map(|product| product.key.clone()));
-    }
-    let last_product = products.last().map(|product| product.key.as_str());
-    let examined_past_page = last_examined.as_deref() != last_product;
-    if products.len() == limit && limit > 0 && (more || examined_past_page) {
-        return Ok(products.last().map(|product| product.key.clone()));
-    }
-    match last_examined {
-        Some(last) if more => parse_key(&last).map(Some),
-        _ => Ok(None),
     }
 }
 

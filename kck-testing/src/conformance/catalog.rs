@@ -168,6 +168,17 @@ pub async fn check_catalog(storage: &Storage) {
         "an empty page's cursor is the last entry it examined"
     );
 
+    let mut q = query(now, Some(A), None, 1);
+    q.state = Some(ProductState::Fresh);
+    let page = products(catalog, q).await;
+    let first = key(&format!("{A}/k1"));
+    assert_eq!(listed(&page), vec![first.clone()], "the first fresh entry");
+    assert_eq!(
+        page.next,
+        Some(first),
+        "a full page's cursor is its last product"
+    );
+
     // Every primer: ours appear in primer, then key order.
     let mut everything = Vec::new();
     let mut after = None;
