@@ -427,12 +427,10 @@ impl<'c> Inspector<'c> {
     /// [`Error::Store`].
     pub async fn jobs(&self, limit: usize) -> Result<Jobs, Error> {
         let queue = self.cache.queue();
-        let mut failed = queue.failed().await?;
-        failed.truncate(limit);
         Ok(Jobs {
             pending: queue.pending(limit).await?,
             running: queue.running(limit).await?,
-            failed,
+            failed: queue.failed(limit).await?,
         })
     }
 

@@ -102,7 +102,7 @@ on_every_store! {
         }
         assert_eq!(retries(&test, &key).len(), 4);
         assert_eq!(test.recorder().count(&key, "job-failed"), 1);
-        let failed = test.queue().failed().await.unwrap();
+        let failed = test.queue().failed(usize::MAX).await.unwrap();
         assert_eq!(failed.len(), 1);
         assert_eq!(failed[0].key, key);
         assert_eq!(failed[0].attempts, 5);
@@ -151,7 +151,7 @@ on_every_store! {
         ];
         test.queue().enqueue(&jobs).await.unwrap();
         test.settle().await;
-        let mut failed = test.queue().failed().await.unwrap();
+        let mut failed = test.queue().failed(usize::MAX).await.unwrap();
         failed.sort_by(|a, b| a.key.cmp(&b.key));
         assert_eq!(failed.len(), 2);
         assert_eq!(failed[0].key, key("flaky/one"));

@@ -335,9 +335,10 @@ impl Queue for PgStore {
         })
     }
 
-    fn failed(&self) -> BoxFuture<'_, Result<Vec<FailedJob>, StoreError>> {
+    fn failed(&self, limit: usize) -> BoxFuture<'_, Result<Vec<FailedJob>, StoreError>> {
         Box::pin(async move {
-            let rows: Vec<FailedRow> = self.run::<FailedJobs, _>(Vec::new()).await?;
+            let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+            let rows: Vec<FailedRow> = self.run::<FailedJobs, _>(vec![Bind::BigInt(limit)]).await?;
             rows.into_iter().map(FailedRow::into_failed).collect()
         })
     }

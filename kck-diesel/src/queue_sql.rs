@@ -124,9 +124,9 @@ statements! {
                    FROM kck_jobs WHERE status = 'pending' \
                    ORDER BY priority DESC, due_at, id LIMIT {}";
 
-    /// The jobs kept as failed. Binds: none.
+    /// The jobs kept as failed, by key then id. Binds: limit.
     FailedJobs = "SELECT id, key, attempts, COALESCE(error, '') AS error, reasons \
-                  FROM kck_jobs WHERE status = 'failed' ORDER BY key, id";
+                  FROM kck_jobs WHERE status = 'failed' ORDER BY key, id LIMIT {}";
 
     /// Claimed jobs, earliest lease end first. Binds: limit.
     RunningJobs = "SELECT id, key, COALESCE(worker, '') AS worker, lease_until, due_at, priority, \

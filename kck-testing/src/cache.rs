@@ -414,7 +414,7 @@ impl TestCache {
         self.cache.wait_idle().await;
         self.cache
             .queue()
-            .failed()
+            .failed(usize::MAX)
             .await
             .unwrap_or_else(|error| panic!("kck-testing: the queue failed: {error}"))
     }

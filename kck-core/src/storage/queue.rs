@@ -104,8 +104,9 @@ pub trait Queue: Send + Sync + 'static {
     /// should look again.
     fn next_due(&self) -> BoxFuture<'_, Result<Option<Timestamp>, StoreError>>;
 
-    /// The jobs kept as failed, with their errors.
-    fn failed(&self) -> BoxFuture<'_, Result<Vec<FailedJob>, StoreError>>;
+    /// Up to `limit` jobs kept as failed, with their errors, by key then
+    /// id. Changes nothing.
+    fn failed(&self, limit: usize) -> BoxFuture<'_, Result<Vec<FailedJob>, StoreError>>;
 
     /// Up to `limit` jobs waiting to run (pending, not claimed), in claim
     /// order: highest priority first, then earliest due. Changes nothing:

@@ -330,9 +330,20 @@ async fn retries_and_failures(queue: &dyn Queue) {
         "a failed job is not claimed"
     );
     let failed = queue
-        .failed()
+        .failed(usize::MAX)
         .await
         .unwrap_or_else(|e| panic!("failed: {e}"));
+    assert!(
+        failed
+            .windows(2)
+            .all(|w| (&w[0].key, w[0].id.0) < (&w[1].key, w[1].id.0)),
+        "failed jobs are listed by key, then id"
+    );
+    let first = queue
+        .failed(1)
+        .await
+        .unwrap_or_else(|e| panic!("failed: {e}"));
+    assert_eq!(first, failed[..1], "a limit keeps the first failed jobs");
     let failed: Vec<_> = failed.into_iter().filter(|f| f.key == k).collect();
     assert_eq!(failed.len(), 1, "the job is kept as failed");
     assert_eq!(failed[0].attempts, 2);
@@ -350,7 +361,7 @@ async fn retries_and_failures(queue: &dyn Queue) {
 async fn operators(queue: &dyn Queue) {
     let failed_of = |key: Key| async move {
         let failed = queue
-            .failed()
+            .failed(usize::MAX)
             .await
             .unwrap_or_else(|e| panic!("failed: {e}"));
         failed

@@ -496,14 +496,21 @@ impl Queue for MemoryQueue {
         Box::pin(ready(Ok(next)))
     }
 
-    fn failed(&self) -> BoxFuture<'_, Result<Vec<FailedJob>, StoreError>> {
-        let failed = self
-            .lock()
+    fn failed(&self, limit: usize) -> BoxFuture<'_, Result<Vec<FailedJob>, StoreError>> {
+        let state = self.lock();
+        let mut failed: Vec<(&Key, i64, &Row)> = state
             .jobs
             .iter()
             .filter(|(_, row)| row.status == Status::Failed)
-            .map(|(&id, row)| row.failed(id))
+            .map(|(&id, row)| (&row.key, id, row))
             .collect();
+        failed.sort_unstable_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+        let failed = failed
+            .into_iter()
+            .take(limit)
+            .map(|(_, id, row)| row.failed(id))
+            .collect();
+        drop(state);
         Box::pin(ready(Ok(failed)))
     }
 
