@@ -7,19 +7,34 @@
 //! [`Cache::inspect`](kck_core::Cache::inspect); it never computes a
 //! product unless asked to refresh one.
 //!
-//! ```no_run
+//! ```
+//! use axum::body::Body;
+//! use axum::http::{Request, StatusCode, header};
 //! use kck_admin::{AdminConfig, Scope};
 //! use kck_core::Cache;
+//! use tower::ServiceExt;
 //!
-//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let cache = Cache::builder().build()?;
 //! // Tokens from KCK_ADMIN_TOKENS="read:<secret>,admin:<secret>", or from code.
-//! let config = AdminConfig::from_env()?.token(Scope::Admin, std::env::var("MY_ADMIN_TOKEN")?);
+//! let config = AdminConfig::from_env()?.token(Scope::Admin, "a-long-random-admin-secret");
 //! let app = axum::Router::new()
-//!     // .route("/reports/{id}", ...) — the service's own routes
+//!     .route("/health", axum::routing::get(|| async { "ok" })) // the service's own
 //!     .nest("/kck", kck_admin::router(cache, config)?);
+//!
+//! // What `curl -H 'Authorization: Bearer …' http://…/kck/api/primers` gets:
+//! let request = Request::get("/kck/api/primers")
+//!     .header(header::AUTHORIZATION, "Bearer a-long-random-admin-secret")
+//!     .body(Body::empty())?;
+//! let response = app.clone().oneshot(request).await?;
+//! assert_eq!(response.status(), StatusCode::OK);
+//!
+//! // Serve it:
+//! # if false {
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
 //! axum::serve(listener, app).await?;
+//! # }
 //! # Ok(()) }
 //! ```
 //!
