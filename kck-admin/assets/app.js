@@ -115,8 +115,24 @@ function authHeaders() {
   return token ? {Authorization: 'Bearer ' + token} : {};
 }
 
+/** How many API calls were made, and the latest whose answer said whether the store is up. */
+let callsMade = 0;
+let storeToldBy = 0;
+
+/**
+ * Whether call `call`'s answer may say whether the store is up: not if a
+ * later call already said, so that of two calls in flight the one made last
+ * decides, whichever answers first.
+ */
+function tellsStore(call) {
+  if (call < storeToldBy) return false;
+  storeToldBy = call;
+  return true;
+}
+
 /** Calls the API; answers its JSON (null for an empty answer) or throws ApiError. */
 async function api(path, method = 'GET') {
+  const call = ++callsMade;
   let response;
   try {
     response = await fetch(path, {method, headers: {Accept: 'application/json', ...authHeaders()}});
@@ -126,7 +142,7 @@ async function api(path, method = 'GET') {
   }
   clearBanner('unreachable');
   if (response.ok) {
-    clearBanner('store');
+    if (tellsStore(call)) clearBanner('store');
     const text = await response.text();
     return text ? JSON.parse(text) : null;
   }
@@ -141,9 +157,11 @@ async function api(path, method = 'GET') {
   } else if (response.status === 403) {
     showBanner('forbidden', 'This token may only read; actions need an admin token.');
   } else if (response.status === 503) {
-    showBanner('store', 'The store is unavailable: ' + error.message +
-      '. What is shown may be out of date; the page retries as you use it.');
-  } else {
+    if (tellsStore(call)) {
+      showBanner('store', 'The store is unavailable: ' + error.message +
+        '. What is shown may be out of date; the page retries as you use it.');
+    }
+  } else if (tellsStore(call)) {
     clearBanner('store');
   }
   throw new ApiError(response.status, error.kind, error.message);

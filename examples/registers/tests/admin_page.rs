@@ -70,14 +70,17 @@ struct Browser {
 
 impl Browser {
     async fn start(driver: &Path) -> Browser {
-        let port = free_port();
-        let child = tokio::process::Command::new(driver)
-            .arg(format!("--port={port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("chromedriver starts");
+        let spawn = |port: u16| {
+            tokio::process::Command::new(driver)
+                .arg(format!("--port={port}"))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .kill_on_drop(true)
+                .spawn()
+                .expect("chromedriver starts")
+        };
+        let mut port = free_port();
+        let mut child = spawn(port);
         let mut options = json!({
             "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
                      "--disable-dev-shm-usage", "--window-size=1400,1400"]
@@ -87,9 +90,15 @@ impl Browser {
         }
         let mut capabilities = serde_json::Map::new();
         capabilities.insert("goog:chromeOptions".to_owned(), options);
-        let url = format!("http://127.0.0.1:{port}");
         let started = Instant::now();
         let client: Client = loop {
+            // Another process may take the free port before chromedriver
+            // binds it: then chromedriver exits, and starts on another.
+            if matches!(child.try_wait(), Ok(Some(_))) && started.elapsed() < PATIENCE {
+                port = free_port();
+                child = spawn(port);
+            }
+            let url = format!("http://127.0.0.1:{port}");
             match ClientBuilder::new(HttpConnector::new())
                 .capabilities(capabilities.clone())
                 .connect(&url)
@@ -127,10 +136,14 @@ impl Browser {
     /// `null` or `false`; answers that.
     async fn until(&self, what: &str, script: &str) -> Value {
         let started = Instant::now();
+        let mut last_error = None;
         loop {
             match self.client.execute(script, Vec::new()).await {
-                Ok(Value::Null | Value::Bool(false)) | Err(_) => {}
+                Ok(Value::Null | Value::Bool(false)) => {}
                 Ok(value) => return value,
+                // A script that throws may be waiting on an element still
+                // to come; the last error is said if it never does.
+                Err(error) => last_error = Some(error),
             }
             if started.elapsed() > PATIENCE {
                 self.screenshot("timed-out", false).await;
@@ -139,7 +152,9 @@ impl Browser {
                     .execute("return document.body.innerText", Vec::new())
                     .await
                     .unwrap_or_default();
-                panic!("the page never showed {what}; it shows:\n{text}");
+                let error = last_error
+                    .map_or_else(String::new, |e| format!("\nthe script's last error: {e}"));
+                panic!("the page never showed {what}; it shows:\n{text}{error}");
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
