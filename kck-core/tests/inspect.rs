@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use common::{SourceDown, on_every_store, source};
 use kck_core::inspect::ProductFilter;
-use kck_core::storage::{MemoryStore, ProductState, Storage};
+use kck_core::storage::{Entry, EntryStore, Expect, MemoryStore, ProductState, Storage};
 use kck_core::{Cache, Ctx, ErrorKind, Key, primer};
 
 const MINUTE: Duration = Duration::from_secs(60);
@@ -264,4 +264,45 @@ async fn a_store_without_a_catalog_says_so() {
         .unwrap_err();
     assert_eq!(error.kind(), ErrorKind::NoCatalog);
     assert!(error.to_string().contains("no catalog"), "{error}");
+}
+
+#[tokio::test]
+async fn a_stored_value_that_is_not_json_is_a_store_error_and_stays_listed() {
+    let store = Arc::new(MemoryStore::new());
+    let source = common::Source::new();
+    let cache = Cache::builder()
+        .store(store.clone())
+        .state(source.clone())
+        .local_worker(false)
+        .local_scheduler(false)
+        .build()
+        .unwrap();
+    source.set("x", 1);
+    inspect_base(&cache, "x".into()).await.unwrap();
+    let stored = store.load(&key("inspect_base/x")).await.unwrap().unwrap();
+    let garbled = Entry {
+        key: stored.key,
+        value: b"\xff not json".to_vec(),
+        meta: stored.meta,
+        dependencies: Vec::new(),
+    };
+    store.save(garbled, Expect::Any).await.unwrap();
+
+    let error = cache
+        .inspect()
+        .product(&key("inspect_base/x"))
+        .await
+        .unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Store);
+    assert!(error.to_string().contains("not JSON"), "{error}");
+    let page = cache
+        .inspect()
+        .products(&ProductFilter::primer("inspect_base"))
+        .await
+        .unwrap();
+    assert_eq!(
+        keys(&page),
+        ["inspect_base/x"],
+        "the listing still shows it"
+    );
 }
