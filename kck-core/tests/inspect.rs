@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use common::{SourceDown, on_every_store, source};
 use kck_core::inspect::ProductFilter;
-use kck_core::storage::{Entry, EntryStore, Expect, MemoryStore, ProductState, Storage};
+use kck_core::storage::{Entry, EntryStore, Expect, MemoryStore, ProductState, Saved, Storage};
 use kck_core::{Cache, Ctx, ErrorKind, Key, primer};
 
 const MINUTE: Duration = Duration::from_secs(60);
@@ -286,7 +286,8 @@ async fn a_stored_value_that_is_not_json_is_a_store_error_and_stays_listed() {
         meta: stored.meta,
         dependencies: Vec::new(),
     };
-    store.save(garbled, Expect::Any).await.unwrap();
+    let saved = store.save(garbled, Expect::Any).await.unwrap();
+    assert!(matches!(saved, Saved::Written(_)), "{saved:?}");
 
     let error = cache
         .inspect()
