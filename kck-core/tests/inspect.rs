@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use common::{SourceDown, on_every_store, source};
 use kck_core::inspect::ProductFilter;
-use kck_core::storage::{Entry, EntryStore, Expect, MemoryStore, ProductState, Saved, Storage};
+use kck_core::storage::{
+    Entry, EntryStore, Expect, MemoryQueue, MemoryStore, ProductState, Saved, Storage,
+};
 use kck_core::{Cache, Ctx, ErrorKind, Key, primer};
 
 const MINUTE: Duration = Duration::from_secs(60);
@@ -305,5 +307,33 @@ async fn a_stored_value_that_is_not_json_is_a_store_error_and_stays_listed() {
         keys(&page),
         ["inspect_base/x"],
         "the listing still shows it"
+    );
+}
+
+/// A cache on PostgreSQL with a queue of its own: a product's jobs are
+/// that queue's, not the store's.
+#[tokio::test]
+async fn a_product_shows_the_jobs_of_the_caches_own_queue() {
+    let source = common::Source::new();
+    let Some(test) =
+        common::on_postgres_with(&source, |builder| builder.queue(MemoryQueue::new())).await
+    else {
+        return;
+    };
+    source.set("q", 3);
+    inspect_base(&test, "q".into()).await.unwrap();
+    test.advance(2 * MINUTE);
+    inspect_base(&test, "q".into()).await.unwrap();
+    assert_eq!(test.pending_jobs().await.len(), 1, "the stale read queued");
+    let detail = test
+        .inspect()
+        .product(&key("inspect_base/q"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        detail.jobs.pending.is_some(),
+        "the job in the cache's queue is shown: {:?}",
+        detail.jobs
     );
 }
