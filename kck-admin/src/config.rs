@@ -172,7 +172,8 @@ impl AdminConfig {
         self
     }
 
-    /// Refuses request bodies over `bytes` (413).
+    /// Refuses requests whose `Content-Length` is over `bytes` (413). No
+    /// route reads a body, so one sent without a length is never read.
     #[must_use]
     pub fn body_limit(mut self, bytes: usize) -> Self {
         self.body_limit = bytes;

@@ -126,7 +126,7 @@ mod page;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -165,7 +165,6 @@ pub fn router(cache: Cache, config: AdminConfig) -> Result<axum::Router, ConfigE
     Ok(api
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(DefaultBodyLimit::max(limit))
         .layer(middleware::from_fn_with_state(limit, limit_body)))
 }
 
@@ -217,7 +216,8 @@ async fn authorize(
     }
 }
 
-/// Refuses a body announced over the limit before anything reads it.
+/// Refuses a body announced over the limit before anything reads it. No
+/// route reads a body: one sent without a length is never read.
 async fn limit_body(State(limit): State<usize>, request: Request, next: Next) -> Response {
     let announced = request
         .headers()

@@ -132,6 +132,14 @@ impl Browser {
         }
     }
 
+    /// Loads `url`.
+    async fn open(&self, url: &str) {
+        self.client
+            .goto(url)
+            .await
+            .unwrap_or_else(|error| panic!("{url} does not load: {error}"));
+    }
+
     /// Runs `script` in the page until it answers something other than
     /// `null` or `false`; answers that.
     async fn until(&self, what: &str, script: &str) -> Value {
@@ -214,7 +222,7 @@ async fn an_operator_sees_refreshes_and_retries_over_the_pipeline() {
     let page = format!("http://{addr}/");
 
     // The products, by primer then key.
-    browser.client.goto(&page).await.expect("the page loads");
+    browser.open(&page).await;
     let rows = browser
         .until(
             "the products table",
@@ -282,11 +290,7 @@ async fn an_operator_sees_refreshes_and_retries_over_the_pipeline() {
     register_sales(&cache, 11, day())
         .await
         .expect("served stale");
-    browser
-        .client
-        .goto(&format!("{page}#/jobs"))
-        .await
-        .expect("the jobs page loads");
+    browser.open(&format!("{page}#/jobs")).await;
     let failed = browser
         .until(
             "the failed job",
@@ -302,10 +306,8 @@ async fn an_operator_sees_refreshes_and_retries_over_the_pipeline() {
 
     // The product says why it is in its state.
     browser
-        .client
-        .goto(&format!("{page}#/product/register_sales%2F11%2F2026-11-26"))
-        .await
-        .expect("the product page loads");
+        .open(&format!("{page}#/product/register_sales%2F11%2F2026-11-26"))
+        .await;
     let why = browser
         .until(
             "why the product is failing",
@@ -340,11 +342,7 @@ async fn an_operator_sees_refreshes_and_retries_over_the_pipeline() {
     assert!(jobs.failed.is_empty(), "{jobs:?}");
 
     // The primers' graph.
-    browser
-        .client
-        .goto(&format!("{page}#/graph"))
-        .await
-        .expect("the graph loads");
+    browser.open(&format!("{page}#/graph")).await;
     browser
         .until(
             "the primer graph",
@@ -377,7 +375,7 @@ async fn the_page_asks_for_a_token_and_says_when_the_store_went_away() {
     let page = format!("http://{addr}/");
 
     // No token yet: the page asks for one, and then shows the products.
-    browser.client.goto(&page).await.expect("the page loads");
+    browser.open(&page).await;
     browser
         .until(
             "the token form",
