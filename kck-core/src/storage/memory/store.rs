@@ -357,28 +357,31 @@ impl State {
             key: key.to_string(),
             reason: format!("the stored value is not JSON: {error}"),
         })?;
-        let neighbour = |key: &Key, current: &dyn Fn(&ContentHash) -> bool| {
-            let stored = self.summary(key, now, leases_at);
-            Neighbour {
-                key: key.clone(),
-                current: stored
-                    .as_ref()
-                    .is_some_and(|s| current(&s.meta.content_hash)),
-                stored: stored.map(|s| (s.version, s.state)),
-            }
-        };
+        let stored = |key: &Key| self.summary(key, now, leases_at);
         let dependencies = entry
             .dependencies
             .iter()
-            .map(|edge| neighbour(&edge.key, &|hash| edge.seen == Some(*hash)))
+            .map(|edge| {
+                let stored = stored(&edge.key);
+                Neighbour {
+                    key: edge.key.clone(),
+                    current: stored
+                        .as_ref()
+                        .is_some_and(|s| edge.seen == Some(s.meta.content_hash)),
+                    stored: stored.map(|s| (s.version, s.state)),
+                }
+            })
             .collect();
-        let mine = summary.meta.content_hash;
         let dependents = self
             .dependents
             .get(key)
             .into_iter()
             .flatten()
-            .map(|(reader, seen)| neighbour(reader, &|_| *seen == Some(mine)))
+            .map(|(reader, seen)| Neighbour {
+                key: reader.clone(),
+                current: *seen == Some(summary.meta.content_hash),
+                stored: stored(reader).map(|s| (s.version, s.state)),
+            })
             .collect();
         Ok(Some(ProductRecord {
             summary,
