@@ -107,8 +107,13 @@
 //!   write with compare-and-set on the version they started from, so one
 //!   that lost a race to a newer write or an invalidation is discarded.
 //! - **Code versions**: an entry computed by another version of the primer's
-//!   code (by default, a hash of the function's tokens), or one whose value
-//!   no longer decodes, is a miss, never an error.
+//!   code, or one whose value no longer decodes, is a miss, never an
+//!   error. By default the code version is a hash of the function's tokens
+//!   (attributes, signature, body) without its documentation: editing a
+//!   doc comment or a `//` comment keeps the stored products, any other
+//!   edit of the function retires them. The hash cannot see what the body
+//!   calls; when a helper function, a constant or a dependency changes what
+//!   the primer returns, set `version = "…"` by hand (and change it then).
 //!
 //! ## Keys
 //!

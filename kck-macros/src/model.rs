@@ -1,7 +1,7 @@
 //! From the parsed function and arguments to a checked model of the primer.
 //! Every problem is collected, so the user sees them all at once.
 
-use proc_macro2::Span;
+use proc_macro2::{Delimiter, Group, Span, TokenStream, TokenTree};
 use syn::spanned::Spanned;
 use syn::{FnArg, Ident, ItemFn, LitStr, Pat, Path, ReturnType, Type};
 
@@ -330,12 +330,134 @@ fn is_valid_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
 }
 
-/// A stable hash of the function's tokens: its code version when none is
-/// given. FNV-1a, so it is the same across compilers and platforms.
+/// The primer's code version when none is given: a stable hash of the
+/// function's tokens (its attributes, signature and body) without its
+/// documentation, so that editing a `///` line, anywhere in the function,
+/// keeps the stored products. Comments are not tokens, and spacing is
+/// normalized, so neither counts either. FNV-1a, so the hash is the same
+/// across compilers and platforms.
+///
+/// It cannot see what the body calls: a change in another function, a
+/// constant or a dependency's crate keeps the version (the primer's
+/// `version = "…"` is for that).
 fn code_hash(item: &ItemFn) -> String {
-    let text = quote::ToTokens::to_token_stream(item).to_string();
-    let hash = text.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
-        (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
-    });
+    let tokens = without_docs(quote::ToTokens::to_token_stream(item));
+    let hash = tokens
+        .to_string()
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+            (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
+        });
     format!("{hash:016x}")
+}
+
+/// The tokens without their doc attributes (`#[doc …]` and `#![doc …]`,
+/// which is what `///`, `//!` and `/** */` comments become), at any depth.
+fn without_docs(tokens: TokenStream) -> TokenStream {
+    let tokens: Vec<TokenTree> = tokens.into_iter().collect();
+    let mut out = Vec::with_capacity(tokens.len());
+    let mut i = 0;
+    while i < tokens.len() {
+        if let Some(len) = doc_attribute_at(&tokens[i..]) {
+            i += len;
+            continue;
+        }
+        out.push(match &tokens[i] {
+            TokenTree::Group(group) => {
+                let mut inner = Group::new(group.delimiter(), without_docs(group.stream()));
+                inner.set_span(group.span());
+                TokenTree::Group(inner)
+            }
+            token => token.clone(),
+        });
+        i += 1;
+    }
+    out.into_iter().collect()
+}
+
+/// How many tokens the doc attribute at the start of `tokens` spans, if
+/// one starts there: `#` `[doc …]`, or `#` `!` `[doc …]`.
+fn doc_attribute_at(tokens: &[TokenTree]) -> Option<usize> {
+    let punct = |token: Option<&TokenTree>, c: char| matches!(token, Some(TokenTree::Punct(punct)) if punct.as_char() == c);
+    if !punct(tokens.first(), '#') {
+        return None;
+    }
+    let bang = usize::from(punct(tokens.get(1), '!'));
+    match tokens.get(1 + bang)? {
+        TokenTree::Group(group)
+            if group.delimiter() == Delimiter::Bracket
+                && matches!(group.stream().into_iter().next(),
+                    Some(TokenTree::Ident(name)) if name == "doc") =>
+        {
+            Some(2 + bang)
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::code_hash;
+
+    #[test]
+    fn documentation_does_not_change_the_code_version() {
+        let plain: syn::ItemFn = syn::parse_quote! {
+            async fn total(store: u32) -> Result<u64, Error> {
+                let sales = sales(store).await?;
+                Ok(sales.iter().sum())
+            }
+        };
+        let documented: syn::ItemFn = syn::parse_quote! {
+            /// The day's total of one store.
+            ///
+            /// Reads the register sales.
+            #[doc = "More words."]
+            async fn total(store: u32) -> Result<u64, Error> {
+                //! Inner documentation, too.
+                /// And documentation on a statement.
+                let sales = sales(store).await?;
+                Ok(sales.iter().sum())
+            }
+        };
+        assert_eq!(code_hash(&plain), code_hash(&documented));
+    }
+
+    #[test]
+    fn a_change_of_the_body_or_signature_changes_the_code_version() {
+        let base: syn::ItemFn = syn::parse_quote! {
+            /// The day's total.
+            async fn total(store: u32) -> Result<u64, Error> { Ok(sales(store).await?.iter().sum()) }
+        };
+        let body: syn::ItemFn = syn::parse_quote! {
+            /// The day's total.
+            async fn total(store: u32) -> Result<u64, Error> { Ok(sales(store).await?.iter().max()) }
+        };
+        let signature: syn::ItemFn = syn::parse_quote! {
+            /// The day's total.
+            async fn total(store: u64) -> Result<u64, Error> { Ok(sales(store).await?.iter().sum()) }
+        };
+        // An attribute that is not documentation is behaviour.
+        let attribute: syn::ItemFn = syn::parse_quote! {
+            /// The day's total.
+            #[cfg(feature = "fast")]
+            async fn total(store: u32) -> Result<u64, Error> { Ok(sales(store).await?.iter().sum()) }
+        };
+        let base = code_hash(&base);
+        for other in [body, signature, attribute] {
+            assert_ne!(base, code_hash(&other));
+        }
+    }
+
+    #[test]
+    fn a_doc_attribute_is_told_from_a_lookalike() {
+        // Only an attribute named exactly `doc` is documentation.
+        let with_docs_attr: syn::ItemFn = syn::parse_quote! {
+            #[docs]
+            async fn f() -> Result<u8, Error> { Ok(1) }
+        };
+        let without: syn::ItemFn = syn::parse_quote! {
+            async fn f() -> Result<u8, Error> { Ok(1) }
+        };
+        assert_ne!(code_hash(&with_docs_attr), code_hash(&without));
+    }
 }
