@@ -107,6 +107,7 @@
 //! silently recomputed by every read.
 
 mod catalog;
+mod connect;
 mod convert;
 mod coordination;
 mod entries;
@@ -119,4 +120,5 @@ mod statement;
 mod store;
 mod timetable;
 
+pub use connect::{ConnectError, SslMode, TlsFailure};
 pub use store::{MIGRATIONS, PgStore, PgStoreBuilder};

@@ -19,6 +19,7 @@ use kck_core::Key;
 use kck_core::storage::{ChangeWatcher, JobWatcher, StoreError, Version};
 use tokio::sync::oneshot;
 
+use crate::connect::Target;
 use crate::convert::query_error;
 use crate::queue_sql::JOBS_CHANNEL;
 use crate::sql::{CHANNEL, SYNC_CHANNEL};
@@ -142,28 +143,28 @@ impl Watchers {
     }
 }
 
-/// Opens a connection that listens on kck's channel. Built from a
-/// tokio-postgres client and its connection, so that diesel-async delivers
-/// notifications; never a pooled connection.
-pub(crate) async fn connect(url: &str, timeout: Duration) -> Result<AsyncPgConnection, StoreError> {
-    let connect = async {
-        let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-            .await
-            .map_err(StoreError::unavailable)?;
-        let mut conn = AsyncPgConnection::try_from_client_and_connection(client, connection)
-            .await
-            .map_err(StoreError::unavailable)?;
+/// Opens a connection that listens on kck's channels: never a pooled
+/// connection. Built from a tokio-postgres client and its connection (as
+/// every connection of kck is), so that diesel-async delivers
+/// notifications.
+pub(crate) async fn connect(
+    target: &Target,
+    timeout: Duration,
+) -> Result<AsyncPgConnection, StoreError> {
+    let mut conn = target.connect(timeout).await?;
+    let listen = async {
         for channel in [CHANNEL, JOBS_CHANNEL, SYNC_CHANNEL] {
             diesel::sql_query(format!("LISTEN {channel}"))
                 .execute(&mut conn)
                 .await
                 .map_err(query_error)?;
         }
-        Ok(conn)
+        Ok::<_, StoreError>(())
     };
-    tokio::time::timeout(timeout, connect)
+    tokio::time::timeout(timeout, listen)
         .await
-        .map_err(|_| StoreError::unavailable("timed out connecting to PostgreSQL to listen"))?
+        .map_err(|_| StoreError::unavailable("timed out subscribing to kck's channels"))??;
+    Ok(conn)
 }
 
 /// Listens forever: passes notifications on while the connection lives,
@@ -171,7 +172,7 @@ pub(crate) async fn connect(url: &str, timeout: Duration) -> Result<AsyncPgConne
 pub(crate) async fn run(
     mut conn: AsyncPgConnection,
     watchers: Arc<Watchers>,
-    url: String,
+    target: Target,
     heartbeat: Duration,
 ) {
     loop {
@@ -181,7 +182,7 @@ pub(crate) async fn run(
         tracing::warn!(target: "kck", "lost the LISTEN connection to PostgreSQL; reconnecting");
         let mut backoff = Duration::from_millis(100);
         conn = loop {
-            match connect(&url, heartbeat).await {
+            match connect(&target, heartbeat).await {
                 Ok(conn) => break conn,
                 Err(error) => {
                     tracing::debug!(target: "kck", %error, "reconnecting the LISTEN connection");

@@ -5,16 +5,18 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use diesel::Connection as _;
+use std::path::PathBuf;
+
 use diesel::connection::SimpleConnection as _;
 use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
-use diesel_async::pooled_connection::AsyncDieselConnectionManager;
 use diesel_async::pooled_connection::bb8::Pool;
+use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 use kck_core::storage::{Storage, StoreError};
 use tokio::task::AbortHandle;
 
+use crate::connect::{ConnectError, ParsedUrl, SslMode, Target, redact_url};
 use crate::convert::{pool_error, query_error};
 use crate::listen::{self, Watchers};
 use crate::statement::{Bind, Sql, Statement};
@@ -57,7 +59,7 @@ impl PgStore {
     /// # Errors
     ///
     /// As [`PgStoreBuilder::connect`].
-    pub async fn connect(url: &str) -> Result<PgStore, StoreError> {
+    pub async fn connect(url: &str) -> Result<PgStore, ConnectError> {
         PgStore::builder(url).connect().await
     }
 
@@ -65,6 +67,8 @@ impl PgStore {
     pub fn builder(url: &str) -> PgStoreBuilder {
         PgStoreBuilder {
             url: url.to_owned(),
+            ssl_mode: None,
+            ssl_root_cert: None,
             pool_size: 10,
             connect_timeout: Duration::from_secs(5),
             heartbeat: Duration::from_secs(5),
@@ -138,15 +142,46 @@ impl std::fmt::Debug for PgStore {
 /// let cache = kck_core::Cache::builder().store(store).build();
 /// # Ok(()) }
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct PgStoreBuilder {
     url: String,
+    ssl_mode: Option<SslMode>,
+    ssl_root_cert: Option<PathBuf>,
     pool_size: u32,
     connect_timeout: Duration,
     heartbeat: Duration,
 }
 
+impl std::fmt::Debug for PgStoreBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgStoreBuilder")
+            .field("url", &redact_url(&self.url))
+            .field("ssl_mode", &self.ssl_mode)
+            .field("ssl_root_cert", &self.ssl_root_cert)
+            .field("pool_size", &self.pool_size)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("heartbeat", &self.heartbeat)
+            .finish()
+    }
+}
+
 impl PgStoreBuilder {
+    /// How connections use TLS, overriding the URL's `sslmode` (default:
+    /// the URL's, else [`SslMode::Prefer`], as libpq).
+    pub fn ssl_mode(mut self, mode: SslMode) -> Self {
+        self.ssl_mode = Some(mode);
+        self
+    }
+
+    /// The PEM file of the CA certificates that the server's certificate
+    /// must chain to, overriding the URL's `sslrootcert` (default: the
+    /// URL's, else the system's roots). With [`SslMode::Require`], giving
+    /// one makes the mode check the chain, as libpq does.
+    pub fn ssl_root_cert(mut self, path: impl Into<PathBuf>) -> Self {
+        self.ssl_root_cert = Some(path.into());
+        self
+    }
+
     /// The most connections the pool opens (default 10). The listener
     /// uses one more.
     pub fn pool_size(mut self, size: u32) -> Self {
@@ -172,33 +207,43 @@ impl PgStoreBuilder {
     }
 
     /// Creates or upgrades kck's tables, opens the pool, and starts
-    /// listening for the writes of other processes.
+    /// listening for the writes of other processes. Every connection (the
+    /// pool's, the listener's, the migrations') uses the same TLS.
     ///
     /// # Errors
     ///
-    /// [`StoreError::Unavailable`] if the database cannot be reached in
-    /// time, [`StoreError::Backend`] if the migrations fail.
-    pub async fn connect(self) -> Result<PgStore, StoreError> {
-        migrate(&self.url, self.connect_timeout).await?;
-        let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new(&self.url);
+    /// A [`ConnectError`] naming the cause: a URL that cannot be read
+    /// ([`ConnectError::InvalidUrl`], [`ConnectError::UnknownSslMode`]), a
+    /// CA file that cannot be used, a failed TLS handshake
+    /// ([`ConnectError::Tls`], with a [`TlsFailure`](crate::TlsFailure)), a
+    /// server that refuses or cannot be reached in time, or migrations
+    /// that fail ([`ConnectError::Setup`]). It converts into a
+    /// [`StoreError`] for `?`.
+    pub async fn connect(self) -> Result<PgStore, ConnectError> {
+        let parsed = ParsedUrl::parse(&self.url)?;
+        let mode = self.ssl_mode.or(parsed.ssl_mode).unwrap_or_default();
+        let root_cert = self.ssl_root_cert.or(parsed.ssl_root_cert);
+        let target = Target::new(parsed.config, mode, root_cert.as_deref())?;
+        let setup = |source: StoreError| ConnectError::Setup {
+            server: target.server().to_owned(),
+            source,
+        };
+        migrate(&target, self.connect_timeout).await?;
         let pool = Pool::builder()
             .max_size(self.pool_size)
             .connection_timeout(self.connect_timeout)
             .test_on_check_out(false)
-            .build(manager)
+            .build(manager(&target, self.connect_timeout))
             .await
-            .map_err(StoreError::unavailable)?;
+            .map_err(|error| setup(StoreError::unavailable(error)))?;
         let watchers = Arc::new(Watchers::default());
-        let conn = listen::connect(&self.url, self.connect_timeout).await?;
+        let conn = listen::connect(&target, self.connect_timeout)
+            .await
+            .map_err(setup)?;
         // Listening from now on: caches that register trust their memos.
         watchers.set_tracking(true);
-        let listener = tokio::spawn(listen::run(
-            conn,
-            watchers.clone(),
-            self.url,
-            self.heartbeat,
-        ))
-        .abort_handle();
+        let listener = tokio::spawn(listen::run(conn, watchers.clone(), target, self.heartbeat))
+            .abort_handle();
         Ok(PgStore {
             shared: Arc::new(Shared {
                 pool,
@@ -209,13 +254,30 @@ impl PgStoreBuilder {
     }
 }
 
+/// The pool's connections: each opened by the target, with its TLS.
+fn manager(target: &Target, timeout: Duration) -> AsyncDieselConnectionManager<AsyncPgConnection> {
+    let mut config = ManagerConfig::default();
+    let setup_target = target.clone();
+    config.custom_setup = Box::new(move |_| {
+        let target = setup_target.clone();
+        Box::pin(async move {
+            target
+                .connect(timeout)
+                .await
+                .map_err(|error| diesel::ConnectionError::BadConnection(error.to_string()))
+        })
+    });
+    // The URL is unused with a custom set-up; no secret is kept in it.
+    AsyncDieselConnectionManager::new_with_config(target.server(), config)
+}
+
 /// Runs the embedded migrations, on a blocking thread (diesel's harness is
 /// synchronous), one process at a time.
-async fn migrate(url: &str, timeout: Duration) -> Result<(), StoreError> {
-    let url = url.to_owned();
+async fn migrate(target: &Target, timeout: Duration) -> Result<(), ConnectError> {
+    let conn = target.connect(timeout).await?;
+    // Made here, in the runtime, so that it blocks on this runtime's handle.
+    let mut conn = AsyncConnectionWrapper::<AsyncPgConnection>::from(conn);
     let migration = tokio::task::spawn_blocking(move || -> Result<(), StoreError> {
-        let mut conn = AsyncConnectionWrapper::<AsyncPgConnection>::establish(&url)
-            .map_err(StoreError::unavailable)?;
         conn.batch_execute(&format!("SELECT pg_advisory_lock({MIGRATION_LOCK})"))
             .map_err(query_error)?;
         let migrated = conn
@@ -227,12 +289,16 @@ async fn migrate(url: &str, timeout: Duration) -> Result<(), StoreError> {
             .map_err(query_error);
         migrated.and(unlocked)
     });
+    let setup = |source: StoreError| ConnectError::Setup {
+        server: target.server().to_owned(),
+        source,
+    };
     match tokio::time::timeout(timeout, migration).await {
-        Ok(Ok(result)) => result,
-        Ok(Err(join)) => Err(StoreError::backend(join)),
-        Err(_) => Err(StoreError::unavailable(
-            "timed out connecting to PostgreSQL to migrate kck's tables",
-        )),
+        Ok(Ok(result)) => result.map_err(setup),
+        Ok(Err(join)) => Err(setup(StoreError::backend(join))),
+        Err(_) => Err(setup(StoreError::unavailable(
+            "timed out migrating kck's tables",
+        ))),
     }
 }
 

@@ -8,9 +8,9 @@ use std::time::Duration;
 use kck_core::augment::{Augment, Augmented};
 use kck_core::clock::{MockClock, Timestamp};
 use kck_core::event::Event;
-use kck_core::storage::Storage;
+use kck_core::storage::{Storage, StoreError};
 use kck_core::{Cache, Ctx, primer};
-use kck_diesel::PgStore;
+use kck_diesel::{ConnectError, PgStore};
 use kck_testing::conformance;
 use kck_testing::postgres::TestDatabase;
 
@@ -63,8 +63,12 @@ async fn connecting_to_an_unreachable_database_is_a_clear_transient_error() {
         .await
         .expect_err("nothing to connect to");
     assert!(error.is_transient(), "{error}");
-    let message = error.to_string();
-    assert!(message.starts_with("store unavailable: "), "{message}");
+    assert!(matches!(error, ConnectError::Unreachable { .. }), "{error}");
+    let message = StoreError::from(error).to_string();
+    assert!(
+        message.starts_with("store unavailable: cannot reach PostgreSQL at 127.0.0.1:1/kck: "),
+        "{message}"
+    );
     assert!(
         message.contains("Connection refused") || message.contains("connect"),
         "{message}"

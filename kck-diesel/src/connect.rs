@@ -1,0 +1,781 @@
+//! How kck reaches PostgreSQL: the URL parsed once into a [`Target`], TLS
+//! as libpq's `sslmode` says, and the one function that opens every
+//! connection kck uses (the pool's, the listener's and the migrations').
+
+use std::error::Error as StdError;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use diesel_async::AsyncPgConnection;
+use kck_core::storage::StoreError;
+use percent_encoding::percent_decode_str;
+use rustls::client::WebPkiServerVerifier;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
+use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{
+    CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
+};
+use tokio_postgres::config::Host;
+use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
+use tokio_postgres::{Config, Socket};
+use tokio_postgres_rustls::MakeRustlsConnect;
+
+/// How connections use TLS: libpq's `sslmode`, with libpq's meaning.
+///
+/// In a URL: `?sslmode=verify-full`. The certificates a mode checks against
+/// are those of `sslrootcert` (a PEM file of CA certificates), or the
+/// system's roots when it is absent or `system`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum SslMode {
+    /// Plain connections only.
+    Disable,
+    /// TLS when the server offers it, plain otherwise; the certificate is
+    /// not checked. libpq's default, and kck's.
+    #[default]
+    Prefer,
+    /// TLS or no connection. The certificate is not checked, unless
+    /// `sslrootcert` names a CA file: then as [`SslMode::VerifyCa`] (as in
+    /// libpq).
+    Require,
+    /// TLS, with a certificate that chains to a trusted CA.
+    VerifyCa,
+    /// TLS, with a certificate that chains to a trusted CA and names the
+    /// host connected to: the mode that stops a man in the middle.
+    VerifyFull,
+}
+
+impl SslMode {
+    /// The mode as a URL writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SslMode::Disable => "disable",
+            SslMode::Prefer => "prefer",
+            SslMode::Require => "require",
+            SslMode::VerifyCa => "verify-ca",
+            SslMode::VerifyFull => "verify-full",
+        }
+    }
+}
+
+impl fmt::Display for SslMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for SslMode {
+    type Err = ConnectError;
+
+    fn from_str(value: &str) -> Result<SslMode, ConnectError> {
+        Ok(match value {
+            "disable" => SslMode::Disable,
+            "prefer" => SslMode::Prefer,
+            "require" => SslMode::Require,
+            "verify-ca" => SslMode::VerifyCa,
+            "verify-full" => SslMode::VerifyFull,
+            _ => {
+                return Err(ConnectError::UnknownSslMode {
+                    value: value.to_owned(),
+                });
+            }
+        })
+    }
+}
+
+/// Why connecting a [`PgStore`](crate::PgStore) failed. No variant ever
+/// shows a password: servers are named by host, port and database.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConnectError {
+    /// The URL cannot be read.
+    #[error("invalid PostgreSQL URL: {reason}")]
+    InvalidUrl {
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// `sslmode` is none of libpq's modes.
+    #[error(
+        "unknown sslmode `{value}`: expected disable, prefer, require, verify-ca or verify-full"
+    )]
+    UnknownSslMode {
+        /// The value given.
+        value: String,
+    },
+    /// A libpq connection option kck does not implement (client
+    /// certificates, for now).
+    #[error("the connection option `{option}` is not supported by kck")]
+    UnsupportedOption {
+        /// The option.
+        option: String,
+    },
+    /// The CA file (`sslrootcert`) cannot be read or holds no certificate.
+    #[error("cannot use the CA file {} (sslrootcert): {reason}", path.display())]
+    CaFile {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// The mode checks certificates, no CA file was given and the system
+    /// has no root certificates.
+    #[error(
+        "sslmode={mode} checks the server's certificate, but no CA file was given (sslrootcert) \
+         and the system has no root certificates"
+    )]
+    NoRootCertificates {
+        /// The mode.
+        mode: SslMode,
+    },
+    /// The server was reached, but TLS with it failed.
+    #[error("TLS with PostgreSQL at {server} failed: {cause}")]
+    Tls {
+        /// `host:port/database`.
+        server: String,
+        /// Why.
+        cause: TlsFailure,
+    },
+    /// The server answered and refused: authentication failed, the
+    /// database does not exist, too many connections.
+    #[error("PostgreSQL at {server} refused the connection: {}", causes(.source.as_ref()))]
+    Refused {
+        /// `host:port/database`.
+        server: String,
+        /// The server's error.
+        #[source]
+        source: Box<dyn StdError + Send + Sync>,
+    },
+    /// The server cannot be reached, or the connection broke while it was
+    /// being set up. Trying again later may succeed.
+    #[error("cannot reach PostgreSQL at {server}: {}", causes(.source.as_ref()))]
+    Unreachable {
+        /// `host:port/database`.
+        server: String,
+        /// The underlying error.
+        #[source]
+        source: Box<dyn StdError + Send + Sync>,
+    },
+    /// No connection within the connect time-out.
+    #[error("timed out after {after:?} connecting to PostgreSQL at {server}")]
+    Timeout {
+        /// `host:port/database`.
+        server: String,
+        /// The time-out.
+        after: Duration,
+    },
+    /// Connected, but kck's schema could not be created or upgraded.
+    #[error("cannot set up kck's tables in PostgreSQL at {server}: {source}")]
+    Setup {
+        /// `host:port/database`.
+        server: String,
+        /// The underlying error.
+        #[source]
+        source: StoreError,
+    },
+}
+
+/// Why TLS with a server failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TlsFailure {
+    /// The server does not offer TLS, and the mode requires it.
+    #[error("the server does not offer TLS, and the sslmode requires it")]
+    NotOffered,
+    /// The server's certificate does not chain to a trusted CA (or is
+    /// expired, or malformed).
+    #[error("the server's certificate is not trusted: {0}")]
+    UntrustedCertificate(String),
+    /// The certificate is trusted but names other hosts than the one
+    /// connected to (`verify-full`).
+    #[error("the server's certificate does not name the host connected to")]
+    WrongHostName,
+    /// The handshake failed otherwise.
+    #[error("{0}")]
+    Handshake(String),
+}
+
+impl ConnectError {
+    /// Whether trying again later may succeed (the server was down or
+    /// slow), as opposed to a configuration that will keep failing.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            ConnectError::Unreachable { .. } | ConnectError::Timeout { .. }
+        )
+    }
+}
+
+impl From<ConnectError> for StoreError {
+    fn from(error: ConnectError) -> StoreError {
+        if error.is_transient() {
+            StoreError::unavailable(error)
+        } else {
+            StoreError::backend(error)
+        }
+    }
+}
+
+/// The connection settings a URL holds, with kck's TLS options taken out
+/// (tokio-postgres knows only `disable`, `prefer` and `require`).
+#[derive(Debug)]
+pub(crate) struct ParsedUrl {
+    pub(crate) config: Config,
+    pub(crate) ssl_mode: Option<SslMode>,
+    pub(crate) ssl_root_cert: Option<PathBuf>,
+}
+
+impl ParsedUrl {
+    /// Reads a `postgres://` or `postgresql://` URL.
+    pub(crate) fn parse(url: &str) -> Result<ParsedUrl, ConnectError> {
+        if !["postgres://", "postgresql://"]
+            .iter()
+            .any(|scheme| url.starts_with(scheme))
+        {
+            return Err(ConnectError::InvalidUrl {
+                reason: "expected a URL that starts with postgres:// or postgresql://".into(),
+            });
+        }
+        let (base, query) = url.split_once('?').unwrap_or((url, ""));
+        let mut kept = Vec::new();
+        let mut ssl_mode = None;
+        let mut ssl_root_cert = None;
+        for pair in query.split('&').filter(|pair| !pair.is_empty()) {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            match decode(key)?.as_str() {
+                "sslmode" => ssl_mode = Some(decode(value)?.parse()?),
+                "sslrootcert" => ssl_root_cert = Some(decode(value)?),
+                option @ ("sslcert" | "sslkey" | "sslpassword" | "sslcrl" | "sslcrldir") => {
+                    return Err(ConnectError::UnsupportedOption {
+                        option: option.to_owned(),
+                    });
+                }
+                _ => kept.push(pair),
+            }
+        }
+        let rest = if kept.is_empty() {
+            base.to_owned()
+        } else {
+            format!("{base}?{}", kept.join("&"))
+        };
+        // tokio-postgres's messages name options, never their values.
+        let config = Config::from_str(&rest).map_err(|error| ConnectError::InvalidUrl {
+            reason: causes(&error),
+        })?;
+        Ok(ParsedUrl {
+            config,
+            ssl_mode,
+            // libpq's `sslrootcert=system`: the system's roots, our default.
+            ssl_root_cert: ssl_root_cert
+                .filter(|path| path != "system")
+                .map(PathBuf::from),
+        })
+    }
+}
+
+/// The URL with its password, if any, replaced by `***`: in the user
+/// part (`user:secret@host`) and as a `password` parameter.
+pub(crate) fn redact_url(url: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (url, None),
+    };
+    let mut out = match base.split_once("://") {
+        Some((scheme, rest)) => {
+            let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+            let authority = match authority.rsplit_once('@') {
+                Some((user, hosts)) => match user.split_once(':') {
+                    Some((name, _secret)) => format!("{name}:***@{hosts}"),
+                    None => authority.to_owned(),
+                },
+                None => authority.to_owned(),
+            };
+            format!("{scheme}://{authority}{path}")
+        }
+        // Not a URL: nothing in it can be told from a secret.
+        None => return "***".to_owned(),
+    };
+    if let Some(query) = query {
+        let pairs: Vec<String> = query
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((key, _)) if decode(key).is_ok_and(|key| key == "password") => {
+                    format!("{key}=***")
+                }
+                _ => pair.to_owned(),
+            })
+            .collect();
+        out.push('?');
+        out.push_str(&pairs.join("&"));
+    }
+    out
+}
+
+fn decode(text: &str) -> Result<String, ConnectError> {
+    percent_decode_str(text)
+        .decode_utf8()
+        .map(|text| text.into_owned())
+        .map_err(|_| ConnectError::InvalidUrl {
+            reason: "a query parameter is not UTF-8 once decoded".into(),
+        })
+}
+
+/// Where and how to connect: every connection kck opens to one server
+/// comes from here, so all of them use the same TLS.
+#[derive(Clone)]
+pub(crate) struct Target {
+    config: Config,
+    tls: Option<MakeRustlsConnect>,
+    server: Arc<str>,
+}
+
+impl fmt::Debug for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Target")
+            .field("server", &self.server)
+            .field("tls", &self.tls.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Target {
+    /// Prepares connections with `config` (whose own `ssl_mode` is
+    /// replaced), TLS as `mode` says.
+    pub(crate) fn new(
+        mut config: Config,
+        mode: SslMode,
+        root_cert: Option<&Path>,
+    ) -> Result<Target, ConnectError> {
+        config.ssl_mode(match mode {
+            SslMode::Disable => tokio_postgres::config::SslMode::Disable,
+            SslMode::Prefer => tokio_postgres::config::SslMode::Prefer,
+            SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull => {
+                tokio_postgres::config::SslMode::Require
+            }
+        });
+        let server = describe(&config);
+        let tls = match mode {
+            SslMode::Disable => None,
+            mode => Some(MakeRustlsConnect::new(client_config(
+                mode, root_cert, &server,
+            )?)),
+        };
+        Ok(Target {
+            config,
+            tls,
+            server: server.into(),
+        })
+    }
+
+    /// `host:port/database`, for messages: never the user or password.
+    pub(crate) fn server(&self) -> &str {
+        &self.server
+    }
+
+    /// Opens a connection, within `timeout`.
+    pub(crate) async fn connect(
+        &self,
+        timeout: Duration,
+    ) -> Result<AsyncPgConnection, ConnectError> {
+        let attempt = async {
+            match &self.tls {
+                None => establish(&self.config, tokio_postgres::NoTls).await,
+                Some(tls) => establish(&self.config, tls.clone()).await,
+            }
+        };
+        match tokio::time::timeout(timeout, attempt).await {
+            Ok(Ok(conn)) => Ok(conn),
+            Ok(Err(Failure::Postgres(error))) => Err(self.classify(error)),
+            Ok(Err(Failure::Setup(error))) => Err(ConnectError::Unreachable {
+                server: self.server.to_string(),
+                source: error.into(),
+            }),
+            Err(_) => Err(ConnectError::Timeout {
+                server: self.server.to_string(),
+                after: timeout,
+            }),
+        }
+    }
+
+    fn classify(&self, error: tokio_postgres::Error) -> ConnectError {
+        let server = self.server.to_string();
+        if let Some(cause) = tls_failure(&error) {
+            ConnectError::Tls { server, cause }
+        } else if error.as_db_error().is_some() {
+            ConnectError::Refused {
+                server,
+                source: error.into(),
+            }
+        } else {
+            ConnectError::Unreachable {
+                server,
+                source: error.into(),
+            }
+        }
+    }
+}
+
+enum Failure {
+    Postgres(tokio_postgres::Error),
+    Setup(diesel::ConnectionError),
+}
+
+async fn establish<T>(config: &Config, tls: T) -> Result<AsyncPgConnection, Failure>
+where
+    T: MakeTlsConnect<Socket>,
+    T::Stream: tokio_postgres::tls::TlsStream + Unpin + Send + 'static,
+    T::TlsConnect: Send,
+    <T::TlsConnect as TlsConnect<Socket>>::Future: Send,
+{
+    let (client, connection) = config.connect(tls).await.map_err(Failure::Postgres)?;
+    AsyncPgConnection::try_from_client_and_connection(client, connection)
+        .await
+        .map_err(Failure::Setup)
+}
+
+/// What went wrong with TLS, if that is what went wrong.
+fn tls_failure(error: &tokio_postgres::Error) -> Option<TlsFailure> {
+    let mut next: Option<&(dyn StdError + 'static)> = error.source();
+    while let Some(cause) = next {
+        let rustls = cause.downcast_ref::<rustls::Error>().or_else(|| {
+            cause
+                .downcast_ref::<std::io::Error>()
+                .and_then(std::io::Error::get_ref)
+                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        });
+        if let Some(error) = rustls {
+            return Some(match error {
+                rustls::Error::InvalidCertificate(
+                    CertificateError::NotValidForName
+                    | CertificateError::NotValidForNameContext { .. },
+                ) => TlsFailure::WrongHostName,
+                rustls::Error::InvalidCertificate(_) => {
+                    TlsFailure::UntrustedCertificate(error.to_string())
+                }
+                error => TlsFailure::Handshake(error.to_string()),
+            });
+        }
+        next = cause.source();
+    }
+    // tokio-postgres's words when the server declines TLS and the mode
+    // requires it; its error kinds are private (pinned by a test).
+    causes(error)
+        .contains("server does not support TLS")
+        .then_some(TlsFailure::NotOffered)
+}
+
+/// An error and its causes, `: `-separated: tokio-postgres's own messages
+/// say only what it was doing ("error connecting to server"), their
+/// causes say why.
+fn causes(error: &(dyn StdError + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut next = error.source();
+    while let Some(cause) = next {
+        let cause_text = cause.to_string();
+        if !text.ends_with(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        next = cause.source();
+    }
+    text
+}
+
+/// `host:port/database` of a configuration.
+fn describe(config: &Config) -> String {
+    let host = match config.get_hosts().first() {
+        Some(Host::Tcp(host)) => host.clone(),
+        Some(Host::Unix(path)) => path.display().to_string(),
+        None => config
+            .get_hostaddrs()
+            .first()
+            .map_or_else(|| "localhost".to_owned(), ToString::to_string),
+    };
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    let database = config
+        .get_dbname()
+        .or(config.get_user())
+        .unwrap_or("postgres");
+    format!("{host}:{port}/{database}")
+}
+
+/// rustls's configuration for a mode other than `disable`.
+fn client_config(
+    mode: SslMode,
+    root_cert: Option<&Path>,
+    server: &str,
+) -> Result<ClientConfig, ConnectError> {
+    let rustls_error = |error: rustls::Error| ConnectError::Tls {
+        server: server.to_owned(),
+        cause: TlsFailure::Handshake(error.to_string()),
+    };
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let algorithms = provider.signature_verification_algorithms;
+    let verifier: Arc<dyn ServerCertVerifier> = match (mode, root_cert) {
+        (SslMode::Disable | SslMode::Prefer, _) | (SslMode::Require, None) => {
+            Arc::new(AnyCertificate(algorithms))
+        }
+        (SslMode::Require | SslMode::VerifyCa, _) => {
+            let roots = roots(mode, root_cert)?;
+            Arc::new(ChainOnly(webpki(roots, &provider).map_err(rustls_error)?))
+        }
+        (SslMode::VerifyFull, _) => {
+            webpki(roots(mode, root_cert)?, &provider).map_err(rustls_error)?
+        }
+    };
+    Ok(ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(rustls_error)?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_no_client_auth())
+}
+
+/// rustls's standard verifier.
+fn webpki(
+    roots: RootCertStore,
+    provider: &Arc<CryptoProvider>,
+) -> Result<Arc<WebPkiServerVerifier>, rustls::Error> {
+    WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .build()
+        .map_err(|error| rustls::Error::General(error.to_string()))
+}
+
+/// The certificates a mode trusts: the CA file's, or the system's.
+fn roots(mode: SslMode, root_cert: Option<&Path>) -> Result<RootCertStore, ConnectError> {
+    let mut roots = RootCertStore::empty();
+    match root_cert {
+        Some(path) => {
+            let ca_file = |reason: String| ConnectError::CaFile {
+                path: path.to_owned(),
+                reason,
+            };
+            let certificates = CertificateDer::pem_file_iter(path)
+                .map_err(|error| ca_file(error.to_string()))?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|error| ca_file(error.to_string()))?;
+            let (added, _) = roots.add_parsable_certificates(certificates);
+            if added == 0 {
+                return Err(ca_file("it holds no usable PEM certificate".into()));
+            }
+        }
+        None => {
+            roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+            if roots.is_empty() {
+                return Err(ConnectError::NoRootCertificates { mode });
+            }
+        }
+    }
+    Ok(roots)
+}
+
+/// `prefer`, and `require` without a CA file: encryption without
+/// authentication, as libpq. The handshake's signatures are still checked,
+/// so the session is bound to the certificate presented.
+#[derive(Debug)]
+struct AnyCertificate(WebPkiSupportedAlgorithms);
+
+impl ServerCertVerifier for AnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.supported_schemes()
+    }
+}
+
+/// `verify-ca`: the chain must reach a trusted CA; the names in the
+/// certificate are not compared with the host. rustls checks the chain
+/// before the name, so a name mismatch means the chain was good.
+#[derive(Debug)]
+struct ChainOnly(Arc<WebPkiServerVerifier>);
+
+impl ServerCertVerifier for ChainOnly {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        match self
+            .0
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+        {
+            Err(rustls::Error::InvalidCertificate(
+                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+            )) => Ok(ServerCertVerified::assertion()),
+            verified => verified,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.supported_verify_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_error(url: &str) -> ConnectError {
+        match ParsedUrl::parse(url) {
+            Ok(parsed) => panic!("{url} parsed: {parsed:?}"),
+            Err(error) => error,
+        }
+    }
+
+    #[test]
+    fn takes_sslmode_and_sslrootcert_out_of_the_url() {
+        let parsed = ParsedUrl::parse(
+            "postgres://kck:pw@db.internal:6432/reports?sslmode=verify-full\
+             &application_name=reports&sslrootcert=%2Fetc%2Fca%20file.pem",
+        )
+        .unwrap();
+        assert_eq!(parsed.ssl_mode, Some(SslMode::VerifyFull));
+        assert_eq!(
+            parsed.ssl_root_cert,
+            Some(PathBuf::from("/etc/ca file.pem"))
+        );
+        assert_eq!(parsed.config.get_application_name(), Some("reports"));
+        assert_eq!(describe(&parsed.config), "db.internal:6432/reports");
+
+        let plain = ParsedUrl::parse("postgresql://localhost/test").unwrap();
+        assert_eq!((plain.ssl_mode, plain.ssl_root_cert), (None, None));
+        let system = ParsedUrl::parse("postgres://h/d?sslrootcert=system").unwrap();
+        assert_eq!(system.ssl_root_cert, None);
+    }
+
+    #[test]
+    fn every_libpq_mode_reads_and_prints_back() {
+        for mode in [
+            SslMode::Disable,
+            SslMode::Prefer,
+            SslMode::Require,
+            SslMode::VerifyCa,
+            SslMode::VerifyFull,
+        ] {
+            assert_eq!(mode.as_str().parse::<SslMode>().unwrap(), mode);
+        }
+        assert_eq!(SslMode::default(), SslMode::Prefer);
+    }
+
+    #[test]
+    fn bad_urls_are_typed_errors() {
+        assert!(matches!(
+            parse_error("postgres://h/d?sslmode=verify-everything"),
+            ConnectError::UnknownSslMode { value } if value == "verify-everything"
+        ));
+        assert!(matches!(
+            parse_error("host=localhost user=kck"),
+            ConnectError::InvalidUrl { .. }
+        ));
+        assert!(matches!(
+            parse_error("postgres://kck:pw@h:notaport/d"),
+            ConnectError::InvalidUrl { .. }
+        ));
+        assert!(matches!(
+            parse_error("postgres://h/d?sslcert=/client.pem"),
+            ConnectError::UnsupportedOption { option } if option == "sslcert"
+        ));
+        assert!(matches!(
+            parse_error("postgres://h/d?sslmode=%FF"),
+            ConnectError::InvalidUrl { .. }
+        ));
+    }
+
+    #[test]
+    fn an_unreadable_ca_file_is_a_typed_error() {
+        let config = ParsedUrl::parse("postgres://h/d").unwrap().config;
+        let missing = Path::new("/nonexistent/kck-ca.pem");
+        for mode in [SslMode::Require, SslMode::VerifyCa, SslMode::VerifyFull] {
+            let error = Target::new(config.clone(), mode, Some(missing)).unwrap_err();
+            assert!(
+                matches!(&error, ConnectError::CaFile { path, .. } if path == missing),
+                "{error}"
+            );
+        }
+        // A file that holds no certificate.
+        let empty = std::env::temp_dir().join(format!("kck-empty-ca-{}.pem", std::process::id()));
+        std::fs::write(&empty, "not a certificate\n").unwrap();
+        let error = Target::new(config.clone(), SslMode::VerifyFull, Some(&empty)).unwrap_err();
+        std::fs::remove_file(&empty).unwrap();
+        assert!(matches!(error, ConnectError::CaFile { .. }), "{error}");
+        // Modes that do not check certificates do not read it.
+        Target::new(config.clone(), SslMode::Prefer, Some(missing)).unwrap();
+        Target::new(config, SslMode::Disable, Some(missing)).unwrap();
+    }
+
+    #[test]
+    fn no_password_is_shown() {
+        let url =
+            "postgres://kck:hunter2@db.internal:5432/reports?password=hunter2&sslmode=require";
+        assert_eq!(
+            redact_url(url),
+            "postgres://kck:***@db.internal:5432/reports?password=***&sslmode=require"
+        );
+        assert_eq!(redact_url("postgres://db/reports"), "postgres://db/reports");
+        assert_eq!(redact_url("host=db password=hunter2"), "***");
+        let target = Target::new(
+            ParsedUrl::parse(url).unwrap().config,
+            SslMode::Require,
+            None,
+        )
+        .unwrap();
+        assert!(!format!("{target:?}").contains("hunter2"));
+        assert_eq!(target.server(), "db.internal:5432/reports");
+        // tokio-postgres's parse errors name the option, not its value.
+        let error = parse_error("postgres://kck:hunter2@db/reports?port=hunter2");
+        assert!(!error.to_string().contains("hunter2"), "{error}");
+        assert!(!format!("{error:?}").contains("hunter2"), "{error:?}");
+    }
+}
