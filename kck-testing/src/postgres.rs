@@ -78,6 +78,20 @@ impl TestDatabase {
         }
     }
 
+    /// A cluster of the test's own that accepts TLS with this certificate
+    /// chain and key (see [`Cluster::start_with_tls`]); `None` as
+    /// [`TestDatabase::own_cluster`].
+    ///
+    /// # Panics
+    ///
+    /// When the cluster cannot start and `KCK_REQUIRE_POSTGRES=1`.
+    pub fn own_tls_cluster(certificate_pem: &str, key_pem: &str) -> Option<Arc<Cluster>> {
+        match Cluster::start_with_tls(certificate_pem, key_pem) {
+            Ok(cluster) => Some(Arc::new(cluster)),
+            Err(reason) => unavailable(&reason),
+        }
+    }
+
     /// A fresh database on `cluster`, kept alive with it.
     ///
     /// # Panics
@@ -200,6 +214,8 @@ pub struct Cluster {
     dir: PathBuf,
     bin: PathBuf,
     port: u16,
+    /// Server settings of its own, given at every start (`-c name=value`).
+    settings: Vec<String>,
 }
 
 impl Cluster {
@@ -211,6 +227,32 @@ impl Cluster {
     /// Why it cannot: no binaries, no `postgres` user to run them as root,
     /// or a failed `initdb` or start.
     pub fn start() -> Result<Cluster, String> {
+        Cluster::start_with(&[], Vec::new())
+    }
+
+    /// Creates and starts a cluster that accepts TLS (as well as plain
+    /// connections) with this certificate chain and private key, both PEM:
+    /// for tests of clients that verify it.
+    ///
+    /// # Errors
+    ///
+    /// As [`Cluster::start`], or if the files cannot be written.
+    pub fn start_with_tls(certificate_pem: &str, key_pem: &str) -> Result<Cluster, String> {
+        Cluster::start_with(
+            &[("server.crt", certificate_pem), ("server.key", key_pem)],
+            [
+                "ssl=on",
+                "ssl_cert_file=server.crt",
+                "ssl_key_file=server.key",
+            ]
+            .map(String::from)
+            .to_vec(),
+        )
+    }
+
+    /// Initializes a cluster, writes `files` into its data directory (only
+    /// its owner may read them) and starts it with `settings`.
+    fn start_with(files: &[(&str, &str)], settings: Vec<String>) -> Result<Cluster, String> {
         static CLUSTERS: AtomicUsize = AtomicUsize::new(0);
         let bin = binaries()?;
         let dir = std::env::temp_dir().join(format!(
@@ -224,7 +266,12 @@ impl Cluster {
             run(Command::new("chown").arg("postgres:postgres").arg(&dir))?;
         }
         let port = free_port()?;
-        let cluster = Cluster { dir, bin, port };
+        let cluster = Cluster {
+            dir,
+            bin,
+            port,
+            settings,
+        };
         cluster.pg(&[
             "initdb",
             "--pgdata",
@@ -237,9 +284,17 @@ impl Cluster {
             "UTF8",
             "--no-sync",
         ])?;
+        for (name, contents) in files {
+            cluster.write_private(name, contents)?;
+        }
         cluster.watch_parent()?;
         cluster.resume()?;
         Ok(cluster)
+    }
+
+    /// The TCP port it listens on, at 127.0.0.1.
+    pub fn port(&self) -> u16 {
+        self.port
     }
 
     /// The URL of `database` on this cluster.
@@ -270,12 +325,16 @@ impl Cluster {
     ///
     /// If `pg_ctl start` fails.
     pub fn resume(&self) -> Result<(), String> {
-        let options = format!(
+        let mut options = format!(
             "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off \
              -c full_page_writes=off -c max_connections=200",
             self.port,
             self.dir.display()
         );
+        for setting in &self.settings {
+            options.push_str(" -c ");
+            options.push_str(setting);
+        }
         let log = self.dir.join("server.log");
         self.pg(&[
             "pg_ctl",
@@ -290,6 +349,20 @@ impl Cluster {
             "-o",
             &options,
         ])
+    }
+
+    /// Writes a file into the data directory that only the server's user
+    /// may read (PostgreSQL refuses a key file others can read).
+    fn write_private(&self, name: &str, contents: &str) -> Result<(), String> {
+        use std::os::unix::fs::PermissionsExt as _;
+        let path = self.dir.join(name);
+        let failed = |e: std::io::Error| format!("cannot write {}: {e}", path.display());
+        std::fs::write(&path, contents).map_err(failed)?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).map_err(failed)?;
+        if running_as_root() {
+            run(Command::new("chown").arg("postgres:postgres").arg(&path))?;
+        }
+        Ok(())
     }
 
     fn data(&self) -> &str {
