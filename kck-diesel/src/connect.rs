@@ -9,7 +9,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use diesel_async::AsyncPgConnection;
+use diesel_async::{AsyncPgConnection, SimpleAsyncConnection as _};
 use kck_core::storage::StoreError;
 use percent_encoding::percent_decode_str;
 use rustls::client::WebPkiServerVerifier;
@@ -168,6 +168,17 @@ pub enum ConnectError {
         /// The time-out.
         after: Duration,
     },
+    /// Neither `KCK_DATABASE_URL` nor `DATABASE_URL` is set.
+    #[error("no PostgreSQL URL: set KCK_DATABASE_URL (or DATABASE_URL)")]
+    MissingUrl,
+    /// The schema given for kck's tables is not one kck accepts.
+    #[error("invalid schema name `{name}`: {reason}")]
+    InvalidSchema {
+        /// The name given.
+        name: String,
+        /// Why it is refused.
+        reason: String,
+    },
     /// Connected, but kck's schema could not be created or upgraded.
     #[error("cannot set up kck's tables in PostgreSQL at {server}: {source}")]
     Setup {
@@ -277,6 +288,15 @@ impl ParsedUrl {
     }
 }
 
+/// The URL among the environment's variables, as `var` reads them:
+/// `KCK_DATABASE_URL`, else `DATABASE_URL`; an empty one counts as unset.
+pub(crate) fn database_url(var: impl Fn(&str) -> Option<String>) -> Result<String, ConnectError> {
+    ["KCK_DATABASE_URL", "DATABASE_URL"]
+        .into_iter()
+        .find_map(|name| var(name).filter(|url| !url.is_empty()))
+        .ok_or(ConnectError::MissingUrl)
+}
+
 /// The URL with its password, if any, replaced by `***`: in the user
 /// part (`user:secret@host`) and as a `password` parameter.
 pub(crate) fn redact_url(url: &str) -> String {
@@ -325,12 +345,49 @@ fn decode(text: &str) -> Result<String, ConnectError> {
 }
 
 /// Where and how to connect: every connection kck opens to one server
-/// comes from here, so all of them use the same TLS.
+/// comes from here, so all of them use the same TLS and session.
 #[derive(Clone)]
 pub(crate) struct Target {
     config: Config,
     tls: Option<MakeRustlsConnect>,
     server: Arc<str>,
+    schema: Option<Schema>,
+    statement_timeout: Option<Duration>,
+}
+
+/// The PostgreSQL schema kck's tables live in, when not the connection's
+/// default: a plain lower-case identifier, so that it needs no quoting and
+/// the channel names made from it stay within PostgreSQL's 63 bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Schema(Arc<str>);
+
+impl Schema {
+    pub(crate) fn new(name: &str) -> Result<Schema, ConnectError> {
+        let invalid = |reason: &str| ConnectError::InvalidSchema {
+            name: name.to_owned(),
+            reason: reason.to_owned(),
+        };
+        if name.is_empty() || name.len() > 48 {
+            return Err(invalid("it must have 1 to 48 characters"));
+        }
+        if !name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+            || name.as_bytes()[0].is_ascii_digit()
+        {
+            return Err(invalid(
+                "it must be lower-case ASCII letters, digits and underscores, not starting with a digit",
+            ));
+        }
+        if name.starts_with("pg_") {
+            return Err(invalid("names starting with pg_ are PostgreSQL's"));
+        }
+        Ok(Schema(name.into()))
+    }
+
+    pub(crate) fn as_str(&self) -> &str {
+        &self.0
+    }
 }
 
 impl fmt::Debug for Target {
@@ -368,7 +425,64 @@ impl Target {
             config,
             tls,
             server: server.into(),
+            schema: None,
+            statement_timeout: None,
         })
+    }
+
+    /// Connections put kck's tables in `schema` (and use channels of its
+    /// own), and stop statements after `statement_timeout`. Set once
+    /// connected (`SET`), not as startup options, which connection poolers
+    /// such as PgBouncer refuse.
+    pub(crate) fn with_session(
+        mut self,
+        schema: Option<Schema>,
+        statement_timeout: Option<Duration>,
+    ) -> Target {
+        self.schema = schema;
+        self.statement_timeout = statement_timeout;
+        self
+    }
+
+    /// The same target without a statement time-out: for migrations,
+    /// which may rewrite a large table.
+    pub(crate) fn without_statement_timeout(&self) -> Target {
+        let mut target = self.clone();
+        target.statement_timeout = None;
+        target
+    }
+
+    pub(crate) fn schema(&self) -> Option<&Schema> {
+        self.schema.as_ref()
+    }
+
+    /// The name of one of kck's channels: `base`, or `base.schema` with a
+    /// schema of its own, so that two applications on one database do not
+    /// hear each other. The SQL that notifies builds the same name from
+    /// the `kck.channel_suffix` setting of the session.
+    pub(crate) fn channel(&self, base: &str) -> String {
+        match &self.schema {
+            Some(schema) => format!("{base}.{}", schema.as_str()),
+            None => base.to_owned(),
+        }
+    }
+
+    /// What a new connection runs before it is used.
+    fn session_sql(&self) -> String {
+        let mut sql = String::new();
+        if let Some(schema) = &self.schema {
+            let schema = schema.as_str();
+            sql.push_str(&format!(
+                "SET search_path TO {schema}; SET kck.channel_suffix TO '.{schema}';"
+            ));
+        }
+        if let Some(timeout) = self.statement_timeout {
+            sql.push_str(&format!(
+                "SET statement_timeout TO {};",
+                timeout.as_millis().max(1)
+            ));
+        }
+        sql
     }
 
     /// `host:port/database`, for messages: never the user or password.
@@ -387,8 +501,22 @@ impl Target {
                 Some(tls) => establish(&self.config, tls.clone()).await,
             }
         };
+        let session = self.session_sql();
+        let attempt = async {
+            let mut conn = attempt.await?;
+            if !session.is_empty() {
+                conn.batch_execute(&session)
+                    .await
+                    .map_err(Failure::Session)?;
+            }
+            Ok(conn)
+        };
         match tokio::time::timeout(timeout, attempt).await {
             Ok(Ok(conn)) => Ok(conn),
+            Ok(Err(Failure::Session(error))) => Err(ConnectError::Setup {
+                server: self.server.to_string(),
+                source: crate::convert::query_error(error),
+            }),
             Ok(Err(Failure::Postgres(error))) => Err(self.classify(error)),
             Ok(Err(Failure::Setup(error))) => Err(ConnectError::Unreachable {
                 server: self.server.to_string(),
@@ -422,6 +550,7 @@ impl Target {
 enum Failure {
     Postgres(tokio_postgres::Error),
     Setup(diesel::ConnectionError),
+    Session(diesel::result::Error),
 }
 
 async fn establish<T>(config: &Config, tls: T) -> Result<AsyncPgConnection, Failure>
@@ -753,6 +882,72 @@ mod tests {
         // Modes that do not check certificates do not read it.
         Target::new(config.clone(), SslMode::Prefer, Some(missing)).unwrap();
         Target::new(config, SslMode::Disable, Some(missing)).unwrap();
+    }
+
+    #[test]
+    fn the_url_comes_from_kck_database_url_then_database_url() {
+        fn env<'a>(vars: &'a [(&str, &str)]) -> impl Fn(&str) -> Option<String> + 'a {
+            move |name| {
+                vars.iter()
+                    .find(|(var, _)| *var == name)
+                    .map(|(_, value)| (*value).to_owned())
+            }
+        }
+        let both = [
+            ("KCK_DATABASE_URL", "postgres://kck/a"),
+            ("DATABASE_URL", "postgres://app/b"),
+        ];
+        assert_eq!(database_url(env(&both)).unwrap(), "postgres://kck/a");
+        let fallback = [
+            ("KCK_DATABASE_URL", ""),
+            ("DATABASE_URL", "postgres://app/b"),
+        ];
+        assert_eq!(database_url(env(&fallback)).unwrap(), "postgres://app/b");
+        assert!(matches!(
+            database_url(env(&[])),
+            Err(ConnectError::MissingUrl)
+        ));
+    }
+
+    #[test]
+    fn schema_names_are_plain_identifiers() {
+        for good in ["reports", "app_2", "_kck"] {
+            assert_eq!(Schema::new(good).unwrap().as_str(), good);
+        }
+        for bad in [
+            "",
+            "Reports",
+            "2app",
+            "app-a",
+            "a b",
+            "pg_kck",
+            "x\"; DROP",
+            &"s".repeat(49),
+        ] {
+            assert!(
+                matches!(Schema::new(bad), Err(ConnectError::InvalidSchema { .. })),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_schema_has_channels_of_its_own() {
+        let config = ParsedUrl::parse("postgres://h/d").unwrap().config;
+        let plain = Target::new(config, SslMode::Disable, None).unwrap();
+        assert_eq!(plain.channel("kck_changes"), "kck_changes");
+        assert_eq!(plain.session_sql(), "");
+        let own = plain.clone().with_session(
+            Some(Schema::new("reports").unwrap()),
+            Some(Duration::from_secs(3)),
+        );
+        assert_eq!(own.channel("kck_changes"), "kck_changes.reports");
+        assert!(own.session_sql().contains("SET statement_timeout TO 3000;"));
+        assert!(
+            !own.without_statement_timeout()
+                .session_sql()
+                .contains("statement_timeout")
+        );
     }
 
     #[test]

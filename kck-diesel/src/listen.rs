@@ -154,7 +154,7 @@ pub(crate) async fn connect(
     let mut conn = target.connect(timeout).await?;
     let listen = async {
         for channel in [CHANNEL, JOBS_CHANNEL, SYNC_CHANNEL] {
-            diesel::sql_query(format!("LISTEN {channel}"))
+            diesel::sql_query(format!("LISTEN \"{}\"", target.channel(channel)))
                 .execute(&mut conn)
                 .await
                 .map_err(query_error)?;
@@ -175,9 +175,13 @@ pub(crate) async fn run(
     target: Target,
     heartbeat: Duration,
 ) {
+    let channels = Channels {
+        jobs: target.channel(JOBS_CHANNEL),
+        sync: target.channel(SYNC_CHANNEL),
+    };
     loop {
         watchers.set_tracking(true);
-        serve(&mut conn, &watchers, heartbeat).await;
+        serve(&mut conn, &watchers, &channels, heartbeat).await;
         watchers.set_tracking(false);
         tracing::warn!(target: "kck", "lost the LISTEN connection to PostgreSQL; reconnecting");
         let mut backoff = Duration::from_millis(100);
@@ -194,20 +198,31 @@ pub(crate) async fn run(
     }
 }
 
+/// The names of the channels other than the changes' (which is the rest).
+struct Channels {
+    jobs: String,
+    sync: String,
+}
+
 /// Passes notifications on until the connection fails or misses a
 /// heartbeat: after `heartbeat` without news, a `SELECT 1` must answer
 /// within `heartbeat`.
-async fn serve(conn: &mut AsyncPgConnection, watchers: &Watchers, heartbeat: Duration) {
+async fn serve(
+    conn: &mut AsyncPgConnection,
+    watchers: &Watchers,
+    channels: &Channels,
+    heartbeat: Duration,
+) {
     loop {
         let next = {
             let mut notifications = pin!(conn.notifications_stream());
             tokio::time::timeout(heartbeat, notifications.next()).await
         };
         match next {
-            Ok(Some(Ok(notification))) if notification.channel == JOBS_CHANNEL => {
+            Ok(Some(Ok(notification))) if notification.channel == channels.jobs => {
                 watchers.jobs_queued();
             }
-            Ok(Some(Ok(notification))) if notification.channel == SYNC_CHANNEL => {
+            Ok(Some(Ok(notification))) if notification.channel == channels.sync => {
                 watchers.synced(&notification.payload);
             }
             Ok(Some(Ok(notification))) => watchers.dispatch(&notification.payload),

@@ -34,7 +34,7 @@ statements! {
          ), queued AS (",
         insert_pending!(),
         ") SELECT (SELECT count(*) FROM queued) AS rows, \
-                  (SELECT count(pg_notify('kck_jobs', '')) \
+                  (SELECT count(pg_notify(concat('kck_jobs', current_setting('kck.channel_suffix', true)), '')) \
                    FROM (SELECT 1 FROM queued LIMIT 1) AS queued_any) AS notified"
     );
 
@@ -101,7 +101,7 @@ statements! {
          ), queued AS (",
         insert_pending!(),
         ") SELECT (SELECT count(*) FROM held) AS rows, \
-                  (SELECT count(pg_notify('kck_jobs', '')) FROM held) AS notified"
+                  (SELECT count(pg_notify(concat('kck_jobs', current_setting('kck.channel_suffix', true)), '')) FROM held) AS notified"
     );
 
     /// Keeps a job held under its claim as failed. Binds: error, id, token.
@@ -147,7 +147,7 @@ statements! {
          ), queued AS (",
         insert_pending!(),
         ") SELECT (SELECT count(*) FROM held) AS rows, \
-                  (SELECT count(pg_notify('kck_jobs', '')) FROM held) AS notified"
+                  (SELECT count(pg_notify(concat('kck_jobs', current_setting('kck.channel_suffix', true)), '')) FROM held) AS notified"
     );
 
     /// How many jobs are in each state. Binds: none.

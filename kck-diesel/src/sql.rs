@@ -12,7 +12,9 @@ use diesel::sql_types::{BigInt, Bool, Bytea, Integer, Nullable, Text, Timestampt
 use crate::statement::statements;
 
 /// The channel every write and lease release is announced on. The payload
-/// is `<version> <key>` for a change, `! <key>` for a released lease.
+/// is `<version> <key>` for a change, `! <key>` for a released lease. With
+/// a schema of its own, a store's channels end in `.<schema>`, from the
+/// session's `kck.channel_suffix` (see `Target::channel`).
 pub(crate) const CHANNEL: &str = "kck_changes";
 
 /// Merges the reasons of two jobs, each once, in first-seen order.
@@ -96,9 +98,9 @@ macro_rules! write_tail {
             ") \
              SELECT (SELECT version FROM written) AS written, \
                     (SELECT version FROM kck_entries WHERE key = {}) AS current, \
-                    (SELECT count(pg_notify('kck_changes', w.version || ' ' || w.key)) FROM written w \
+                    (SELECT count(pg_notify(concat('kck_changes', current_setting('kck.channel_suffix', true)), w.version || ' ' || w.key)) FROM written w \
                      WHERE (SELECT content_hash FROM kck_entries WHERE key = w.key) IS DISTINCT FROM {}) AS notified, \
-                    (SELECT count(pg_notify('kck_jobs', '')) FROM (SELECT 1 FROM queued LIMIT 1) AS queued_any) AS jobs_notified"
+                    (SELECT count(pg_notify(concat('kck_jobs', current_setting('kck.channel_suffix', true)), '')) FROM (SELECT 1 FROM queued LIMIT 1) AS queued_any) AS jobs_notified"
         )
     };
 }
@@ -108,7 +110,7 @@ pub(crate) const SYNC_CHANNEL: &str = "kck_sync";
 
 statements! {
     /// Sends a sync barrier's token. Binds: the token.
-    NotifySync = "SELECT pg_notify('kck_sync', {})";
+    NotifySync = "SELECT pg_notify(concat('kck_sync', current_setting('kck.channel_suffix', true)), {})";
 
     /// The entry of a key, its value as JSON text.
     LoadEntry = "SELECT key, version, value::text AS value, computed_at, changed_at, stale_at, \
@@ -167,14 +169,14 @@ statements! {
         ) \
         SELECT (SELECT version FROM written) AS written, \
                (SELECT version FROM kck_entries WHERE key = {}) AS current, \
-               (SELECT count(pg_notify('kck_changes', version || ' ' || key)) FROM written) AS notified";
+               (SELECT count(pg_notify(concat('kck_changes', current_setting('kck.channel_suffix', true)), version || ' ' || key)) FROM written) AS notified";
 
     /// Removes an entry and its edges to its dependencies. Binds: key, key.
     RemoveEntry = "WITH removed AS ( DELETE FROM kck_entries WHERE key = {} RETURNING key ), \
              unlinked AS ( DELETE FROM kck_edges WHERE dependent = {} ), \
              tombstone AS MATERIALIZED ( SELECT key, nextval('kck_versions') AS version FROM removed ) \
         SELECT (SELECT version FROM tombstone) AS version, \
-               (SELECT count(pg_notify('kck_changes', version || ' ' || key)) FROM tombstone) AS notified";
+               (SELECT count(pg_notify(concat('kck_changes', current_setting('kck.channel_suffix', true)), version || ' ' || key)) FROM tombstone) AS notified";
 
     /// The keys that read a key, and what they saw of it.
     Dependents = "SELECT dependent AS key, seen FROM kck_edges WHERE dependency = {} ORDER BY dependent";
@@ -254,7 +256,7 @@ statements! {
     ReleaseLease = "WITH released AS ( \
             DELETE FROM kck_leases WHERE key = {} AND holder = {} RETURNING key \
         ) \
-        SELECT count(pg_notify('kck_changes', '! ' || key)) AS notified FROM released \
+        SELECT count(pg_notify(concat('kck_changes', current_setting('kck.channel_suffix', true)), '! ' || key)) AS notified FROM released \
         WHERE octet_length(key) < 7998";
 }
 

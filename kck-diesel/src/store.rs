@@ -16,7 +16,7 @@ use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 use kck_core::storage::{Storage, StoreError};
 use tokio::task::AbortHandle;
 
-use crate::connect::{ConnectError, ParsedUrl, SslMode, Target, redact_url};
+use crate::connect::{ConnectError, ParsedUrl, Schema, SslMode, Target, database_url, redact_url};
 use crate::convert::{pool_error, query_error};
 use crate::listen::{self, Watchers};
 use crate::statement::{Bind, Sql, Statement};
@@ -42,6 +42,7 @@ pub struct PgStore {
 }
 
 struct Shared {
+    server: Arc<str>,
     pool: Pool<AsyncPgConnection>,
     watchers: Arc<Watchers>,
     listener: AbortHandle,
@@ -54,6 +55,17 @@ impl Drop for Shared {
 }
 
 impl PgStore {
+    /// Connects to the database at `KCK_DATABASE_URL` (or, when it is not
+    /// set, `DATABASE_URL`) with the default settings; see
+    /// [`PgStoreBuilder::from_env`].
+    ///
+    /// # Errors
+    ///
+    /// [`ConnectError::MissingUrl`], or as [`PgStoreBuilder::connect`].
+    pub async fn from_env() -> Result<PgStore, ConnectError> {
+        PgStoreBuilder::from_env()?.connect().await
+    }
+
     /// Connects with the default settings; see [`PgStoreBuilder`].
     ///
     /// # Errors
@@ -69,10 +81,19 @@ impl PgStore {
             url: url.to_owned(),
             ssl_mode: None,
             ssl_root_cert: None,
+            application_name: None,
+            statement_timeout: None,
+            schema: None,
             pool_size: 10,
             connect_timeout: Duration::from_secs(5),
             heartbeat: Duration::from_secs(5),
         }
+    }
+
+    /// `host:port/database` of the server: what to show of where the store
+    /// is (never the user or the password).
+    pub fn server(&self) -> &str {
+        &self.shared.server
     }
 
     /// The connection pool, for queries of your own on the same database.
@@ -120,6 +141,7 @@ impl std::fmt::Debug for PgStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let state = self.shared.pool.state();
         f.debug_struct("PgStore")
+            .field("server", &self.shared.server)
             .field("connections", &state.connections)
             .field("idle", &state.idle_connections)
             .finish_non_exhaustive()
@@ -147,6 +169,9 @@ pub struct PgStoreBuilder {
     url: String,
     ssl_mode: Option<SslMode>,
     ssl_root_cert: Option<PathBuf>,
+    application_name: Option<String>,
+    statement_timeout: Option<Duration>,
+    schema: Option<String>,
     pool_size: u32,
     connect_timeout: Duration,
     heartbeat: Duration,
@@ -158,6 +183,9 @@ impl std::fmt::Debug for PgStoreBuilder {
             .field("url", &redact_url(&self.url))
             .field("ssl_mode", &self.ssl_mode)
             .field("ssl_root_cert", &self.ssl_root_cert)
+            .field("application_name", &self.application_name)
+            .field("statement_timeout", &self.statement_timeout)
+            .field("schema", &self.schema)
             .field("pool_size", &self.pool_size)
             .field("connect_timeout", &self.connect_timeout)
             .field("heartbeat", &self.heartbeat)
@@ -166,6 +194,44 @@ impl std::fmt::Debug for PgStoreBuilder {
 }
 
 impl PgStoreBuilder {
+    /// A builder for the database at `KCK_DATABASE_URL`, or, when it is
+    /// not set (or empty), `DATABASE_URL`.
+    ///
+    /// # Errors
+    ///
+    /// [`ConnectError::MissingUrl`] when neither is set.
+    pub fn from_env() -> Result<PgStoreBuilder, ConnectError> {
+        database_url(|name| std::env::var(name).ok()).map(|url| PgStore::builder(&url))
+    }
+
+    /// The name connections give PostgreSQL, shown in `pg_stat_activity`
+    /// and the server's logs (default: the URL's `application_name`, else
+    /// `kck`).
+    pub fn application_name(mut self, name: impl Into<String>) -> Self {
+        self.application_name = Some(name.into());
+        self
+    }
+
+    /// How long one statement may run before the server cancels it, on
+    /// the pool's connections and the listener's (default: the server's
+    /// setting, usually none). Migrations run without it.
+    pub fn statement_timeout(mut self, timeout: Duration) -> Self {
+        self.statement_timeout = Some(timeout);
+        self
+    }
+
+    /// The PostgreSQL schema kck's tables live in, created if missing
+    /// (default: none is set, and the tables live where the connection's
+    /// `search_path` puts them, usually `public`). Two applications that
+    /// share a database each take a schema of their own: their tables,
+    /// migrations and notification channels are apart. A plain lower-case
+    /// identifier of up to 48 characters; the pool's connections keep it
+    /// as their `search_path`.
+    pub fn schema(mut self, schema: impl Into<String>) -> Self {
+        self.schema = Some(schema.into());
+        self
+    }
+
     /// How connections use TLS, overriding the URL's `sslmode` (default:
     /// the URL's, else [`SslMode::Prefer`], as libpq).
     pub fn ssl_mode(mut self, mode: SslMode) -> Self {
@@ -220,10 +286,21 @@ impl PgStoreBuilder {
     /// that fail ([`ConnectError::Setup`]). It converts into a
     /// [`StoreError`] for `?`.
     pub async fn connect(self) -> Result<PgStore, ConnectError> {
-        let parsed = ParsedUrl::parse(&self.url)?;
-        let mode = self.ssl_mode.or(parsed.ssl_mode).unwrap_or_default();
-        let root_cert = self.ssl_root_cert.or(parsed.ssl_root_cert);
-        let target = Target::new(parsed.config, mode, root_cert.as_deref())?;
+        let ParsedUrl {
+            mut config,
+            ssl_mode,
+            ssl_root_cert,
+        } = ParsedUrl::parse(&self.url)?;
+        let schema = self.schema.as_deref().map(Schema::new).transpose()?;
+        if let Some(name) = self.application_name {
+            config.application_name(&name);
+        } else if config.get_application_name().is_none() {
+            config.application_name("kck");
+        }
+        let mode = self.ssl_mode.or(ssl_mode).unwrap_or_default();
+        let root_cert = self.ssl_root_cert.or(ssl_root_cert);
+        let target = Target::new(config, mode, root_cert.as_deref())?
+            .with_session(schema, self.statement_timeout);
         let setup = |source: StoreError| ConnectError::Setup {
             server: target.server().to_owned(),
             source,
@@ -242,10 +319,12 @@ impl PgStoreBuilder {
             .map_err(setup)?;
         // Listening from now on: caches that register trust their memos.
         watchers.set_tracking(true);
+        let server = target.server().into();
         let listener = tokio::spawn(listen::run(conn, watchers.clone(), target, self.heartbeat))
             .abort_handle();
         Ok(PgStore {
             shared: Arc::new(Shared {
+                server,
                 pool,
                 watchers,
                 listener,
@@ -274,16 +353,24 @@ fn manager(target: &Target, timeout: Duration) -> AsyncDieselConnectionManager<A
 /// Runs the embedded migrations, on a blocking thread (diesel's harness is
 /// synchronous), one process at a time.
 async fn migrate(target: &Target, timeout: Duration) -> Result<(), ConnectError> {
-    let conn = target.connect(timeout).await?;
+    let conn = target.without_statement_timeout().connect(timeout).await?;
+    let create_schema = target
+        .schema()
+        .map(|schema| format!("CREATE SCHEMA IF NOT EXISTS {}", schema.as_str()));
     // Made here, in the runtime, so that it blocks on this runtime's handle.
     let mut conn = AsyncConnectionWrapper::<AsyncPgConnection>::from(conn);
     let migration = tokio::task::spawn_blocking(move || -> Result<(), StoreError> {
         conn.batch_execute(&format!("SELECT pg_advisory_lock({MIGRATION_LOCK})"))
             .map_err(query_error)?;
-        let migrated = conn
-            .run_pending_migrations(MIGRATIONS)
-            .map(drop)
-            .map_err(StoreError::backend);
+        let created = match &create_schema {
+            Some(sql) => conn.batch_execute(sql).map_err(query_error),
+            None => Ok(()),
+        };
+        let migrated = created.and_then(|()| {
+            conn.run_pending_migrations(MIGRATIONS)
+                .map(drop)
+                .map_err(StoreError::backend)
+        });
         let unlocked = conn
             .batch_execute(&format!("SELECT pg_advisory_unlock({MIGRATION_LOCK})"))
             .map_err(query_error);

@@ -1,7 +1,8 @@
 //! kck in five minutes. `cargo run -p quickstart` prints what the cache
 //! decides as it serves a store report built from a slow register fleet.
 //!
-//! With `KCK_DATABASE_URL` set (`postgres://user@host/database`), the cache
+//! With `KCK_DATABASE_URL` (or `DATABASE_URL`) set
+//! (`postgres://user:password@host/database`), the cache
 //! lives in PostgreSQL instead of memory: run it twice, and the second run
 //! reads what the first computed.
 
@@ -22,12 +23,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     fleet.record(72, day, "coffee", 350);
 
     let mut builder = Cache::builder();
-    match std::env::var("KCK_DATABASE_URL") {
-        Ok(url) if !url.is_empty() => {
-            println!("On PostgreSQL ({url}).\n");
-            builder = builder.store(kck_diesel::PgStore::connect(&url).await?);
+    match kck_diesel::PgStore::from_env().await {
+        Ok(store) => {
+            // Where, without the user's password.
+            println!("On PostgreSQL ({}).\n", store.server());
+            builder = builder.store(store);
         }
-        _ => println!("In memory (set KCK_DATABASE_URL to use PostgreSQL).\n"),
+        Err(kck_diesel::ConnectError::MissingUrl) => {
+            println!("In memory (set KCK_DATABASE_URL to use PostgreSQL).\n");
+        }
+        Err(error) => return Err(error.into()),
     }
     let cache = builder
         .state(fleet.clone())
