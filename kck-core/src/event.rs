@@ -63,6 +63,14 @@ pub enum EventKind {
         /// The code version of the stored entry.
         stored: String,
     },
+    /// Computed over a stored entry of newer code (a rolling deploy: see
+    /// [`Coordination::newest_code_version`](crate::storage::Coordination::newest_code_version)):
+    /// the value is served and kept in this process's memory, and not
+    /// stored, so that old and new code do not overwrite each other.
+    Superseded {
+        /// The newest code version of the primer.
+        newest: String,
+    },
     /// Another cache sharing the store is computing this product: this one
     /// waits for its value instead of computing it too.
     PeerComputing,
@@ -192,6 +200,7 @@ impl EventKind {
             EventKind::OutageServed { .. } => "outage-served",
             EventKind::DecodeFailed { .. } => "decode-failed",
             EventKind::Outdated { .. } => "outdated",
+            EventKind::Superseded { .. } => "superseded",
             EventKind::PeerComputing => "peer-computing",
             EventKind::RefreshQueued { .. } => "refresh-queued",
             EventKind::RefreshStarted { .. } => "refresh-started",
@@ -258,6 +267,7 @@ impl fmt::Display for Event {
                 write!(f, ": attempt {attempt} lost the race to another write")
             }
             EventKind::JobStarted { waited } => write!(f, ": waited {waited:?}"),
+            EventKind::Superseded { newest } => write!(f, ": newer code ({newest}) owns the entry"),
             EventKind::JobDone { since_due, .. } => write!(f, ": {since_due:?} after it was due"),
             EventKind::JobFailed { attempts, error } => {
                 write!(f, ": gave up after {attempts} attempt(s): {error}")

@@ -5,10 +5,14 @@ use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 use kck_core::Key;
+use kck_core::clock::Timestamp;
 use kck_core::storage::{ChangeWatcher, Coordination, Lease, StoreError};
 
-use crate::convert::{key_bind as text, micros};
-use crate::sql::{AcquireLease, LeaseRow, NotifySync, ReleaseLease, ReleaseRow, RenewLease};
+use crate::convert::{key_bind as text, micros, to_pg};
+use crate::sql::{
+    AcquireLease, CodeVersionRow, LeaseRow, NewestCodeVersion, NotifySync, ReleaseLease,
+    ReleaseRow, RenewLease,
+};
 use crate::statement::Bind;
 use crate::store::PgStore;
 
@@ -39,6 +43,25 @@ impl Coordination for PgStore {
                     remaining: Duration::from_micros(remaining),
                 }
             })
+        })
+    }
+
+    fn newest_code_version<'a>(
+        &'a self,
+        primer: &'a str,
+        code_version: &'a str,
+        started_at: Timestamp,
+    ) -> BoxFuture<'a, Result<String, StoreError>> {
+        Box::pin(async move {
+            let binds = vec![
+                Bind::Text(primer.to_owned()),
+                Bind::Text(code_version.to_owned()),
+                Bind::Time(to_pg(started_at)),
+                Bind::Text(primer.to_owned()),
+                Bind::Text(code_version.to_owned()),
+            ];
+            let row: CodeVersionRow = self.run_one::<NewestCodeVersion, _>(binds).await?;
+            Ok(row.code_version)
         })
     }
 

@@ -369,3 +369,28 @@ pub(crate) struct ReleaseRow {
     #[allow(dead_code)]
     pub(crate) notified: i64,
 }
+
+statements! {
+    /// Records a cache's start for a code version of a primer (a version
+    /// keeps its latest start) and returns the newest version: the latest
+    /// start, then the greatest version. The insert's row is not yet
+    /// visible to the statement's reads of the table: it comes from
+    /// `RETURNING`. Binds: primer, code version, started at, primer, code
+    /// version.
+    NewestCodeVersion = "WITH registered AS ( \
+          INSERT INTO kck_code_versions (primer, code_version, started_at) VALUES ({}, {}, {}) \
+          ON CONFLICT (primer, code_version) DO UPDATE \
+          SET started_at = greatest(kck_code_versions.started_at, excluded.started_at) \
+          RETURNING code_version, started_at) \
+        SELECT code_version FROM ( \
+          SELECT code_version, started_at FROM kck_code_versions WHERE primer = {} AND code_version <> {} \
+          UNION ALL SELECT code_version, started_at FROM registered) AS versions \
+        ORDER BY started_at DESC, code_version DESC LIMIT 1";
+}
+
+/// The newest code version of a primer.
+#[derive(Debug, QueryableByName)]
+pub(crate) struct CodeVersionRow {
+    #[diesel(sql_type = Text)]
+    pub(crate) code_version: String,
+}

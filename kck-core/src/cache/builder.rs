@@ -295,6 +295,7 @@ impl CacheBuilder {
                 holder.clone(),
                 self.lease_ttl,
                 self.serve_stale_on_store_error,
+                self.clock.now(),
             ),
             local: Local::new(Memo::new(self.memo_shards, self.memo), self.hooks),
             background: Background::new(

@@ -163,6 +163,7 @@ impl FlightGuard {
                 continue;
             };
             let version = Some(stored.version);
+            let other_code = stored.meta.code_version != self.handle.def.code_version;
             let ready = self.decode(stored);
             let now = inner.clock.now();
             match ready {
@@ -170,7 +171,13 @@ impl FlightGuard {
                     self.deliver(Outcome::Value(ready.served()));
                     return None;
                 }
-                ready => current = Current { version, ready },
+                ready => {
+                    current = Current {
+                        version,
+                        ready,
+                        other_code,
+                    }
+                }
             }
         }
     }
@@ -234,6 +241,32 @@ impl FlightGuard {
             .map(|read| Edge::new(read.key.clone(), read.seen))
             .collect();
         let mut base = Base::of(&current);
+        if current.other_code
+            && let Some(newest) = self.newer_code().await
+        {
+            // A rolling deploy: the store's entry is of newer code, which
+            // owns it. This value is the answer here, kept in this
+            // process's memory at the stored version (a newer write drops
+            // it), and neither stored nor announced to dependents.
+            if let Some(version) = base.version {
+                let meta = EntryMeta {
+                    computed_at,
+                    changed_at: computed_at,
+                    stale_at: deadlines.stale_at,
+                    refresh_at: deadlines.refresh_at,
+                    expires_at: deadlines.expires_at,
+                    content_hash,
+                    code_version: def.code_version.to_owned(),
+                    compute_duration: computed.finished_at.saturating_duration_since(computed_at),
+                    last_error: None,
+                    read_at: None,
+                };
+                self.install(Ready::new(computed.value.clone(), version, &meta, None));
+            }
+            self.emit(EventKind::Superseded { newest });
+            self.deliver(Outcome::Value(served));
+            return After::default();
+        }
         let mut rebases = 0;
         loop {
             let changed = base.previous.is_none_or(|(hash, _)| hash != content_hash);
@@ -318,6 +351,30 @@ impl FlightGuard {
                     self.fail(error, current, computed.finished_at).await;
                     return After::default();
                 }
+            }
+        }
+    }
+
+    /// The newest code version of the primer among the caches sharing the
+    /// store, if it is not this cache's; `None` when this cache's is the
+    /// newest, or when the store cannot say (the save is tried, as
+    /// before rolling deploys had a rule).
+    async fn newer_code(&self) -> Option<String> {
+        let def = self.handle.def;
+        let newest = self
+            .inner
+            .ports
+            .coordination()
+            .newest_code_version(def.name, def.code_version, self.inner.peers.started_at)
+            .await;
+        match newest {
+            Ok(newest) if newest != def.code_version => Some(newest),
+            Ok(_) => None,
+            Err(error) => {
+                self.emit(EventKind::Failed {
+                    error: Error::Store(error),
+                });
+                None
             }
         }
     }

@@ -84,8 +84,13 @@ impl Inner {
             return Ok(Current::default());
         };
         let version = Some(stored.version);
+        let other_code = stored.meta.code_version != handle.def.code_version;
         let ready = self.decode(key, handle, stored, epoch);
-        Ok(Current { version, ready })
+        Ok(Current {
+            version,
+            ready,
+            other_code,
+        })
     }
 
     /// The decoded value of a stored entry, installed in the memo; `None`
@@ -255,6 +260,7 @@ impl FlightGuard {
             return Ok(Current {
                 version: Some(ready.version),
                 ready: Some(ready),
+                other_code: false,
             });
         }
         self.inner
@@ -314,4 +320,6 @@ pub(super) struct After {
 pub(crate) struct Current {
     pub(super) version: Option<Version>,
     pub(super) ready: Option<Ready>,
+    /// The entry was computed by another code version of the primer.
+    pub(super) other_code: bool,
 }

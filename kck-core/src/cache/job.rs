@@ -65,6 +65,13 @@ impl Inner {
                 Err(error) => return JobOutcome::Retry(error.to_string()),
             }
         }
+        if only_changes {
+            match self.saw_every_change(&job.key, &job.reasons).await {
+                Ok(true) => return JobOutcome::Done,
+                Ok(false) => {}
+                Err(error) => return JobOutcome::Retry(error.to_string()),
+            }
+        }
         // The change that queued this job committed with it, but this process
         // may not have been told of it yet: read the changed products from the
         // store, not from the memo.
@@ -111,6 +118,36 @@ impl Inner {
             }
             Err(error) => JobOutcome::Retry(error.to_string()),
         }
+    }
+
+    /// Whether the stored product already read the current value of every
+    /// product whose change queued the job: it was computed again after
+    /// the changes (a reader's computation that read them, often the very
+    /// one that computed them), so the job has nothing left to do.
+    async fn saw_every_change(&self, key: &Key, reasons: &[RefreshReason]) -> Result<bool, Error> {
+        let changed: Vec<Key> = reasons
+            .iter()
+            .filter_map(|reason| match reason {
+                RefreshReason::DependencyChanged { from } => Some(from.clone()),
+                _ => None,
+            })
+            .collect();
+        let entries = self.ports.entries();
+        let dependencies = entries.dependencies(key).await?;
+        let seen: Vec<Option<ContentHash>> = changed
+            .iter()
+            .map(|from| {
+                dependencies
+                    .iter()
+                    .find(|edge| &edge.key == from)
+                    .and_then(|edge| edge.seen)
+            })
+            .collect();
+        if seen.iter().any(Option::is_none) {
+            return Ok(false);
+        }
+        let current = entries.content_hashes(&changed).await?;
+        Ok(seen == current)
     }
 
     /// Augments the job's product with the deltas of the products it read,

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
+use crate::clock::Timestamp;
 use crate::key::Key;
 use crate::storage::ChangeWatcher;
 
@@ -24,6 +25,10 @@ pub(crate) struct Peers {
     /// How long after the store stopped reporting changes the memo's
     /// copies may still be served when the store cannot be reached.
     pub(crate) serve_stale_on_store_error: Duration,
+    /// When this cache was built: its code's start, which decides whose
+    /// code is the newest in a rolling deploy
+    /// ([`Coordination::newest_code_version`](crate::storage::Coordination::newest_code_version)).
+    pub(crate) started_at: Timestamp,
 }
 
 impl Peers {
@@ -32,6 +37,7 @@ impl Peers {
         holder: String,
         lease_ttl: Duration,
         serve_stale_on_store_error: Duration,
+        started_at: Timestamp,
     ) -> Self {
         Peers {
             waiting: Mutex::default(),
@@ -39,6 +45,7 @@ impl Peers {
             holder,
             lease_ttl,
             serve_stale_on_store_error,
+            started_at,
         }
     }
 

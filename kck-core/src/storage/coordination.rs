@@ -7,6 +7,7 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 
 use super::common::{StoreError, Version};
+use crate::clock::Timestamp;
 use crate::key::Key;
 
 /// What a store shared by several caches (processes on one database, or
@@ -57,6 +58,27 @@ pub trait Coordination: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<(), StoreError>> {
         let _ = (key, holder);
         Box::pin(std::future::ready(Ok(())))
+    }
+
+    /// Records that a cache running `code_version` of `primer` started at
+    /// `started_at` (a code version keeps its latest start), and returns
+    /// the newest code version of `primer` among those recorded: the one
+    /// whose latest start is the latest (on a tie, the greater version).
+    ///
+    /// The rule of rolling deploys: a cache whose code is not the newest
+    /// computes over an entry of other code without storing the result (it
+    /// serves it from its memory), so that old and new code do not
+    /// overwrite each other's products, and their dependents', back and
+    /// forth. A rollback is the newest start again, and wins. Default:
+    /// `code_version` (a store serving one cache has no other code).
+    fn newest_code_version<'a>(
+        &'a self,
+        primer: &'a str,
+        code_version: &'a str,
+        started_at: Timestamp,
+    ) -> BoxFuture<'a, Result<String, StoreError>> {
+        let _ = (primer, started_at);
+        Box::pin(std::future::ready(Ok(code_version.to_owned())))
     }
 
     /// Returns once this store has told its watchers of every change

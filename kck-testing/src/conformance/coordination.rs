@@ -30,7 +30,59 @@ pub async fn check_coordination(storage: &Storage) {
 
     changes(&**storage.entries(), &mut notices, &mut other_notices).await;
     leases(coordination, &mut notices).await;
+    code_versions(coordination).await;
     drop((watcher, other));
+}
+
+/// The newest code version of a primer is the one whose latest start is
+/// the latest (the greater version on a tie); a version keeps its latest
+/// start; primers are apart. A store serving one cache may answer with
+/// the caller's own version every time (the default); any other answer
+/// must follow the rule.
+async fn code_versions(coordination: &dyn Coordination) {
+    let newest = |primer: &'static str, version: &'static str, started: i64| async move {
+        coordination
+            .newest_code_version(primer, version, at(started))
+            .await
+            .unwrap_or_else(|e| panic!("newest code version of {primer}: {e}"))
+    };
+    if newest("conformance_alone", "a", 10).await == "a"
+        && newest("conformance_alone", "b", 5).await == "b"
+    {
+        // The default: a store that keeps no record (checked: `b` started
+        // before `a` and is still called the newest).
+        return;
+    }
+    assert_eq!(newest("conformance_deploy", "old", 10).await, "old");
+    assert_eq!(
+        newest("conformance_deploy", "new", 20).await,
+        "new",
+        "a deploy"
+    );
+    assert_eq!(
+        newest("conformance_deploy", "old", 10).await,
+        "new",
+        "old code, asking again, does not win back"
+    );
+    assert_eq!(newest("conformance_deploy", "old", 15).await, "new");
+    assert_eq!(
+        newest("conformance_deploy", "old", 30).await,
+        "old",
+        "a rollback"
+    );
+    assert_eq!(
+        newest("conformance_deploy", "new", 20).await,
+        "old",
+        "a version keeps its latest start"
+    );
+    assert_eq!(
+        newest("conformance_other", "x", 5).await,
+        "x",
+        "primers apart"
+    );
+    assert_eq!(newest("conformance_tie", "a", 40).await, "a");
+    assert_eq!(newest("conformance_tie", "b", 40).await, "b", "a tie");
+    assert_eq!(newest("conformance_tie", "a", 40).await, "b", "a tie");
 }
 
 /// A save, a patch and a removal are each reported to every watcher, with

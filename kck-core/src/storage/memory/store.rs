@@ -59,6 +59,8 @@ struct State {
     dependents: HashMap<Key, BTreeMap<Key, Option<ContentHash>>>,
     leases: HashMap<Key, (String, Timestamp)>,
     ticks: HashMap<String, Timestamp>,
+    /// The latest start of each code version of each primer.
+    code_versions: HashMap<(String, String), Timestamp>,
     /// The entries that have a periodic refresh time, in its order: the
     /// scheduler's work grows with the entries due, not with all of them.
     refreshes: BTreeSet<(Timestamp, Key)>,
@@ -688,5 +690,29 @@ impl Coordination for MemoryStore {
             _ => ((), None),
         });
         Box::pin(ready(Ok(())))
+    }
+
+    fn newest_code_version<'a>(
+        &'a self,
+        primer: &'a str,
+        code_version: &'a str,
+        started_at: Timestamp,
+    ) -> BoxFuture<'a, Result<String, StoreError>> {
+        let mut state = self.lock();
+        let latest = state
+            .code_versions
+            .entry((primer.to_owned(), code_version.to_owned()))
+            .or_insert(started_at);
+        *latest = (*latest).max(started_at);
+        let newest = state
+            .code_versions
+            .iter()
+            .filter(|((of, _), _)| of == primer)
+            .max_by(|((_, a), at_a), ((_, b), at_b)| at_a.cmp(at_b).then_with(|| a.cmp(b)))
+            .map_or_else(
+                || code_version.to_owned(),
+                |((_, version), _)| version.clone(),
+            );
+        Box::pin(ready(Ok(newest)))
     }
 }

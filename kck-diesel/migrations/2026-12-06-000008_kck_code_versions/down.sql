@@ -1,0 +1,1 @@
+DROP TABLE kck_code_versions;
