@@ -179,6 +179,21 @@ pub enum ConnectError {
         /// Why it is refused.
         reason: String,
     },
+    /// A replica URL names a server that is not a hot standby (it is not
+    /// in recovery): a primary, which kck would read stale data from.
+    #[error("the replica at {server} is not a hot standby (it is not in recovery)")]
+    NotAReplica {
+        /// `host:port/database`.
+        server: String,
+    },
+    /// A replica URL names a hot standby of another primary.
+    #[error("the replica at {server} is a standby of another primary than {primary}")]
+    ReplicaOfAnotherPrimary {
+        /// The replica, `host:port/database`.
+        server: String,
+        /// The primary, `host:port/database`.
+        primary: String,
+    },
     /// Connected, but kck's schema could not be created or upgraded.
     #[error("cannot set up kck's tables in PostgreSQL at {server}: {source}")]
     Setup {

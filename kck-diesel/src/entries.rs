@@ -15,7 +15,7 @@ use crate::sql::{
     RemoveRow, SaveAbsent, SaveAny, SaveOver, WriteRow,
 };
 use crate::statement::{Bind, Sql};
-use crate::store::PgStore;
+use crate::store::{PgStore, run_on};
 
 /// The 14 binds of an entry's columns after its key (the last is its read
 /// time).
@@ -51,6 +51,48 @@ fn saved(row: &WriteRow) -> Saved {
 }
 
 impl PgStore {
+    /// Loads `key` from a replica, if one answers with at least what this
+    /// process has seen of it; `None`: ask the primary.
+    async fn load_from_replica(
+        &self,
+        key: &Key,
+    ) -> Option<Result<Option<StoredEntry>, StoreError>> {
+        let replicas = self.replica_set()?;
+        // Without the LISTEN connection, changes may go unheard: the
+        // floors may be behind, and only the primary is sure.
+        if !self.watchers().tracking() {
+            return None;
+        }
+        let replica = replicas.pick()?;
+        let rows = run_on::<LoadEntry, EntryRow>(&replica.pool, vec![text(key)]).await;
+        let found = match rows.and_then(|rows| {
+            rows.into_iter()
+                .next()
+                .map(EntryRow::into_entry)
+                .transpose()
+        }) {
+            Ok(found) => found,
+            Err(error) => {
+                replicas.failed(replica, &error);
+                return None;
+            }
+        };
+        replicas
+            .answered(replica, key, found, &self.watchers().floors)
+            .map(Ok)
+    }
+
+    /// Remembers the version a write reports, which a replica must reach.
+    fn saw(&self, key: &Key, saved: &Saved) {
+        let version = match saved {
+            Saved::Written(version) => Some(*version),
+            Saved::Conflict { current } => *current,
+        };
+        if let Some(version) = version {
+            self.watchers().floors.raise(key.as_str(), version);
+        }
+    }
+
     /// The edges a statement `S` selects for `key`.
     async fn edges<S: Sql>(&self, key: &Key) -> Result<Vec<Edge>, StoreError> {
         let rows: Vec<EdgeRow> = self.run::<S, _>(vec![text(key)]).await?;
@@ -61,11 +103,19 @@ impl PgStore {
 impl EntryStore for PgStore {
     fn load<'a>(&'a self, key: &'a Key) -> BoxFuture<'a, Result<Option<StoredEntry>, StoreError>> {
         Box::pin(async move {
+            if let Some(answer) = self.load_from_replica(key).await {
+                return answer;
+            }
             let rows: Vec<EntryRow> = self.run::<LoadEntry, _>(vec![text(key)]).await?;
-            rows.into_iter()
+            let found = rows
+                .into_iter()
                 .next()
                 .map(EntryRow::into_entry)
-                .transpose()
+                .transpose()?;
+            if let Some(entry) = &found {
+                self.watchers().floors.raise(key.as_str(), entry.version);
+            }
+            Ok(found)
         })
     }
 
@@ -148,7 +198,9 @@ impl EntryStore for PgStore {
                     self.run_one::<SaveOver, _>(binds).await?
                 }
             };
-            Ok(saved(&row))
+            let saved = saved(&row);
+            self.saw(&entry.key, &saved);
+            Ok(saved)
         })
     }
 
@@ -187,7 +239,9 @@ impl EntryStore for PgStore {
                 text(key),
             ];
             let row: WriteRow = self.run_one::<PatchEntry, _>(binds).await?;
-            Ok(saved(&row))
+            let saved = saved(&row);
+            self.saw(key, &saved);
+            Ok(saved)
         })
     }
 
@@ -196,7 +250,11 @@ impl EntryStore for PgStore {
             let row: RemoveRow = self
                 .run_one::<RemoveEntry, _>(vec![text(key), text(key)])
                 .await?;
-            Ok(row.version.map(Version))
+            let removed = row.version.map(Version);
+            if let Some(version) = removed {
+                self.watchers().floors.raise(key.as_str(), version);
+            }
+            Ok(removed)
         })
     }
 

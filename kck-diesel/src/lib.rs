@@ -116,9 +116,11 @@ mod listen;
 mod sql;
 mod queue;
 mod queue_sql;
+mod replica;
 mod statement;
 mod store;
 mod timetable;
 
 pub use connect::{ConnectError, SslMode, TlsFailure};
+pub use replica::ReplicaStats;
 pub use store::{MIGRATIONS, PgStore, PgStoreBuilder};

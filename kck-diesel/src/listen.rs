@@ -22,6 +22,7 @@ use tokio::sync::oneshot;
 use crate::connect::Target;
 use crate::convert::query_error;
 use crate::queue_sql::JOBS_CHANNEL;
+use crate::replica::Floors;
 use crate::sql::{CHANNEL, SYNC_CHANNEL};
 
 /// The caches to tell, whether changes are being heard, and the sync
@@ -35,6 +36,9 @@ pub(crate) struct Watchers {
     /// Makes this store's tokens unlike any other's.
     sync_salt: RandomState,
     next_sync: AtomicU64,
+    /// The newest version seen of each key, which a replica's answer must
+    /// reach (see `replica.rs`).
+    pub(crate) floors: Floors,
 }
 
 impl Watchers {
@@ -136,7 +140,10 @@ impl Watchers {
         match head {
             "!" => self.each(|watcher| watcher.released(&key)),
             version => match version.parse() {
-                Ok(version) => self.each(|watcher| watcher.changed(&key, Version(version))),
+                Ok(version) => {
+                    self.floors.raise(key.as_str(), Version(version));
+                    self.each(|watcher| watcher.changed(&key, Version(version)));
+                }
                 Err(_) => tracing::warn!(target: "kck", payload, "unexpected notification"),
             },
         }

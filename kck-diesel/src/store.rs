@@ -19,6 +19,7 @@ use tokio::task::AbortHandle;
 use crate::connect::{ConnectError, ParsedUrl, Schema, SslMode, Target, database_url, redact_url};
 use crate::convert::{pool_error, query_error};
 use crate::listen::{self, Watchers};
+use crate::replica::{ReplicaStats, Replicas};
 use crate::statement::{Bind, Sql, Statement};
 
 /// kck's schema, created or upgraded by [`PgStore::connect`].
@@ -44,6 +45,7 @@ pub struct PgStore {
 struct Shared {
     server: Arc<str>,
     pool: Pool<AsyncPgConnection>,
+    replicas: Option<Replicas>,
     watchers: Arc<Watchers>,
     listener: AbortHandle,
 }
@@ -81,6 +83,7 @@ impl PgStore {
             url: url.to_owned(),
             ssl_mode: None,
             ssl_root_cert: None,
+            replicas: Vec::new(),
             application_name: None,
             statement_timeout: None,
             schema: None,
@@ -94,6 +97,19 @@ impl PgStore {
     /// is (never the user or the password).
     pub fn server(&self) -> &str {
         &self.shared.server
+    }
+
+    /// What each replica has done: loads answered, answers too old to use,
+    /// failures. Empty without replicas.
+    pub fn replicas(&self) -> Vec<ReplicaStats> {
+        self.shared
+            .replicas
+            .as_ref()
+            .map_or_else(Vec::new, Replicas::stats)
+    }
+
+    pub(crate) fn replica_set(&self) -> Option<&Replicas> {
+        self.shared.replicas.as_ref()
     }
 
     /// The connection pool, for queries of your own on the same database.
@@ -118,11 +134,7 @@ impl PgStore {
     where
         R: diesel::QueryableByName<diesel::pg::Pg> + Send + 'static,
     {
-        let mut conn = self.shared.pool.get().await.map_err(pool_error)?;
-        Statement::<S>::new(binds)
-            .load::<R>(&mut *conn)
-            .await
-            .map_err(query_error)
+        run_on::<S, R>(&self.shared.pool, binds).await
     }
 
     pub(crate) async fn run_one<S: Sql, R>(&self, binds: Vec<Bind>) -> Result<R, StoreError>
@@ -146,6 +158,21 @@ impl std::fmt::Debug for PgStore {
             .field("idle", &state.idle_connections)
             .finish_non_exhaustive()
     }
+}
+
+/// Runs a statement on a connection of `pool`.
+pub(crate) async fn run_on<S: Sql, R>(
+    pool: &Pool<AsyncPgConnection>,
+    binds: Vec<Bind>,
+) -> Result<Vec<R>, StoreError>
+where
+    R: diesel::QueryableByName<diesel::pg::Pg> + Send + 'static,
+{
+    let mut conn = pool.get().await.map_err(pool_error)?;
+    Statement::<S>::new(binds)
+        .load::<R>(&mut *conn)
+        .await
+        .map_err(query_error)
 }
 
 /// Connects a [`PgStore`].
@@ -172,6 +199,7 @@ pub struct PgStoreBuilder {
     application_name: Option<String>,
     statement_timeout: Option<Duration>,
     schema: Option<String>,
+    replicas: Vec<String>,
     pool_size: u32,
     connect_timeout: Duration,
     heartbeat: Duration,
@@ -186,6 +214,14 @@ impl std::fmt::Debug for PgStoreBuilder {
             .field("application_name", &self.application_name)
             .field("statement_timeout", &self.statement_timeout)
             .field("schema", &self.schema)
+            .field(
+                "replicas",
+                &self
+                    .replicas
+                    .iter()
+                    .map(|url| redact_url(url))
+                    .collect::<Vec<_>>(),
+            )
             .field("pool_size", &self.pool_size)
             .field("connect_timeout", &self.connect_timeout)
             .field("heartbeat", &self.heartbeat)
@@ -200,8 +236,37 @@ impl PgStoreBuilder {
     /// # Errors
     ///
     /// [`ConnectError::MissingUrl`] when neither is set.
+    ///
+    /// `KCK_DATABASE_REPLICA_URLS`, if set, lists replicas (see
+    /// [`PgStoreBuilder::replica`]), separated by spaces.
     pub fn from_env() -> Result<PgStoreBuilder, ConnectError> {
-        database_url(|name| std::env::var(name).ok()).map(|url| PgStore::builder(&url))
+        let var = |name: &str| std::env::var(name).ok();
+        let mut builder = PgStore::builder(&database_url(var)?);
+        for url in var("KCK_DATABASE_REPLICA_URLS")
+            .unwrap_or_default()
+            .split_whitespace()
+        {
+            builder = builder.replica(url);
+        }
+        Ok(builder)
+    }
+
+    /// A read replica (a hot standby of the primary) that loads of entries
+    /// may go to; call it once per replica. Everything that writes,
+    /// claims, fences, leases or listens stays on the primary, and a
+    /// replica's answer is used only when it holds at least the version of
+    /// the key this process has already seen (written, been told of, or
+    /// loaded): a lagging replica never takes a process back in time. A
+    /// replica that fails is left alone for a few seconds while the
+    /// primary answers (logged at `warn`). The URL is read as the
+    /// primary's, with the same TLS settings given here, pool size and
+    /// session.
+    ///
+    /// [`PgStoreBuilder::connect`] refuses a replica that is not a hot
+    /// standby, or is one of another primary.
+    pub fn replica(mut self, url: impl Into<String>) -> Self {
+        self.replicas.push(url.into());
+        self
     }
 
     /// The name connections give PostgreSQL, shown in `pg_stat_activity`
@@ -286,21 +351,13 @@ impl PgStoreBuilder {
     /// that fail ([`ConnectError::Setup`]). It converts into a
     /// [`StoreError`] for `?`.
     pub async fn connect(self) -> Result<PgStore, ConnectError> {
-        let ParsedUrl {
-            mut config,
-            ssl_mode,
-            ssl_root_cert,
-        } = ParsedUrl::parse(&self.url)?;
         let schema = self.schema.as_deref().map(Schema::new).transpose()?;
-        if let Some(name) = self.application_name {
-            config.application_name(&name);
-        } else if config.get_application_name().is_none() {
-            config.application_name("kck");
-        }
-        let mode = self.ssl_mode.or(ssl_mode).unwrap_or_default();
-        let root_cert = self.ssl_root_cert.or(ssl_root_cert);
-        let target = Target::new(config, mode, root_cert.as_deref())?
-            .with_session(schema, self.statement_timeout);
+        let target = self.target(&self.url, schema.clone())?;
+        let replica_targets = self
+            .replicas
+            .iter()
+            .map(|url| self.target(url, schema.clone()))
+            .collect::<Result<Vec<_>, _>>()?;
         let setup = |source: StoreError| ConnectError::Setup {
             server: target.server().to_owned(),
             source,
@@ -313,7 +370,22 @@ impl PgStoreBuilder {
             .build(manager(&target, self.connect_timeout))
             .await
             .map_err(|error| setup(StoreError::unavailable(error)))?;
+        let mut replicas = Vec::with_capacity(replica_targets.len());
+        for replica in &replica_targets {
+            check_replica(&target, replica, self.connect_timeout).await?;
+            let pool = Pool::builder()
+                .max_size(self.pool_size)
+                .connection_timeout(self.connect_timeout)
+                .test_on_check_out(false)
+                .build(manager(replica, self.connect_timeout))
+                .await
+                .map_err(|error| setup(StoreError::unavailable(error)))?;
+            replicas.push((replica.server().into(), pool));
+        }
         let watchers = Arc::new(Watchers::default());
+        if !replicas.is_empty() {
+            watchers.floors.enable();
+        }
         let conn = listen::connect(&target, self.connect_timeout)
             .await
             .map_err(setup)?;
@@ -326,10 +398,83 @@ impl PgStoreBuilder {
             shared: Arc::new(Shared {
                 server,
                 pool,
+                replicas: (!replicas.is_empty()).then(|| Replicas::new(replicas)),
                 watchers,
                 listener,
             }),
         })
+    }
+
+    /// How to reach the server at `url`: this builder's TLS, name and
+    /// session settings over the URL's.
+    fn target(&self, url: &str, schema: Option<Schema>) -> Result<Target, ConnectError> {
+        let ParsedUrl {
+            mut config,
+            ssl_mode,
+            ssl_root_cert,
+        } = ParsedUrl::parse(url)?;
+        if let Some(name) = &self.application_name {
+            config.application_name(name);
+        } else if config.get_application_name().is_none() {
+            config.application_name("kck");
+        }
+        let mode = self.ssl_mode.or(ssl_mode).unwrap_or_default();
+        let root_cert = self.ssl_root_cert.clone().or(ssl_root_cert);
+        Ok(Target::new(config, mode, root_cert.as_deref())?
+            .with_session(schema, self.statement_timeout))
+    }
+}
+
+#[derive(diesel::QueryableByName)]
+struct Recovery {
+    #[diesel(sql_type = diesel::sql_types::Bool)]
+    in_recovery: bool,
+}
+
+#[derive(diesel::QueryableByName)]
+struct SystemId {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    id: String,
+}
+
+/// Refuses a replica that is not a hot standby, or is one of another
+/// primary (when both servers let us read their system identifier, which
+/// a standby shares with its primary).
+async fn check_replica(
+    primary: &Target,
+    replica: &Target,
+    timeout: Duration,
+) -> Result<(), ConnectError> {
+    const SYSTEM_ID: &str = "SELECT system_identifier::text AS id FROM pg_control_system()";
+    let mut conn = replica.connect(timeout).await?;
+    let recovery: Recovery = diesel::sql_query("SELECT pg_is_in_recovery() AS in_recovery")
+        .get_result(&mut conn)
+        .await
+        .map_err(|error| ConnectError::Setup {
+            server: replica.server().to_owned(),
+            source: query_error(error),
+        })?;
+    if !recovery.in_recovery {
+        return Err(ConnectError::NotAReplica {
+            server: replica.server().to_owned(),
+        });
+    }
+    let replica_id = diesel::sql_query(SYSTEM_ID)
+        .get_result::<SystemId>(&mut conn)
+        .await;
+    let mut primary_conn = primary.connect(timeout).await?;
+    let primary_id = diesel::sql_query(SYSTEM_ID)
+        .get_result::<SystemId>(&mut primary_conn)
+        .await;
+    match (primary_id, replica_id) {
+        (Ok(primary_id), Ok(replica_id)) if primary_id.id != replica_id.id => {
+            Err(ConnectError::ReplicaOfAnotherPrimary {
+                server: replica.server().to_owned(),
+                primary: primary.server().to_owned(),
+            })
+        }
+        // Equal, or not ours to read (a role without the right).
+        _ => Ok(()),
     }
 }
 

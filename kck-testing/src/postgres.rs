@@ -250,9 +250,40 @@ impl Cluster {
         )
     }
 
-    /// Initializes a cluster, writes `files` into its data directory (only
-    /// its owner may read them) and starts it with `settings`.
-    fn start_with(files: &[(&str, &str)], settings: Vec<String>) -> Result<Cluster, String> {
+    /// Creates and starts a hot standby of this cluster: a base backup
+    /// (`pg_basebackup -R`, so that it streams from this cluster), on a
+    /// port of its own. It replays this cluster's writes a moment after
+    /// they commit; `SELECT pg_wal_replay_pause()` on it stops the replay,
+    /// to make it lag on purpose. Stopped and deleted when dropped.
+    ///
+    /// # Errors
+    ///
+    /// If the backup or the start fails.
+    pub fn start_standby(&self) -> Result<Cluster, String> {
+        let standby = Cluster::new_dir(self.settings.clone())?;
+        self.pg(&[
+            "pg_basebackup",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &self.port.to_string(),
+            "--username",
+            "postgres",
+            "--pgdata",
+            standby.data(),
+            "--write-recovery-conf",
+            "--wal-method",
+            "stream",
+            "--no-sync",
+        ])?;
+        standby.watch_parent()?;
+        standby.resume()?;
+        Ok(standby)
+    }
+
+    /// A cluster value on a new, empty directory (owned by `postgres` when
+    /// root) and a free port; nothing is initialized or started.
+    fn new_dir(settings: Vec<String>) -> Result<Cluster, String> {
         static CLUSTERS: AtomicUsize = AtomicUsize::new(0);
         let bin = binaries()?;
         let dir = std::env::temp_dir().join(format!(
@@ -262,16 +293,25 @@ impl Cluster {
         ));
         std::fs::create_dir_all(&dir)
             .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        // PostgreSQL starts only on a directory its owner alone may enter.
+        std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .map_err(|e| format!("cannot restrict {}: {e}", dir.display()))?;
         if running_as_root() {
             run(Command::new("chown").arg("postgres:postgres").arg(&dir))?;
         }
         let port = free_port()?;
-        let cluster = Cluster {
+        Ok(Cluster {
             dir,
             bin,
             port,
             settings,
-        };
+        })
+    }
+
+    /// Initializes a cluster, writes `files` into its data directory (only
+    /// its owner may read them) and starts it with `settings`.
+    fn start_with(files: &[(&str, &str)], settings: Vec<String>) -> Result<Cluster, String> {
+        let cluster = Cluster::new_dir(settings)?;
         cluster.pg(&[
             "initdb",
             "--pgdata",
