@@ -222,6 +222,11 @@ async fn concurrent_augments_from_two_connections_lose_nothing() {
             "{outcome:?}"
         );
     }
+    // Each process hears of the other's last augment when it hears: until
+    // then its memo may hold the value before it.
+    for cache in [&a, &b] {
+        cache.storage().coordination().sync().await.expect("synced");
+    }
     assert_eq!(*b.get(&key).await.expect("read"), (1..=30).sum::<u64>());
     assert_eq!(*a.get(&key).await.expect("read"), (1..=30).sum::<u64>());
     let conflicts = taken(&events)
