@@ -1,9 +1,6 @@
 //! A token's secret never leaves the process: not in a log line at any
 //! level, not in an answer, not in `Debug`, not in a configuration error.
 
-use std::io;
-use std::sync::{Arc, Mutex, PoisonError};
-
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
@@ -11,8 +8,8 @@ use http_body_util::BodyExt;
 use kck_admin::AdminConfig;
 use kck_core::{Ctx, primer};
 use kck_testing::TestCache;
+use kck_testing::logs::CapturedLogs;
 use tower::ServiceExt;
-use tracing_subscriber::fmt::MakeWriter;
 
 const READ: &str = "read-secret-7c1f0a9e3b";
 const ADMIN: &str = "admin-secret-52d8e6b4a1";
@@ -24,39 +21,6 @@ const UNSCOPED: &str = "unscoped-secret-1d6f2b8c0e";
 async fn secret_price(ctx: &Ctx, item: String) -> Result<u64, kck_core::Error> {
     let _ = ctx;
     Ok(item.len() as u64)
-}
-
-/// Everything logged, as text.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Captured {
-    fn text(&self) -> String {
-        let bytes = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        String::from_utf8_lossy(&bytes).into_owned()
-    }
-}
-
-impl io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> MakeWriter<'a> for Captured {
-    type Writer = Captured;
-
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
 }
 
 /// Sends a request; answers the status and the body as text.
@@ -83,13 +47,8 @@ fn assert_secret_free(what: &str, text: &str) {
 
 #[tokio::test]
 async fn no_secret_is_logged_answered_or_shown() {
-    let captured = Captured::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_ansi(false)
-        .with_writer(captured.clone())
-        .finish();
-    let _logging = tracing::subscriber::set_default(subscriber);
+    let captured = CapturedLogs::default();
+    let _logging = tracing::subscriber::set_default(captured.subscriber());
 
     let test = TestCache::builder().build();
     secret_price(&test, "tea".into()).await.expect("computes");

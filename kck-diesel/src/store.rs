@@ -363,23 +363,11 @@ impl PgStoreBuilder {
             source,
         };
         migrate(&target, self.connect_timeout).await?;
-        let pool = Pool::builder()
-            .max_size(self.pool_size)
-            .connection_timeout(self.connect_timeout)
-            .test_on_check_out(false)
-            .build(manager(&target, self.connect_timeout))
-            .await
-            .map_err(|error| setup(StoreError::unavailable(error)))?;
+        let pool = self.pool(&target).await.map_err(setup)?;
         let mut replicas = Vec::with_capacity(replica_targets.len());
         for replica in &replica_targets {
             check_replica(&target, replica, self.connect_timeout).await?;
-            let pool = Pool::builder()
-                .max_size(self.pool_size)
-                .connection_timeout(self.connect_timeout)
-                .test_on_check_out(false)
-                .build(manager(replica, self.connect_timeout))
-                .await
-                .map_err(|error| setup(StoreError::unavailable(error)))?;
+            let pool = self.pool(replica).await.map_err(setup)?;
             replicas.push((replica.server().into(), pool));
         }
         let watchers = Arc::new(Watchers::default());
@@ -403,6 +391,18 @@ impl PgStoreBuilder {
                 listener,
             }),
         })
+    }
+
+    /// A pool of connections to `target`, of this builder's size and
+    /// time-out.
+    async fn pool(&self, target: &Target) -> Result<Pool<AsyncPgConnection>, StoreError> {
+        Pool::builder()
+            .max_size(self.pool_size)
+            .connection_timeout(self.connect_timeout)
+            .test_on_check_out(false)
+            .build(manager(target, self.connect_timeout))
+            .await
+            .map_err(StoreError::unavailable)
     }
 
     /// How to reach the server at `url`: this builder's TLS, name and

@@ -4,7 +4,6 @@
 //! every connection and ignores it), fails to connect in every way a URL
 //! can make it fail, and takes the server away and back while a cache runs.
 
-use std::io;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -12,48 +11,28 @@ use kck_core::event::Event;
 use kck_core::storage::StoreError;
 use kck_core::{Cache, Ctx, primer};
 use kck_diesel::{ConnectError, PgStore};
+use kck_testing::logs::CapturedLogs;
 use kck_testing::postgres::TestDatabase;
-use tracing_subscriber::fmt::MakeWriter;
 
 const SECRET: &str = "pw-8d3f1c6a2e-hunter2";
 
-/// Everything written to it, as text.
+/// What the test shows of errors, `Debug` output and events, as text.
 #[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
+struct Shown(Arc<Mutex<String>>);
 
-impl Captured {
-    fn text(&self) -> String {
-        let bytes = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        String::from_utf8_lossy(&bytes).into_owned()
-    }
-
+impl Shown {
     fn push(&self, text: &str) {
         self.0
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .extend_from_slice(text.as_bytes());
+            .push_str(text);
     }
-}
 
-impl io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+    fn text(&self) -> String {
         self.0
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> MakeWriter<'a> for Captured {
-    type Writer = Captured;
-
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
+            .clone()
     }
 }
 
@@ -85,16 +64,10 @@ async fn no_password_in_debug_errors_logs_or_events() {
     let Some(cluster) = TestDatabase::own_cluster() else {
         return;
     };
-    let logs = Captured::default();
-    tracing::subscriber::set_global_default(
-        tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::TRACE)
-            .with_writer(logs.clone())
-            .with_ansi(false)
-            .finish(),
-    )
-    .expect("the only subscriber of this test binary");
-    let seen = Captured::default();
+    let logs = CapturedLogs::default();
+    tracing::subscriber::set_global_default(logs.subscriber())
+        .expect("the only subscriber of this test binary");
+    let seen = Shown::default();
     let db = TestDatabase::create_in(&cluster).await;
     let url = with_password(db.url());
     assert!(url.contains(SECRET), "the test puts the password in: {url}");

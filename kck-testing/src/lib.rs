@@ -222,6 +222,7 @@
 mod cache;
 mod cluster;
 pub mod conformance;
+pub mod logs;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 mod recorder;

@@ -240,6 +240,20 @@ impl FlightGuard {
             .iter()
             .map(|read| Edge::new(read.key.clone(), read.seen))
             .collect();
+        // The entry's metadata, with the time of its last change.
+        let meta_since = |changed_at: Timestamp| EntryMeta {
+            computed_at,
+            changed_at,
+            stale_at: deadlines.stale_at,
+            refresh_at: deadlines.refresh_at,
+            expires_at: deadlines.expires_at,
+            content_hash,
+            code_version: def.code_version.to_owned(),
+            compute_duration: computed.finished_at.saturating_duration_since(computed_at),
+            last_error: None,
+            // A product computed for a reader was just read.
+            read_at: (self.flight.mode == FlightMode::Get).then_some(computed.finished_at),
+        };
         let mut base = Base::of(&current);
         if current.other_code
             && let Some(newest) = self.newer_code().await
@@ -249,18 +263,7 @@ impl FlightGuard {
             // process's memory at the stored version (a newer write drops
             // it), and neither stored nor announced to dependents.
             if let Some(version) = base.version {
-                let meta = EntryMeta {
-                    computed_at,
-                    changed_at: computed_at,
-                    stale_at: deadlines.stale_at,
-                    refresh_at: deadlines.refresh_at,
-                    expires_at: deadlines.expires_at,
-                    content_hash,
-                    code_version: def.code_version.to_owned(),
-                    compute_duration: computed.finished_at.saturating_duration_since(computed_at),
-                    last_error: None,
-                    read_at: None,
-                };
+                let meta = meta_since(computed_at);
                 self.install(Ready::new(computed.value.clone(), version, &meta, None));
             }
             self.emit(EventKind::Superseded { newest });
@@ -270,22 +273,10 @@ impl FlightGuard {
         let mut rebases = 0;
         loop {
             let changed = base.previous.is_none_or(|(hash, _)| hash != content_hash);
-            let meta = EntryMeta {
-                computed_at,
-                changed_at: match base.previous {
-                    Some((_, changed_at)) if !changed => changed_at,
-                    _ => computed_at,
-                },
-                stale_at: deadlines.stale_at,
-                refresh_at: deadlines.refresh_at,
-                expires_at: deadlines.expires_at,
-                content_hash,
-                code_version: def.code_version.to_owned(),
-                compute_duration: computed.finished_at.saturating_duration_since(computed_at),
-                last_error: None,
-                // A product computed for a reader was just read.
-                read_at: (self.flight.mode == FlightMode::Get).then_some(computed.finished_at),
-            };
+            let meta = meta_since(match base.previous {
+                Some((_, changed_at)) if !changed => changed_at,
+                _ => computed_at,
+            });
             let entry = Entry {
                 key: self.key.clone(),
                 value: bytes.clone(),
