@@ -6,6 +6,7 @@
 //! a loop.
 
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use kck_core::clock::Timestamp;
 use kck_core::primer::Registry;
@@ -23,13 +24,13 @@ mod old {
     /// Computations run by this code, of either primer.
     pub(crate) static RUNS: AtomicUsize = AtomicUsize::new(0);
 
-    #[primer(key = "deployed/{n}", version = "old")]
+    #[primer(key = "deployed/{n}", version = "old", stale_after = "1m")]
     pub async fn deployed(_ctx: &Ctx, n: u32) -> Result<u32, std::convert::Infallible> {
         RUNS.fetch_add(1, Ordering::SeqCst);
         Ok(n)
     }
 
-    #[primer(key = "summary/{n}", depends_on = [deployed], version = "old")]
+    #[primer(key = "summary/{n}", depends_on = [deployed], version = "old", stale_after = "1m")]
     pub async fn summary(ctx: &Ctx, n: u32) -> Result<u32, kck_core::Error> {
         RUNS.fetch_add(1, Ordering::SeqCst);
         Ok(*deployed(ctx, n).await? + 1000)
@@ -45,13 +46,13 @@ mod new {
     /// Computations run by this code, of either primer.
     pub(crate) static RUNS: AtomicUsize = AtomicUsize::new(0);
 
-    #[primer(key = "deployed/{n}", version = "new")]
+    #[primer(key = "deployed/{n}", version = "new", stale_after = "1m")]
     pub async fn deployed(_ctx: &Ctx, n: u32) -> Result<u32, std::convert::Infallible> {
         RUNS.fetch_add(1, Ordering::SeqCst);
         Ok(n * 2)
     }
 
-    #[primer(key = "summary/{n}", depends_on = [deployed], version = "new")]
+    #[primer(key = "summary/{n}", depends_on = [deployed], version = "new", stale_after = "1m")]
     pub async fn summary(ctx: &Ctx, n: u32) -> Result<u32, kck_core::Error> {
         RUNS.fetch_add(1, Ordering::SeqCst);
         Ok(*deployed(ctx, n).await? + 2000)
@@ -159,6 +160,30 @@ async fn old_and_new_code_on_one_store_compute_each_product_once_per_code_versio
             .iter()
             .any(|event| event.kind.name() == "superseded"),
         "the old code kept its answers to itself"
+    );
+
+    // Once its copies are stale, the old code refreshes them, and still
+    // stores nothing over the new code's entries.
+    old.clear_events();
+    old.advance(Duration::from_secs(120));
+    for _ in 0..2 {
+        for n in 1..=PRODUCTS {
+            assert_eq!(*old::summary(old.cache(), n).await.expect("old"), n + 1000);
+        }
+        settle(&old, &new).await;
+    }
+    let stored_by_old: Vec<String> = old
+        .events()
+        .iter()
+        .filter(|event| matches!(event.kind.name(), "computed" | "set" | "failed"))
+        .map(ToString::to_string)
+        .collect();
+    assert!(stored_by_old.is_empty(), "{stored_by_old:?}");
+    assert!(
+        old.events()
+            .iter()
+            .any(|event| event.kind.name() == "superseded"),
+        "the stale copies were refreshed, in memory"
     );
 
     // The store holds the new code's products.

@@ -264,7 +264,9 @@ impl FlightGuard {
             // it), and neither stored nor announced to dependents.
             if let Some(version) = base.version {
                 let meta = meta_since(computed_at);
-                self.install(Ready::new(computed.value.clone(), version, &meta, None));
+                let mut ready = Ready::new(computed.value.clone(), version, &meta, None);
+                ready.over_other_code = true;
+                self.install(ready);
             }
             self.emit(EventKind::Superseded { newest });
             self.deliver(Outcome::Value(served));
@@ -404,9 +406,11 @@ impl FlightGuard {
         self.emit(EventKind::Failed {
             error: error.clone(),
         });
+        // Over another code's entry (a rolling deploy), this process records
+        // nothing there: the entry is the other code's.
         let usable = current
             .ready
-            .filter(|ready| classify(ready, now) != Freshness::Expired);
+            .filter(|ready| classify(ready, now) != Freshness::Expired && !current.other_code);
         let (Some(ready), Some(version)) = (usable, current.version) else {
             return self.deliver(Outcome::failed(error));
         };

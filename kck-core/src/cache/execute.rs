@@ -259,8 +259,8 @@ impl FlightGuard {
         if let Some(ready) = in_memo.flatten() {
             return Ok(Current {
                 version: Some(ready.version),
+                other_code: ready.over_other_code,
                 ready: Some(ready),
-                other_code: false,
             });
         }
         self.inner

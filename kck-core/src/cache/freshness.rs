@@ -81,6 +81,7 @@ mod tests {
             retry_at: at(retry),
             attempts: 0,
             deadline: None,
+            over_other_code: false,
         }
     }
 

@@ -164,6 +164,10 @@ pub(crate) struct Ready {
     /// The earliest instant at which a read must look closer; `None` means
     /// fresh forever, and the hot path does not even read the clock.
     pub(crate) deadline: Option<Timestamp>,
+    /// The stored entry at `version` is another code version's (newer: a
+    /// rolling deploy), and this value is this process's own, not stored:
+    /// a computation from it asks again before it writes.
+    pub(crate) over_other_code: bool,
 }
 
 impl Ready {
@@ -192,6 +196,7 @@ impl Ready {
             retry_at,
             attempts: meta.last_error.as_ref().map_or(0, |e| e.attempts),
             deadline: earliest(stale_at, meta.expires_at),
+            over_other_code: false,
         }
     }
 }
