@@ -29,7 +29,9 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 ///
 /// In a URL: `?sslmode=verify-full`. The certificates a mode checks against
 /// are those of `sslrootcert` (a PEM file of CA certificates), or the
-/// system's roots when it is absent or `system`.
+/// system's roots when it is absent or `system` (with `system`, as in
+/// libpq 16, the mode is `verify-full` unless given, and a weaker one is
+/// refused).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum SslMode {
@@ -141,11 +143,14 @@ pub enum ConnectError {
         cause: TlsFailure,
     },
     /// The server answered and refused: authentication failed, the
-    /// database does not exist, too many connections.
+    /// database does not exist, too many connections, starting up.
     #[error("PostgreSQL at {server} refused the connection: {}", causes(.source.as_ref()))]
     Refused {
         /// `host:port/database`.
         server: String,
+        /// The server's SQLSTATE code, such as `28P01` (wrong password) or
+        /// `57P03` (starting up).
+        sqlstate: String,
         /// The server's error.
         #[source]
         source: Box<dyn StdError + Send + Sync>,
@@ -229,10 +234,19 @@ impl ConnectError {
     /// Whether trying again later may succeed (the server was down or
     /// slow), as opposed to a configuration that will keep failing.
     pub fn is_transient(&self) -> bool {
-        matches!(
-            self,
-            ConnectError::Unreachable { .. } | ConnectError::Timeout { .. }
-        )
+        match self {
+            ConnectError::Unreachable { .. } | ConnectError::Timeout { .. } => true,
+            // Starting up or shutting down, out of connections, or a
+            // connection exception: the server may say yes later.
+            ConnectError::Refused { sqlstate, .. } => {
+                matches!(
+                    sqlstate.as_str(),
+                    "57P01" | "57P02" | "57P03" | "53300" | "53400"
+                ) || sqlstate.starts_with("08")
+            }
+            ConnectError::Setup { source, .. } => source.is_transient(),
+            _ => false,
+        }
     }
 }
 
@@ -258,15 +272,12 @@ pub(crate) struct ParsedUrl {
 impl ParsedUrl {
     /// Reads a `postgres://` or `postgresql://` URL.
     pub(crate) fn parse(url: &str) -> Result<ParsedUrl, ConnectError> {
-        if !["postgres://", "postgresql://"]
-            .iter()
-            .any(|scheme| url.starts_with(scheme))
-        {
+        let Some(parts) = UrlParts::split(url) else {
             return Err(ConnectError::InvalidUrl {
                 reason: "expected a URL that starts with postgres:// or postgresql://".into(),
             });
-        }
-        let (base, query) = url.split_once('?').unwrap_or((url, ""));
+        };
+        let (base, query) = (parts.base(), parts.query.unwrap_or(""));
         let mut kept = Vec::new();
         let mut ssl_mode = None;
         let mut ssl_root_cert = None;
@@ -284,7 +295,7 @@ impl ParsedUrl {
             }
         }
         let rest = if kept.is_empty() {
-            base.to_owned()
+            base
         } else {
             format!("{base}?{}", kept.join("&"))
         };
@@ -295,13 +306,33 @@ impl ParsedUrl {
         Ok(ParsedUrl {
             config,
             ssl_mode,
-            // libpq's `sslrootcert=system`: the system's roots, our default.
-            ssl_root_cert: ssl_root_cert
-                .filter(|path| path != "system")
-                .map(PathBuf::from),
+            ssl_root_cert: ssl_root_cert.map(PathBuf::from),
         })
     }
 }
+
+/// The mode and the CA file, from what was given (by the URL or in
+/// code), as libpq settles them: without a mode, `prefer`; with
+/// `sslrootcert=system`, the system's roots, and then only `verify-full`
+/// (its default there; a weaker mode is refused, as libpq 16 does).
+pub(crate) fn settle_tls(
+    mode: Option<SslMode>,
+    root_cert: Option<PathBuf>,
+) -> Result<(SslMode, Option<PathBuf>), ConnectError> {
+    if root_cert.as_deref() != Some(Path::new("system")) {
+        return Ok((mode.unwrap_or_default(), root_cert));
+    }
+    match mode.unwrap_or(SslMode::VerifyFull) {
+        SslMode::VerifyFull => Ok((SslMode::VerifyFull, None)),
+        weaker => Err(ConnectError::InvalidUrl {
+            reason: format!(
+                "sslmode={weaker} may not be used with sslrootcert=system: use verify-full"
+            ),
+        }),
+    }
+}
+
+impl ParsedUrl {}
 
 /// The URL among the environment's variables, as `var` reads them:
 /// `KCK_DATABASE_URL`, else `DATABASE_URL`; an empty one counts as unset.
@@ -315,26 +346,19 @@ pub(crate) fn database_url(var: impl Fn(&str) -> Option<String>) -> Result<Strin
 /// The URL with its password, if any, replaced by `***`: in the user
 /// part (`user:secret@host`) and as a `password` parameter.
 pub(crate) fn redact_url(url: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((base, query)) => (base, Some(query)),
-        None => (url, None),
+    // Not a URL: nothing in it can be told from a secret.
+    let Some(parts) = UrlParts::split(url) else {
+        return "***".to_owned();
     };
-    let mut out = match base.split_once("://") {
-        Some((scheme, rest)) => {
-            let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-            let authority = match authority.rsplit_once('@') {
-                Some((user, hosts)) => match user.split_once(':') {
-                    Some((name, _secret)) => format!("{name}:***@{hosts}"),
-                    None => authority.to_owned(),
-                },
-                None => authority.to_owned(),
-            };
-            format!("{scheme}://{authority}{path}")
+    let mut out = format!("{}://", parts.scheme);
+    if let Some(credentials) = parts.credentials {
+        match credentials.split_once(':') {
+            Some((user, _secret)) => out.push_str(&format!("{user}:***@")),
+            None => out.push_str(&format!("{credentials}@")),
         }
-        // Not a URL: nothing in it can be told from a secret.
-        None => return "***".to_owned(),
-    };
-    if let Some(query) = query {
+    }
+    out.push_str(parts.rest);
+    if let Some(query) = parts.query {
         let pairs: Vec<String> = query
             .split('&')
             .map(|pair| match pair.split_once('=') {
@@ -348,6 +372,49 @@ pub(crate) fn redact_url(url: &str) -> String {
         out.push_str(&pairs.join("&"));
     }
     out
+}
+
+/// A `postgres://` URL cut as tokio-postgres cuts it: the credentials
+/// run to the first `@` (a password may hold `/`, `?` or `:`), the query
+/// starts at the first `?` after them.
+struct UrlParts<'a> {
+    scheme: &'a str,
+    credentials: Option<&'a str>,
+    /// Hosts, ports and database.
+    rest: &'a str,
+    query: Option<&'a str>,
+}
+
+impl<'a> UrlParts<'a> {
+    fn split(url: &'a str) -> Option<UrlParts<'a>> {
+        let scheme = ["postgres", "postgresql"].into_iter().find(|scheme| {
+            url.strip_prefix(scheme)
+                .is_some_and(|rest| rest.starts_with("://"))
+        })?;
+        let after = &url[scheme.len() + 3..];
+        let (credentials, after) = match after.split_once('@') {
+            Some((credentials, after)) => (Some(credentials), after),
+            None => (None, after),
+        };
+        let (rest, query) = match after.split_once('?') {
+            Some((rest, query)) => (rest, Some(query)),
+            None => (after, None),
+        };
+        Some(UrlParts {
+            scheme,
+            credentials,
+            rest,
+            query,
+        })
+    }
+
+    /// The URL without its query.
+    fn base(&self) -> String {
+        match self.credentials {
+            Some(credentials) => format!("{}://{credentials}@{}", self.scheme, self.rest),
+            None => format!("{}://{}", self.scheme, self.rest),
+        }
+    }
 }
 
 fn decode(text: &str) -> Result<String, ConnectError> {
@@ -548,9 +615,10 @@ impl Target {
         let server = self.server.to_string();
         if let Some(cause) = tls_failure(&error) {
             ConnectError::Tls { server, cause }
-        } else if error.as_db_error().is_some() {
+        } else if let Some(db) = error.as_db_error() {
             ConnectError::Refused {
                 server,
+                sqlstate: db.code().code().to_owned(),
                 source: error.into(),
             }
         } else {
@@ -836,7 +904,19 @@ mod tests {
         let plain = ParsedUrl::parse("postgresql://localhost/test").unwrap();
         assert_eq!((plain.ssl_mode, plain.ssl_root_cert), (None, None));
         let system = ParsedUrl::parse("postgres://h/d?sslrootcert=system").unwrap();
-        assert_eq!(system.ssl_root_cert, None);
+        assert_eq!(
+            settle_tls(system.ssl_mode, system.ssl_root_cert).unwrap(),
+            (SslMode::VerifyFull, None),
+            "system roots, and verify-full by default"
+        );
+        assert!(matches!(
+            settle_tls(Some(SslMode::Require), Some(PathBuf::from("system"))),
+            Err(ConnectError::InvalidUrl { .. })
+        ));
+        assert_eq!(
+            settle_tls(None, Some(PathBuf::from("/ca.pem"))).unwrap(),
+            (SslMode::Prefer, Some(PathBuf::from("/ca.pem")))
+        );
     }
 
     #[test]
@@ -897,6 +977,28 @@ mod tests {
         // Modes that do not check certificates do not read it.
         Target::new(config.clone(), SslMode::Prefer, Some(missing)).unwrap();
         Target::new(config, SslMode::Disable, Some(missing)).unwrap();
+    }
+
+    #[test]
+    fn a_server_that_may_say_yes_later_is_a_transient_failure() {
+        let refused = |sqlstate: &str| ConnectError::Refused {
+            server: "db:5432/app".into(),
+            sqlstate: sqlstate.into(),
+            source: "refused".into(),
+        };
+        for later in ["57P03", "53300", "08006", "57P01"] {
+            assert!(refused(later).is_transient(), "{later}");
+        }
+        for never in ["28P01", "3D000", "28000"] {
+            assert!(!refused(never).is_transient(), "{never}");
+        }
+        let setup = |source: StoreError| ConnectError::Setup {
+            server: "db:5432/app".into(),
+            source,
+        };
+        assert!(setup(StoreError::unavailable("timed out migrating")).is_transient());
+        assert!(!setup(StoreError::backend("a migration failed")).is_transient());
+        assert!(StoreError::from(refused("57P03")).is_transient());
     }
 
     #[test]
@@ -974,6 +1076,31 @@ mod tests {
             "postgres://kck:***@db.internal:5432/reports?password=***&sslmode=require"
         );
         assert_eq!(redact_url("postgres://db/reports"), "postgres://db/reports");
+        // A password with `/`, `?`, `:` or `@`-free oddities: tokio-postgres
+        // reads credentials to the first `@`, and so does the redaction.
+        for (url, shown) in [
+            (
+                "postgres://kck:ab/hunter2@db/app",
+                "postgres://kck:***@db/app",
+            ),
+            (
+                "postgres://kck:ab?hunter2@db/app",
+                "postgres://kck:***@db/app",
+            ),
+            (
+                "postgres://kck:a:hunter2@db/app?sslmode=require",
+                "postgres://kck:***@db/app?sslmode=require",
+            ),
+        ] {
+            assert_eq!(redact_url(url), shown);
+            let parsed = ParsedUrl::parse(url).unwrap();
+            assert!(!format!("{parsed:?}").contains("hunter2"), "{parsed:?}");
+            assert_eq!(parsed.config.get_user(), Some("kck"));
+        }
+        let parsed =
+            ParsedUrl::parse("postgres://kck:ab?hunter2@db/app?sslmode=verify-full").unwrap();
+        assert_eq!(parsed.ssl_mode, Some(SslMode::VerifyFull));
+        assert_eq!(parsed.config.get_password(), Some(&b"ab?hunter2"[..]));
         assert_eq!(redact_url("host=db password=hunter2"), "***");
         let target = Target::new(
             ParsedUrl::parse(url).unwrap().config,

@@ -16,7 +16,9 @@ use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 use kck_core::storage::{Storage, StoreError};
 use tokio::task::AbortHandle;
 
-use crate::connect::{ConnectError, ParsedUrl, Schema, SslMode, Target, database_url, redact_url};
+use crate::connect::{
+    ConnectError, ParsedUrl, Schema, SslMode, Target, database_url, redact_url, settle_tls,
+};
 use crate::convert::{pool_error, query_error};
 use crate::listen::{self, Watchers};
 use crate::replica::{ReplicaStats, Replicas};
@@ -307,7 +309,9 @@ impl PgStoreBuilder {
     /// The PEM file of the CA certificates that the server's certificate
     /// must chain to, overriding the URL's `sslrootcert` (default: the
     /// URL's, else the system's roots). With [`SslMode::Require`], giving
-    /// one makes the mode check the chain, as libpq does.
+    /// one makes the mode check the chain, as libpq does. `"system"` means
+    /// the system's roots and [`SslMode::VerifyFull`] (a weaker mode is
+    /// refused), as in libpq 16.
     pub fn ssl_root_cert(mut self, path: impl Into<PathBuf>) -> Self {
         self.ssl_root_cert = Some(path.into());
         self
@@ -418,8 +422,10 @@ impl PgStoreBuilder {
         } else if config.get_application_name().is_none() {
             config.application_name("kck");
         }
-        let mode = self.ssl_mode.or(ssl_mode).unwrap_or_default();
-        let root_cert = self.ssl_root_cert.clone().or(ssl_root_cert);
+        let (mode, root_cert) = settle_tls(
+            self.ssl_mode.or(ssl_mode),
+            self.ssl_root_cert.clone().or(ssl_root_cert),
+        )?;
         Ok(Target::new(config, mode, root_cert.as_deref())?
             .with_session(schema, self.statement_timeout))
     }
