@@ -6,7 +6,7 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 use kck_core::Key;
 use kck_core::clock::Timestamp;
-use kck_core::storage::{ChangeWatcher, Coordination, Lease, StoreError};
+use kck_core::storage::{CODE_VERSION_TTL, ChangeWatcher, Coordination, Lease, StoreError};
 
 use crate::convert::{key_bind as text, micros, to_pg};
 use crate::sql::{
@@ -51,14 +51,17 @@ impl Coordination for PgStore {
         primer: &'a str,
         code_version: &'a str,
         started_at: Timestamp,
+        now: Timestamp,
     ) -> BoxFuture<'a, Result<String, StoreError>> {
         Box::pin(async move {
             let binds = vec![
                 Bind::Text(primer.to_owned()),
                 Bind::Text(code_version.to_owned()),
                 Bind::Time(to_pg(started_at)),
+                Bind::Time(to_pg(now)),
                 Bind::Text(primer.to_owned()),
                 Bind::Text(code_version.to_owned()),
+                Bind::Time(to_pg(now - CODE_VERSION_TTL)),
             ];
             let row: CodeVersionRow = self.run_one::<NewestCodeVersion, _>(binds).await?;
             Ok(row.code_version)

@@ -371,19 +371,23 @@ pub(crate) struct ReleaseRow {
 }
 
 statements! {
-    /// Records a cache's start for a code version of a primer (a version
-    /// keeps its latest start) and returns the newest version: the latest
-    /// start, then the greatest version. The insert's row is not yet
-    /// visible to the statement's reads of the table: it comes from
-    /// `RETURNING`. Binds: primer, code version, started at, primer, code
-    /// version.
+    /// Records that a cache of a code version of a primer, started then,
+    /// is there now (a version keeps its latest start and its latest
+    /// presence) and returns the newest version among those there since
+    /// the cut-off: the latest start, then the greatest version. The
+    /// insert's row is not yet visible to the statement's reads of the
+    /// table: it comes from `RETURNING`. Binds: primer, code version,
+    /// started at, now, primer, code version, cut-off.
     NewestCodeVersion = "WITH registered AS ( \
-          INSERT INTO kck_code_versions (primer, code_version, started_at) VALUES ({}, {}, {}) \
+          INSERT INTO kck_code_versions (primer, code_version, started_at, seen_at) \
+          VALUES ({}, {}, {}, {}) \
           ON CONFLICT (primer, code_version) DO UPDATE \
-          SET started_at = greatest(kck_code_versions.started_at, excluded.started_at) \
+          SET started_at = greatest(kck_code_versions.started_at, excluded.started_at), \
+              seen_at = greatest(kck_code_versions.seen_at, excluded.seen_at) \
           RETURNING code_version, started_at) \
         SELECT code_version FROM ( \
-          SELECT code_version, started_at FROM kck_code_versions WHERE primer = {} AND code_version <> {} \
+          SELECT code_version, started_at FROM kck_code_versions \
+          WHERE primer = {} AND code_version <> {} AND seen_at >= {} \
           UNION ALL SELECT code_version, started_at FROM registered) AS versions \
         ORDER BY started_at DESC, code_version DESC LIMIT 1";
 }

@@ -272,6 +272,7 @@ impl FlightGuard {
             self.deliver(Outcome::Value(served));
             return After::default();
         }
+        self.announce_code();
         let mut rebases = 0;
         loop {
             let changed = base.previous.is_none_or(|(hash, _)| hash != content_hash);
@@ -354,11 +355,13 @@ impl FlightGuard {
     /// before rolling deploys had a rule).
     async fn newer_code(&self) -> Option<String> {
         let def = self.handle.def;
+        let now = self.inner.clock.now();
+        self.inner.peers.announce_due(def.name, now);
         let newest = self
             .inner
             .ports
             .coordination()
-            .newest_code_version(def.name, def.code_version, self.inner.peers.started_at)
+            .newest_code_version(def.name, def.code_version, self.inner.peers.started_at, now)
             .await;
         match newest {
             Ok(newest) if newest != def.code_version => Some(newest),
@@ -370,6 +373,29 @@ impl FlightGuard {
                 None
             }
         }
+    }
+
+    /// Says, in the background and at most every
+    /// [`CODE_VERSION_ANNOUNCE`](crate::storage::CODE_VERSION_ANNOUNCE),
+    /// that this cache's code version of the primer is still there, so
+    /// that it keeps counting in a rolling deploy while it computes.
+    fn announce_code(&self) {
+        let def = self.handle.def;
+        let now = self.inner.clock.now();
+        if !self.inner.peers.announce_due(def.name, now) {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let coordination = self.inner.ports.storage.coordination().clone();
+        let (primer, code_version): (&'static str, &'static str) = (def.name, def.code_version);
+        let started_at = self.inner.peers.started_at;
+        runtime.spawn(async move {
+            let _ = coordination
+                .newest_code_version(primer, code_version, started_at, now)
+                .await;
+        });
     }
 
     /// After a save lost to another write: what to save over, if this

@@ -11,7 +11,7 @@ use tokio::sync::Notify;
 
 use crate::clock::Timestamp;
 use crate::key::Key;
-use crate::storage::ChangeWatcher;
+use crate::storage::{CODE_VERSION_ANNOUNCE, ChangeWatcher};
 
 /// This cache among the caches sharing the store.
 pub(crate) struct Peers {
@@ -29,6 +29,9 @@ pub(crate) struct Peers {
     /// code is the newest in a rolling deploy
     /// ([`Coordination::newest_code_version`](crate::storage::Coordination::newest_code_version)).
     pub(crate) started_at: Timestamp,
+    /// When this cache last said, per primer, that its code version is
+    /// there.
+    announced: Mutex<HashMap<&'static str, Timestamp>>,
 }
 
 impl Peers {
@@ -46,6 +49,24 @@ impl Peers {
             lease_ttl,
             serve_stale_on_store_error,
             started_at,
+            announced: Mutex::default(),
+        }
+    }
+
+    /// Whether it is time to say again that this cache's code version of
+    /// `primer` is there (at most every [`CODE_VERSION_ANNOUNCE`]); if so,
+    /// counts it as said at `now`.
+    pub(crate) fn announce_due(&self, primer: &'static str, now: Timestamp) -> bool {
+        let mut announced = self
+            .announced
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        match announced.get(primer) {
+            Some(last) if *last + CODE_VERSION_ANNOUNCE > now => false,
+            _ => {
+                announced.insert(primer, now);
+                true
+            }
         }
     }
 

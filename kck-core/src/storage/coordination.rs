@@ -60,24 +60,29 @@ pub trait Coordination: Send + Sync + 'static {
         Box::pin(std::future::ready(Ok(())))
     }
 
-    /// Records that a cache running `code_version` of `primer` started at
-    /// `started_at` (a code version keeps its latest start), and returns
-    /// the newest code version of `primer` among those recorded: the one
-    /// whose latest start is the latest (on a tie, the greater version).
+    /// Records that a cache running `code_version` of `primer`, started
+    /// at `started_at`, is there at `now` (a code version keeps its latest
+    /// start and its latest `now`), and returns the newest code version of
+    /// `primer` among those there within [`CODE_VERSION_TTL`] of `now`: the
+    /// one whose latest start is the latest (on a tie, the greater
+    /// version).
     ///
     /// The rule of rolling deploys: a cache whose code is not the newest
     /// computes over an entry of other code without storing the result (it
     /// serves it from its memory), so that old and new code do not
     /// overwrite each other's products, and their dependents', back and
-    /// forth. A rollback is the newest start again, and wins. Default:
-    /// `code_version` (a store serving one cache has no other code).
+    /// forth. A rollback is the newest start again, and wins; a version
+    /// whose caches are gone stops counting after [`CODE_VERSION_TTL`].
+    /// Default: `code_version` (a store serving one cache has no other
+    /// code).
     fn newest_code_version<'a>(
         &'a self,
         primer: &'a str,
         code_version: &'a str,
         started_at: Timestamp,
+        now: Timestamp,
     ) -> BoxFuture<'a, Result<String, StoreError>> {
-        let _ = (primer, started_at);
+        let _ = (primer, started_at, now);
         Box::pin(std::future::ready(Ok(code_version.to_owned())))
     }
 
@@ -90,6 +95,15 @@ pub trait Coordination: Send + Sync + 'static {
         Box::pin(std::future::ready(Ok(())))
     }
 }
+
+/// How long a code version counts for
+/// [`Coordination::newest_code_version`] after a cache running it was last
+/// there. A cache says it is there whenever it meets an entry of other
+/// code, and at least every [`CODE_VERSION_ANNOUNCE`] while it computes.
+pub const CODE_VERSION_TTL: Duration = Duration::from_secs(10 * 60);
+
+/// How often a computing cache says its code version is still there.
+pub const CODE_VERSION_ANNOUNCE: Duration = Duration::from_secs(60);
 
 /// The coordination of a store that serves one cache: nothing to tell, no
 /// lease needed.

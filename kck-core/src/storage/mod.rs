@@ -61,7 +61,9 @@ pub use catalog::{
 };
 pub use common::{ContentHash, JobDelta, StoreError, Version};
 pub(crate) use coordination::Alone;
-pub use coordination::{ChangeWatcher, Coordination, Lease};
+pub use coordination::{
+    CODE_VERSION_ANNOUNCE, CODE_VERSION_TTL, ChangeWatcher, Coordination, Lease,
+};
 pub use entries::{
     Edge, Entry, EntryError, EntryMeta, EntryPatch, EntryStore, Expect, Saved, StoredEntry,
 };

@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use kck_core::Key;
 use kck_core::storage::{
-    ChangeWatcher, Coordination, EntryPatch, EntryStore, Expect, Lease, Storage, Version,
+    CODE_VERSION_TTL, ChangeWatcher, Coordination, EntryPatch, EntryStore, Expect, Lease, Storage,
+    Version,
 };
 use tokio::sync::mpsc;
 
@@ -35,17 +36,19 @@ pub async fn check_coordination(storage: &Storage) {
 }
 
 /// The newest code version of a primer is the one whose latest start is
-/// the latest (the greater version on a tie); a version keeps its latest
-/// start; primers are apart. A store serving one cache may answer with
-/// the caller's own version every time (the default); any other answer
-/// must follow the rule.
+/// the latest (the greater version on a tie), among those whose caches
+/// were there within [`CODE_VERSION_TTL`]; a version keeps its latest
+/// start; primers are apart. A store serving one cache may answer with the
+/// caller's own version every time (the default); any other answer must
+/// follow the rule.
 async fn code_versions(coordination: &dyn Coordination) {
-    let newest = |primer: &'static str, version: &'static str, started: i64| async move {
+    let there = |primer: &'static str, version: &'static str, started: i64, now: i64| async move {
         coordination
-            .newest_code_version(primer, version, at(started))
+            .newest_code_version(primer, version, at(started), at(now))
             .await
             .unwrap_or_else(|e| panic!("newest code version of {primer}: {e}"))
     };
+    let newest = |primer, version, started| there(primer, version, started, 100);
     if newest("conformance_alone", "a", 10).await == "a"
         && newest("conformance_alone", "b", 5).await == "b"
     {
@@ -83,6 +86,26 @@ async fn code_versions(coordination: &dyn Coordination) {
     assert_eq!(newest("conformance_tie", "a", 40).await, "a");
     assert_eq!(newest("conformance_tie", "b", 40).await, "b", "a tie");
     assert_eq!(newest("conformance_tie", "a", 40).await, "b", "a tie");
+
+    // A version whose caches are gone stops counting.
+    let ttl = i64::try_from(CODE_VERSION_TTL.as_secs()).unwrap_or(i64::MAX);
+    assert_eq!(there("conformance_gone", "a", 10, 10).await, "a");
+    assert_eq!(there("conformance_gone", "b", 20, 20).await, "b");
+    assert_eq!(
+        there("conformance_gone", "a", 10, 20 + ttl).await,
+        "b",
+        "still there"
+    );
+    assert_eq!(
+        there("conformance_gone", "a", 10, 21 + ttl).await,
+        "a",
+        "b was last there longer ago than the time-to-live"
+    );
+    assert_eq!(
+        there("conformance_gone", "b", 20, 22 + ttl).await,
+        "b",
+        "back"
+    );
 }
 
 /// A save, a patch and a removal are each reported to every watcher, with

@@ -12,10 +12,10 @@ use super::MemoryQueue;
 use crate::clock::{Clock, SystemClock, Timestamp};
 use crate::key::Key;
 use crate::storage::{
-    Catalog, Census, ChangeWatcher, ContentHash, Coordination, DueRefreshes, Edge, Entry,
-    EntryMeta, EntryPatch, EntryStore, Expect, Lease, Neighbour, ProductPage, ProductQuery,
-    ProductRecord, ProductState, ProductSummary, Saved, StoreError, StoredEntry, TickClaim,
-    Timetable, Version,
+    CODE_VERSION_TTL, Catalog, Census, ChangeWatcher, ContentHash, Coordination, DueRefreshes,
+    Edge, Entry, EntryMeta, EntryPatch, EntryStore, Expect, Lease, Neighbour, ProductPage,
+    ProductQuery, ProductRecord, ProductState, ProductSummary, Saved, StoreError, StoredEntry,
+    TickClaim, Timetable, Version,
 };
 
 /// A store in process memory, implementing [`EntryStore`], [`Timetable`],
@@ -59,8 +59,9 @@ struct State {
     dependents: HashMap<Key, BTreeMap<Key, Option<ContentHash>>>,
     leases: HashMap<Key, (String, Timestamp)>,
     ticks: HashMap<String, Timestamp>,
-    /// The latest start of each code version of each primer.
-    code_versions: HashMap<(String, String), Timestamp>,
+    /// The latest start of each code version of each primer, and when a
+    /// cache running it was last there.
+    code_versions: HashMap<(String, String), (Timestamp, Timestamp)>,
     /// The entries that have a periodic refresh time, in its order: the
     /// scheduler's work grows with the entries due, not with all of them.
     refreshes: BTreeSet<(Timestamp, Key)>,
@@ -697,18 +698,22 @@ impl Coordination for MemoryStore {
         primer: &'a str,
         code_version: &'a str,
         started_at: Timestamp,
+        now: Timestamp,
     ) -> BoxFuture<'a, Result<String, StoreError>> {
         let mut state = self.lock();
-        let latest = state
+        let (latest, seen) = state
             .code_versions
             .entry((primer.to_owned(), code_version.to_owned()))
-            .or_insert(started_at);
+            .or_insert((started_at, now));
         *latest = (*latest).max(started_at);
+        *seen = (*seen).max(now);
         let newest = state
             .code_versions
             .iter()
-            .filter(|((of, _), _)| of == primer)
-            .max_by(|((_, a), at_a), ((_, b), at_b)| at_a.cmp(at_b).then_with(|| a.cmp(b)))
+            .filter(|((of, _), (_, seen))| of == primer && *seen + CODE_VERSION_TTL >= now)
+            .max_by(|((_, a), (at_a, _)), ((_, b), (at_b, _))| {
+                at_a.cmp(at_b).then_with(|| a.cmp(b))
+            })
             .map_or_else(
                 || code_version.to_owned(),
                 |((_, version), _)| version.clone(),
