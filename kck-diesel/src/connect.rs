@@ -199,6 +199,17 @@ pub enum ConnectError {
         /// The primary, `host:port/database`.
         primary: String,
     },
+    /// A replica URL names a standby of the primary, but another database
+    /// on it.
+    #[error("the replica at {server} serves database `{database}`, not the primary's `{expected}`")]
+    ReplicaOfAnotherDatabase {
+        /// The replica, `host:port/database`.
+        server: String,
+        /// The replica's database.
+        database: String,
+        /// The primary's.
+        expected: String,
+    },
     /// Connected, but kck's schema could not be created or upgraded.
     #[error("cannot set up kck's tables in PostgreSQL at {server}: {source}")]
     Setup {

@@ -64,6 +64,14 @@ impl PgStore {
             return None;
         }
         let replica = replicas.pick()?;
+        match replicas.verify(replica).await {
+            Ok(true) => {}
+            Ok(false) => return None,
+            Err(error) => {
+                replicas.failed(replica, &error);
+                return None;
+            }
+        }
         let rows = run_on::<LoadEntry, EntryRow>(&replica.pool, vec![text(key)]).await;
         let found = match rows.and_then(|rows| {
             rows.into_iter()

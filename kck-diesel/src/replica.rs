@@ -19,7 +19,10 @@ use std::time::{Duration, Instant};
 use diesel_async::AsyncPgConnection;
 use diesel_async::pooled_connection::bb8::Pool;
 use kck_core::Key;
-use kck_core::storage::{StoredEntry, Version};
+use kck_core::storage::{StoreError, StoredEntry, Version};
+
+use crate::connect::ConnectError;
+use crate::convert::{pool_error, query_error};
 
 /// How many keys' versions are remembered; past that, all are forgotten
 /// at once and replaced by one bound, the newest of them (see
@@ -82,10 +85,94 @@ impl Floors {
     }
 }
 
+/// What a server says of itself, to tell a standby of the primary's
+/// database from anything else.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Identity {
+    database: String,
+    /// `pg_control_system()`'s, which a standby shares with its primary;
+    /// `None` where the role may not read it.
+    system: Option<String>,
+}
+
+#[derive(diesel::QueryableByName)]
+struct Facts {
+    #[diesel(sql_type = diesel::sql_types::Bool)]
+    in_recovery: bool,
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    database: String,
+}
+
+#[derive(diesel::QueryableByName)]
+struct SystemId {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    id: String,
+}
+
+impl Identity {
+    /// The server's identity, and whether it is in recovery (a standby).
+    pub(crate) async fn of(conn: &mut AsyncPgConnection) -> Result<(bool, Identity), StoreError> {
+        // Here only: its `load` would shadow the atomics'.
+        use diesel_async::RunQueryDsl as _;
+        let facts: Facts = diesel::sql_query(
+            "SELECT pg_is_in_recovery() AS in_recovery, current_database()::text AS database",
+        )
+        .get_result(conn)
+        .await
+        .map_err(query_error)?;
+        let system =
+            diesel::sql_query("SELECT system_identifier::text AS id FROM pg_control_system()")
+                .get_result::<SystemId>(conn)
+                .await
+                .ok()
+                .map(|row| row.id);
+        Ok((
+            facts.in_recovery,
+            Identity {
+                database: facts.database,
+                system,
+            },
+        ))
+    }
+
+    /// Why a server of this identity cannot serve as a replica of
+    /// `primary`; `None` if it can.
+    pub(crate) fn refused(
+        &self,
+        in_recovery: bool,
+        server: &str,
+        primary: &Identity,
+        primary_server: &str,
+    ) -> Option<ConnectError> {
+        let server = server.to_owned();
+        if !in_recovery {
+            return Some(ConnectError::NotAReplica { server });
+        }
+        if let (Some(own), Some(primary)) = (&self.system, &primary.system)
+            && own != primary
+        {
+            return Some(ConnectError::ReplicaOfAnotherPrimary {
+                server,
+                primary: primary_server.to_owned(),
+            });
+        }
+        (self.database != primary.database).then(|| ConnectError::ReplicaOfAnotherDatabase {
+            server,
+            database: self.database.clone(),
+            expected: primary.database.clone(),
+        })
+    }
+}
+
 /// One replica: its pool, and whether it answered last time.
 pub(crate) struct Replica {
     pub(crate) server: Arc<str>,
     pub(crate) pool: Pool<AsyncPgConnection>,
+    /// Checked to be a standby of the primary's database (at start, or,
+    /// if it was down then, when it first answered).
+    verified: AtomicBool,
+    /// Found to be no standby of the primary's database: never used.
+    disabled: AtomicBool,
     /// When it last failed, in milliseconds since `epoch`; 0: it did not.
     down_since: AtomicU64,
     healthy: AtomicBool,
@@ -111,30 +198,67 @@ pub struct ReplicaStats {
     pub failures: u64,
 }
 
+impl Replica {
+    pub(crate) fn new(server: Arc<str>, pool: Pool<AsyncPgConnection>, verified: bool) -> Replica {
+        Replica {
+            server,
+            pool,
+            verified: AtomicBool::new(verified),
+            disabled: AtomicBool::new(false),
+            down_since: AtomicU64::new(0),
+            healthy: AtomicBool::new(verified),
+            reads: AtomicU64::new(0),
+            behind: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
+        }
+    }
+}
+
 /// The replicas of a store, taken in turn.
 pub(crate) struct Replicas {
     list: Vec<Replica>,
     next: AtomicUsize,
     epoch: Instant,
+    /// The primary's identity, which each replica's must match.
+    primary: Identity,
+    primary_server: Arc<str>,
 }
 
 impl Replicas {
-    pub(crate) fn new(list: Vec<(Arc<str>, Pool<AsyncPgConnection>)>) -> Replicas {
+    pub(crate) fn new(list: Vec<Replica>, primary: Identity, primary_server: Arc<str>) -> Replicas {
         Replicas {
-            list: list
-                .into_iter()
-                .map(|(server, pool)| Replica {
-                    server,
-                    pool,
-                    down_since: AtomicU64::new(0),
-                    healthy: AtomicBool::new(true),
-                    reads: AtomicU64::new(0),
-                    behind: AtomicU64::new(0),
-                    failures: AtomicU64::new(0),
-                })
-                .collect(),
+            list,
             next: AtomicUsize::new(0),
             epoch: Instant::now(),
+            primary,
+            primary_server,
+        }
+    }
+
+    /// Makes sure `replica` is a standby of the primary's database, once:
+    /// `Ok(false)` if it is not (it is disabled, with an error logged),
+    /// `Err` if it cannot be asked now.
+    pub(crate) async fn verify(&self, replica: &Replica) -> Result<bool, StoreError> {
+        if replica.verified.load(Ordering::SeqCst) {
+            return Ok(true);
+        }
+        let mut conn = replica.pool.get().await.map_err(pool_error)?;
+        let (in_recovery, identity) = Identity::of(&mut conn).await?;
+        match identity.refused(
+            in_recovery,
+            &replica.server,
+            &self.primary,
+            &self.primary_server,
+        ) {
+            Some(refused) => {
+                replica.disabled.store(true, Ordering::SeqCst);
+                tracing::error!(target: "kck", error = %refused, "a replica is refused; the primary answers instead");
+                Ok(false)
+            }
+            None => {
+                replica.verified.store(true, Ordering::SeqCst);
+                Ok(true)
+            }
         }
     }
 
@@ -147,7 +271,8 @@ impl Replicas {
             .map(|i| &self.list[(start + i) % self.list.len()])
             .find(|replica| {
                 let down = replica.down_since.load(Ordering::Relaxed);
-                down == 0 || now.saturating_sub(down) >= millis(RETRY_AFTER)
+                !replica.disabled.load(Ordering::Relaxed)
+                    && (down == 0 || now.saturating_sub(down) >= millis(RETRY_AFTER))
             })
     }
 

@@ -21,7 +21,7 @@ use crate::connect::{
 };
 use crate::convert::{pool_error, query_error};
 use crate::listen::{self, Watchers};
-use crate::replica::{ReplicaStats, Replicas};
+use crate::replica::{Identity, Replica, ReplicaStats, Replicas};
 use crate::statement::{Bind, Sql, Statement};
 
 /// kck's schema, created or upgraded by [`PgStore::connect`].
@@ -265,7 +265,9 @@ impl PgStoreBuilder {
     /// session.
     ///
     /// [`PgStoreBuilder::connect`] refuses a replica that is not a hot
-    /// standby, or is one of another primary.
+    /// standby, is one of another primary, or serves another database; a
+    /// replica it cannot reach is logged and checked when it first
+    /// answers.
     pub fn replica(mut self, url: impl Into<String>) -> Self {
         self.replicas.push(url.into());
         self
@@ -369,10 +371,37 @@ impl PgStoreBuilder {
         migrate(&target, self.connect_timeout).await?;
         let pool = self.pool(&target).await.map_err(setup)?;
         let mut replicas = Vec::with_capacity(replica_targets.len());
+        let primary = if replica_targets.is_empty() {
+            None
+        } else {
+            let mut conn = target.connect(self.connect_timeout).await?;
+            Some(Identity::of(&mut conn).await.map_err(setup)?)
+        };
         for replica in &replica_targets {
-            check_replica(&target, replica, self.connect_timeout).await?;
+            let verified = match replica.connect(self.connect_timeout).await {
+                Ok(mut conn) => {
+                    let (in_recovery, identity) = Identity::of(&mut conn).await.map_err(setup)?;
+                    if let Some((_, primary)) = &primary
+                        && let Some(refused) = identity.refused(
+                            in_recovery,
+                            replica.server(),
+                            primary,
+                            target.server(),
+                        )
+                    {
+                        return Err(refused);
+                    }
+                    true
+                }
+                // Down for now: checked when it first answers.
+                Err(error) if error.is_transient() => {
+                    tracing::warn!(target: "kck", %error, "a replica cannot be reached; the primary answers until it can");
+                    false
+                }
+                Err(error) => return Err(error),
+            };
             let pool = self.pool(replica).await.map_err(setup)?;
-            replicas.push((replica.server().into(), pool));
+            replicas.push(Replica::new(replica.server().into(), pool, verified));
         }
         let watchers = Arc::new(Watchers::default());
         if !replicas.is_empty() {
@@ -383,14 +412,16 @@ impl PgStoreBuilder {
             .map_err(setup)?;
         // Listening from now on: caches that register trust their memos.
         watchers.set_tracking(true);
-        let server = target.server().into();
+        let server: Arc<str> = target.server().into();
+        let target_server = server.clone();
         let listener = tokio::spawn(listen::run(conn, watchers.clone(), target, self.heartbeat))
             .abort_handle();
         Ok(PgStore {
             shared: Arc::new(Shared {
                 server,
                 pool,
-                replicas: (!replicas.is_empty()).then(|| Replicas::new(replicas)),
+                replicas: primary
+                    .map(|(_, primary)| Replicas::new(replicas, primary, target_server.clone())),
                 watchers,
                 listener,
             }),
@@ -428,59 +459,6 @@ impl PgStoreBuilder {
         )?;
         Ok(Target::new(config, mode, root_cert.as_deref())?
             .with_session(schema, self.statement_timeout))
-    }
-}
-
-#[derive(diesel::QueryableByName)]
-struct Recovery {
-    #[diesel(sql_type = diesel::sql_types::Bool)]
-    in_recovery: bool,
-}
-
-#[derive(diesel::QueryableByName)]
-struct SystemId {
-    #[diesel(sql_type = diesel::sql_types::Text)]
-    id: String,
-}
-
-/// Refuses a replica that is not a hot standby, or is one of another
-/// primary (when both servers let us read their system identifier, which
-/// a standby shares with its primary).
-async fn check_replica(
-    primary: &Target,
-    replica: &Target,
-    timeout: Duration,
-) -> Result<(), ConnectError> {
-    const SYSTEM_ID: &str = "SELECT system_identifier::text AS id FROM pg_control_system()";
-    let mut conn = replica.connect(timeout).await?;
-    let recovery: Recovery = diesel::sql_query("SELECT pg_is_in_recovery() AS in_recovery")
-        .get_result(&mut conn)
-        .await
-        .map_err(|error| ConnectError::Setup {
-            server: replica.server().to_owned(),
-            source: query_error(error),
-        })?;
-    if !recovery.in_recovery {
-        return Err(ConnectError::NotAReplica {
-            server: replica.server().to_owned(),
-        });
-    }
-    let replica_id = diesel::sql_query(SYSTEM_ID)
-        .get_result::<SystemId>(&mut conn)
-        .await;
-    let mut primary_conn = primary.connect(timeout).await?;
-    let primary_id = diesel::sql_query(SYSTEM_ID)
-        .get_result::<SystemId>(&mut primary_conn)
-        .await;
-    match (primary_id, replica_id) {
-        (Ok(primary_id), Ok(replica_id)) if primary_id.id != replica_id.id => {
-            Err(ConnectError::ReplicaOfAnotherPrimary {
-                server: replica.server().to_owned(),
-                primary: primary.server().to_owned(),
-            })
-        }
-        // Equal, or not ours to read (a role without the right).
-        _ => Ok(()),
     }
 }
 

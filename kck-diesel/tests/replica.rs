@@ -185,11 +185,42 @@ async fn a_replica_that_is_no_standby_of_the_primary_is_refused() {
         "{error}"
     );
 
-    // Its own standby is accepted.
+    // Its own standby is accepted, but not another database on it.
     let standby = primary.start_standby().expect("a hot standby");
     PgStore::builder(&url)
         .replica(standby.url("postgres"))
         .connect()
         .await
         .expect("its own standby");
+    let error = PgStore::builder(&url)
+        .replica(standby.url("template1"))
+        .connect()
+        .await
+        .expect_err("another database");
+    assert!(
+        matches!(&error, ConnectError::ReplicaOfAnotherDatabase { database, expected, .. }
+            if database == "template1" && expected == "postgres"),
+        "{error}"
+    );
+
+    // A standby that is down at start does not keep the store from
+    // starting; it is checked, and used, once it answers.
+    standby.stop().expect("the standby stops");
+    let store = PgStore::builder(&url)
+        .replica(standby.url("postgres"))
+        .connect()
+        .await
+        .expect("starts without its replica");
+    assert!(!store.replicas()[0].healthy, "{:?}", store.replicas());
+    standby.resume().expect("the standby starts again");
+    let cache = Cache::builder()
+        .store(store.clone())
+        .memo(false)
+        .local_worker(false)
+        .local_scheduler(false)
+        .build()
+        .expect("valid primers");
+    assert_eq!(read(&cache, 7).await, None);
+    let stats = &store.replicas()[0];
+    assert!(stats.healthy && stats.reads == 1, "{stats:?}");
 }
