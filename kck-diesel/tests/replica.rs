@@ -67,14 +67,18 @@ async fn process(primary: &str, replica: &str) -> (Cache, PgStore) {
         .connect()
         .await
         .expect("connects");
-    let cache = Cache::builder()
+    (memo_off(&store), store)
+}
+
+/// A cache without a memo on `store`.
+fn memo_off(store: &PgStore) -> Cache {
+    Cache::builder()
         .store(store.clone())
         .memo(false)
         .local_worker(false)
         .local_scheduler(false)
         .build()
-        .expect("valid primers");
-    (cache, store)
+        .expect("valid primers")
 }
 
 async fn read(cache: &Cache, n: u32) -> Option<u32> {
@@ -213,14 +217,7 @@ async fn a_replica_that_is_no_standby_of_the_primary_is_refused() {
         .expect("starts without its replica");
     assert!(!store.replicas()[0].healthy, "{:?}", store.replicas());
     standby.resume().expect("the standby starts again");
-    let cache = Cache::builder()
-        .store(store.clone())
-        .memo(false)
-        .local_worker(false)
-        .local_scheduler(false)
-        .build()
-        .expect("valid primers");
-    assert_eq!(read(&cache, 7).await, None);
+    assert_eq!(read(&memo_off(&store), 7).await, None);
     let stats = &store.replicas()[0];
     assert!(stats.healthy && stats.reads == 1, "{stats:?}");
 }
