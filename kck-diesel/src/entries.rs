@@ -2,6 +2,8 @@
 //! save also queues its dependents' refreshes in `kck_jobs`, in the same
 //! statement.
 
+use diesel_async::AsyncPgConnection;
+use diesel_async::pooled_connection::bb8::Pool;
 use futures_util::future::BoxFuture;
 use kck_core::Key;
 use kck_core::storage::{
@@ -50,13 +52,22 @@ fn saved(row: &WriteRow) -> Saved {
     }
 }
 
+/// The entry of `key`, from a connection of `pool`.
+async fn load_on(
+    pool: &Pool<AsyncPgConnection>,
+    key: &Key,
+) -> Result<Option<StoredEntry>, StoreError> {
+    let rows = run_on::<LoadEntry, EntryRow>(pool, vec![text(key)]).await?;
+    rows.into_iter()
+        .next()
+        .map(EntryRow::into_entry)
+        .transpose()
+}
+
 impl PgStore {
     /// Loads `key` from a replica, if one answers with at least what this
     /// process has seen of it; `None`: ask the primary.
-    async fn load_from_replica(
-        &self,
-        key: &Key,
-    ) -> Option<Result<Option<StoredEntry>, StoreError>> {
+    async fn load_from_replica(&self, key: &Key) -> Option<Option<StoredEntry>> {
         let replicas = self.replica_set()?;
         // Without the LISTEN connection, changes may go unheard: the
         // floors may be behind, and only the primary is sure.
@@ -72,22 +83,13 @@ impl PgStore {
                 return None;
             }
         }
-        let rows = run_on::<LoadEntry, EntryRow>(&replica.pool, vec![text(key)]).await;
-        let found = match rows.and_then(|rows| {
-            rows.into_iter()
-                .next()
-                .map(EntryRow::into_entry)
-                .transpose()
-        }) {
-            Ok(found) => found,
+        match load_on(&replica.pool, key).await {
+            Ok(found) => replicas.answered(replica, key, found, &self.watchers().floors),
             Err(error) => {
                 replicas.failed(replica, &error);
-                return None;
+                None
             }
-        };
-        replicas
-            .answered(replica, key, found, &self.watchers().floors)
-            .map(Ok)
+        }
     }
 
     /// Remembers the version a write reports, which a replica must reach.
@@ -112,14 +114,9 @@ impl EntryStore for PgStore {
     fn load<'a>(&'a self, key: &'a Key) -> BoxFuture<'a, Result<Option<StoredEntry>, StoreError>> {
         Box::pin(async move {
             if let Some(answer) = self.load_from_replica(key).await {
-                return answer;
+                return Ok(answer);
             }
-            let rows: Vec<EntryRow> = self.run::<LoadEntry, _>(vec![text(key)]).await?;
-            let found = rows
-                .into_iter()
-                .next()
-                .map(EntryRow::into_entry)
-                .transpose()?;
+            let found = load_on(self.pool(), key).await?;
             if let Some(entry) = &found {
                 self.watchers().floors.raise(key.as_str(), entry.version);
             }

@@ -158,6 +158,8 @@ pub(crate) async fn connect(
     target: &Target,
     timeout: Duration,
 ) -> Result<AsyncPgConnection, StoreError> {
+    // One time-out for connecting and subscribing together.
+    let deadline = tokio::time::Instant::now() + timeout;
     let mut conn = target.connect(timeout).await?;
     let listen = async {
         for channel in [CHANNEL, JOBS_CHANNEL, SYNC_CHANNEL] {
@@ -168,7 +170,7 @@ pub(crate) async fn connect(
         }
         Ok::<_, StoreError>(())
     };
-    tokio::time::timeout(timeout, listen)
+    tokio::time::timeout_at(deadline, listen)
         .await
         .map_err(|_| StoreError::unavailable("timed out subscribing to kck's channels"))??;
     Ok(conn)

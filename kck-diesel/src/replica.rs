@@ -55,6 +55,30 @@ impl Floors {
             return;
         }
         let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
+        self.raise_in(&mut seen, key, version);
+    }
+
+    /// Whether a replica's answer for `key` (its version, or `None` for no
+    /// entry) is at least what this process has seen; if it is, the
+    /// answer is seen from now on. One lock for both.
+    pub(crate) fn admit(&self, key: &str, found: Option<Version>) -> bool {
+        let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
+        let floor = seen
+            .get(key)
+            .copied()
+            .unwrap_or_else(|| self.forgotten.load(Ordering::SeqCst));
+        match found {
+            Some(version) if version.0 >= floor => {
+                self.raise_in(&mut seen, key, version);
+                true
+            }
+            Some(_) => false,
+            // Nothing there: right only if nothing was ever seen.
+            None => floor == 0,
+        }
+    }
+
+    fn raise_in(&self, seen: &mut HashMap<String, i64>, key: &str, version: Version) {
         if let Some(floor) = seen.get_mut(key) {
             *floor = (*floor).max(version.0);
             return;
@@ -65,23 +89,6 @@ impl Floors {
             seen.clear();
         }
         seen.insert(key.to_owned(), version.0);
-    }
-
-    /// Whether a replica's answer for `key` (its version, or `None` for no
-    /// entry) is at least what this process has seen.
-    pub(crate) fn accepts(&self, key: &str, found: Option<Version>) -> bool {
-        let floor = self
-            .seen
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(key)
-            .copied()
-            .unwrap_or_else(|| self.forgotten.load(Ordering::SeqCst));
-        match found {
-            Some(version) => version.0 >= floor,
-            // Nothing there: right only if nothing was ever seen.
-            None => floor == 0,
-        }
     }
 }
 
@@ -284,16 +291,17 @@ impl Replicas {
         found: Option<StoredEntry>,
         floors: &Floors,
     ) -> Option<Option<StoredEntry>> {
-        if !replica.healthy.swap(true, Ordering::SeqCst) {
+        // Reads only, on the hot path, unless it was down.
+        if !replica.healthy.load(Ordering::Relaxed) && !replica.healthy.swap(true, Ordering::SeqCst)
+        {
             tracing::info!(target: "kck", replica = %replica.server, "the replica answers again");
         }
-        replica.down_since.store(0, Ordering::Relaxed);
+        if replica.down_since.load(Ordering::Relaxed) != 0 {
+            replica.down_since.store(0, Ordering::Relaxed);
+        }
         let version = found.as_ref().map(|entry| entry.version);
-        if floors.accepts(key.as_str(), version) {
+        if floors.admit(key.as_str(), version) {
             replica.reads.fetch_add(1, Ordering::Relaxed);
-            if let Some(version) = version {
-                floors.raise(key.as_str(), version);
-            }
             Some(found)
         } else {
             replica.behind.fetch_add(1, Ordering::Relaxed);
@@ -349,19 +357,19 @@ mod tests {
         let floors = Floors::default();
         floors.enable();
         // Never seen: anything goes, even nothing.
-        assert!(floors.accepts("a/1", None));
-        assert!(floors.accepts("a/1", Some(Version(3))));
+        assert!(floors.admit("a/1", None));
+        assert!(floors.admit("a/1", Some(Version(3))));
         floors.raise("a/1", Version(5));
-        assert!(!floors.accepts("a/1", Some(Version(4))));
+        assert!(!floors.admit("a/1", Some(Version(4))));
         assert!(
-            !floors.accepts("a/1", None),
+            !floors.admit("a/1", None),
             "seen, so it exists or was removed later"
         );
-        assert!(floors.accepts("a/1", Some(Version(5))));
-        assert!(floors.accepts("a/1", Some(Version(9))));
+        assert!(floors.admit("a/1", Some(Version(5))));
+        assert!(floors.admit("a/1", Some(Version(9))));
         floors.raise("a/1", Version(2));
         assert!(
-            !floors.accepts("a/1", Some(Version(4))),
+            !floors.admit("a/1", Some(Version(4))),
             "a floor never goes down"
         );
     }
@@ -379,11 +387,11 @@ mod tests {
         floors.raise("newcomer/1", Version(1));
         let newest = Version(i64::try_from(MAX_FLOORS).unwrap_or(0));
         assert!(
-            !floors.accepts("k/7", Some(Version(8))),
+            !floors.admit("k/7", Some(Version(8))),
             "forgotten: the bound applies"
         );
-        assert!(floors.accepts("k/7", Some(newest)));
-        assert!(!floors.accepts("never/1", None));
-        assert!(floors.accepts("newcomer/1", Some(Version(1))), "remembered");
+        assert!(floors.admit("k/7", Some(newest)));
+        assert!(!floors.admit("never/1", None));
+        assert!(floors.admit("newcomer/1", Some(Version(1))), "remembered");
     }
 }
