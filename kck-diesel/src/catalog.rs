@@ -4,18 +4,18 @@
 
 use diesel::QueryableByName;
 use diesel::pg::sql_types::Record;
-use diesel::sql_types::{Array, BigInt, Bool, Nullable, Text};
+use diesel::sql_types::{Array, BigInt, Bool, Bytea, Nullable, Text};
 use futures_util::future::BoxFuture;
 use kck_core::Key;
 use kck_core::clock::Timestamp;
 use kck_core::storage::{
-    Catalog, Census, KeyJobs, Neighbour, ProductPage, ProductQuery, ProductRecord, ProductState,
-    ProductSummary, StoreError, Version,
+    Catalog, Census, Entry, KeyJobs, Neighbour, ProductPage, ProductQuery, ProductRecord,
+    ProductState, ProductSummary, StoreError, Version,
 };
 
 use crate::convert::{corrupt, parse_key, to_pg};
 use crate::queue_sql::{AnyJobRow, JobRecord, JobRecordType};
-use crate::sql::{EntryRow, KeyRow};
+use crate::sql::{EdgeRow, EntryRow, KeyRow};
 use crate::statement::{Bind, Sql, statements};
 use crate::store::PgStore;
 
@@ -165,6 +165,17 @@ statements! {
          FROM kck_entries e WHERE e.key = {}"
     );
 
+    /// Entries with their values and dependencies, in listing order.
+    /// Binds: the cursor's primer and key ('' for the first page), how
+    /// many.
+    EntriesAfter = "SELECT e.key, e.version, e.value::text AS value, e.computed_at, e.changed_at, \
+                    e.stale_at, e.refresh_at, e.expires_at, e.content_hash, e.code_version, \
+                    e.compute_micros, e.error_message, e.error_at, e.error_attempts, e.read_at, \
+                    ARRAY(SELECT ROW(d.dependency, d.seen) FROM kck_edges d \
+                          WHERE d.dependent = e.key ORDER BY d.position) AS dependencies \
+                    FROM kck_entries e WHERE (e.primer, e.key) > ({}, {}) \
+                    ORDER BY e.primer, e.key LIMIT {}";
+
     /// A page of products of every primer.
     PageAll = page!(scanned_all!("*"));
     /// A page of one primer's products.
@@ -211,6 +222,33 @@ impl SummaryRow {
             state,
             size: self.size.unsigned_abs(),
         })
+    }
+}
+
+/// An entry, its value and what it read: `(key, seen)` in first-read order.
+#[derive(Debug, QueryableByName)]
+struct ExportRow {
+    #[diesel(embed)]
+    entry: EntryRow,
+    #[diesel(sql_type = Array<Record<(Text, Nullable<Bytea>)>>)]
+    dependencies: Vec<(String, Option<Vec<u8>>)>,
+}
+
+impl ExportRow {
+    fn into_entry(self) -> Result<(Version, Entry), StoreError> {
+        let dependencies = self
+            .dependencies
+            .into_iter()
+            .map(|(key, seen)| EdgeRow { key, seen }.into_edge())
+            .collect::<Result<Vec<_>, _>>()?;
+        let stored = self.entry.into_entry()?;
+        let entry = Entry {
+            key: stored.key,
+            value: stored.value,
+            meta: stored.meta,
+            dependencies,
+        };
+        Ok((stored.version, entry))
     }
 }
 
@@ -390,6 +428,22 @@ impl Catalog for PgStore {
                 Some(_) => self.page::<PagePrimer, ScanEndPrimer>(query).await,
                 None => self.page::<PageAll, ScanEndAll>(query).await,
             }
+        })
+    }
+
+    fn entries<'a>(
+        &'a self,
+        after: Option<&'a Key>,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<(Version, Entry)>, StoreError>> {
+        Box::pin(async move {
+            let binds = vec![
+                Bind::Text(after.map_or_else(String::new, |key| key.primer().to_owned())),
+                Bind::Text(after.map_or_else(String::new, |key| key.as_str().to_owned())),
+                Bind::BigInt(count(limit)),
+            ];
+            let rows: Vec<ExportRow> = self.run::<EntriesAfter, _>(binds).await?;
+            rows.into_iter().map(ExportRow::into_entry).collect()
         })
     }
 

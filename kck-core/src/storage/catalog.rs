@@ -14,7 +14,7 @@ use std::str::FromStr;
 use futures_util::future::BoxFuture;
 
 use super::common::{StoreError, Version};
-use super::entries::EntryMeta;
+use super::entries::{Entry, EntryMeta};
 use super::queue::KeyJobs;
 use crate::clock::Timestamp;
 use crate::key::Key;
@@ -64,6 +64,18 @@ pub trait Catalog: Send + Sync + 'static {
         key: &'a Key,
         now: Timestamp,
     ) -> BoxFuture<'a, Result<Option<ProductRecord>, StoreError>>;
+
+    /// Up to `limit` entries after the key `after` (`None`: from the
+    /// first), in listing order, each with its version, its value as
+    /// stored, its metadata and its dependencies (in first-read order).
+    /// Going through a store page by page with it, as `kck dump` does,
+    /// takes memory bounded by the page, whatever the store's size; an
+    /// entry written meanwhile is seen or not, each at one version.
+    fn entries<'a>(
+        &'a self,
+        after: Option<&'a Key>,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<(Version, Entry)>, StoreError>>;
 
     /// How many entries of `primer` are in each state at `now`, counting
     /// at most `cap` entries ([`Census::complete`] says whether that was

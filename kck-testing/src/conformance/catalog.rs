@@ -240,6 +240,68 @@ pub async fn check_catalog(storage: &Storage) {
     drop(watchers);
 }
 
+/// Every entry, paged through two at a time: each once, in listing order,
+/// as `load` and `dependencies` see it.
+async fn check_entries(catalog: &dyn Catalog, storage: &Storage) {
+    let mut exported = Vec::new();
+    let mut after: Option<Key> = None;
+    loop {
+        let page = catalog
+            .entries(after.as_ref(), 2)
+            .await
+            .unwrap_or_else(|e| panic!("entries: {e}"));
+        assert!(page.len() <= 2, "a page of entries holds at most its limit");
+        let Some((_, last)) = page.last() else { break };
+        after = Some(last.key.clone());
+        exported.extend(page);
+    }
+    let mut listing = Vec::new();
+    let mut next = None;
+    loop {
+        let page = products(catalog, query(at(100), None, next, 1000)).await;
+        listing.extend(listed(&page));
+        match page.next {
+            Some(key) => next = Some(key),
+            None => break,
+        }
+    }
+    let keys: Vec<Key> = exported
+        .iter()
+        .map(|(_, entry)| entry.key.clone())
+        .collect();
+    assert_eq!(keys, listing, "entries come once each, in listing order");
+    for (version, entry) in &exported {
+        let stored = storage
+            .entries()
+            .load(&entry.key)
+            .await
+            .unwrap_or_else(|e| panic!("load: {e}"))
+            .unwrap_or_else(|| panic!("{} is exported but not stored", entry.key));
+        assert_eq!(
+            (*version, &entry.value, &entry.meta),
+            (stored.version, &stored.value, &stored.meta),
+            "{} is exported as stored",
+            entry.key
+        );
+        let dependencies = storage
+            .entries()
+            .dependencies(&entry.key)
+            .await
+            .unwrap_or_else(|e| panic!("dependencies: {e}"));
+        assert_eq!(
+            entry.dependencies, dependencies,
+            "{} is exported with its dependencies",
+            entry.key
+        );
+    }
+    assert!(
+        exported
+            .iter()
+            .any(|(_, entry)| !entry.dependencies.is_empty()),
+        "the entries include one with dependencies"
+    );
+}
+
 /// The detail of an entry that read three others (a current one, a
 /// changed one and a missing one, in that order of reading) and of what it
 /// read.
@@ -363,6 +425,7 @@ async fn check_detail(
         "a dependent that saw an older value"
     );
     assert_eq!(detail(gone).await, None, "no detail of a missing entry");
+    check_entries(catalog, storage).await;
     let _ = storage.entries().remove(&reader).await;
     if let Some(queue) = storage.queue()
         && let Ok(KeyJobs {

@@ -454,6 +454,26 @@ impl Catalog for MemoryStore {
         Box::pin(ready(Ok(page)))
     }
 
+    fn entries<'a>(
+        &'a self,
+        after: Option<&'a Key>,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<(Version, Entry)>, StoreError>> {
+        let from = match after {
+            Some(after) => Bound::Excluded(Listed(after.clone())),
+            None => Bound::Unbounded,
+        };
+        let state = self.lock();
+        let entries = state
+            .listed
+            .range((from, Bound::Unbounded))
+            .filter_map(|listed| state.entries.get(&listed.0).cloned())
+            .take(limit)
+            .collect();
+        drop(state);
+        Box::pin(ready(Ok(entries)))
+    }
+
     fn product<'a>(
         &'a self,
         key: &'a Key,
