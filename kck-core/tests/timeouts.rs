@@ -17,8 +17,8 @@ async fn stuck(ctx: &kck_core::Ctx, name: String) -> Result<i64, SourceDown> {
     source(ctx).read(&name).await
 }
 
-/// Starts a worker with a job time-out of `timeout` (retries an hour apart,
-/// an hour's grace period on shutdown) and a job of `key`, whose source
+/// Starts a worker with a job time-out of `timeout` (retries an hour apart)
+/// and a grace period of `grace` on shutdown, and a job of `key`, whose source
 /// hangs; returns once the computation started, with the worker's stop
 /// signal and task.
 async fn hang_a_job(
@@ -26,6 +26,7 @@ async fn hang_a_job(
     source: &Source,
     key: &kck_core::Key,
     timeout: Duration,
+    grace: Duration,
 ) -> (
     tokio::sync::oneshot::Sender<()>,
     tokio::task::JoinHandle<Result<(), kck_core::Error>>,
@@ -36,7 +37,7 @@ async fn hang_a_job(
         .concurrency(1)
         .job_timeout(timeout)
         .retries(3, Duration::from_secs(3600), Duration::from_secs(3600))
-        .grace_period(Duration::from_secs(3600))
+        .grace_period(grace)
         .shutdown(async move {
             let _ = stopped.await;
         })
@@ -62,7 +63,8 @@ async fn a_hung_refresh_is_stopped_at_the_job_timeout(
 ) {
     let key = stuck::key("a".into()).key().clone();
     source.set("a", 1);
-    let (stop, running) = hang_a_job(&test, &source, &key, timeout).await;
+    let (stop, running) =
+        hang_a_job(&test, &source, &key, timeout, Duration::from_secs(3600)).await;
 
     // A read joins the hung computation, and is answered when it is stopped.
     let cache = test.cache().clone();
@@ -142,7 +144,14 @@ async fn a_hung_job_does_not_hold_up_shutdown_past_its_timeout() {
     let source = Source::new();
     let test = common::on_memory(&source);
     let key = stuck::key("b".into()).key().clone();
-    let (stop, running) = hang_a_job(&test, &source, &key, Duration::from_secs(60)).await;
+    let (stop, running) = hang_a_job(
+        &test,
+        &source,
+        &key,
+        Duration::from_secs(60),
+        Duration::from_secs(3600),
+    )
+    .await;
     stop.send(()).expect("the worker listens");
     let started = tokio::time::Instant::now();
     let stopped = running.await.expect("the worker does not panic");
@@ -150,4 +159,32 @@ async fn a_hung_job_does_not_hold_up_shutdown_past_its_timeout() {
     assert!(started.elapsed() <= Duration::from_secs(60));
     // Nothing of the computation is left running.
     test.cache().wait_idle().await;
+}
+
+/// A job still running when the grace period ends is stopped and given
+/// back to the queue, pending and due, its attempt not counted: the next
+/// worker takes it at once instead of waiting for its claim to run out.
+#[tokio::test(start_paused = true)]
+async fn a_job_still_running_after_the_grace_period_is_given_back() {
+    let source = Source::new();
+    let test = common::on_memory(&source);
+    let key = stuck::key("c".into()).key().clone();
+    let (stop, running) = hang_a_job(
+        &test,
+        &source,
+        &key,
+        Duration::from_secs(3600),
+        Duration::from_secs(5),
+    )
+    .await;
+    stop.send(()).expect("the worker listens");
+    running
+        .await
+        .expect("the worker does not panic")
+        .expect("the worker stops cleanly");
+    let jobs = test.queue().jobs_of(&key).await.expect("the queue answers");
+    assert!(jobs.running.is_empty(), "no claim is left: {jobs:?}");
+    let pending = jobs.pending.expect("the job is pending again");
+    assert_eq!(pending.attempts, 0, "the stopped attempt does not count");
+    assert!(pending.due_at <= test.now(), "and it is due");
 }

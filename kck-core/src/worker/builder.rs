@@ -99,8 +99,9 @@ impl WorkerBuilder {
     }
 
     /// How long [`Worker::run`] waits for running jobs after the shutdown
-    /// signal (default 30 s); jobs still running then are dropped, and their
-    /// claims run out and are claimed again.
+    /// signal (default 30 s); jobs still running then are stopped and given
+    /// back to the queue (due, their attempt not counted), for the next
+    /// worker to claim at once.
     pub fn grace_period(mut self, grace: Duration) -> Self {
         self.config.grace = grace;
         self

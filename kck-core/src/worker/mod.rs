@@ -5,6 +5,7 @@
 
 mod builder;
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
@@ -95,7 +96,7 @@ impl Worker {
             Some(signal) => signal,
             None => Box::pin(std::future::pending()),
         };
-        let mut running: JoinSet<Option<Claim>> = JoinSet::new();
+        let mut running = Running::default();
         // Jobs done, to complete with the next claim: one round trip settles
         // a batch of finished jobs and takes new ones.
         let mut done: Vec<Claim> = Vec::new();
@@ -125,7 +126,8 @@ impl Worker {
                 }
                 for job in jobs {
                     claimed = true;
-                    running.spawn(process(cache.clone(), config.clone(), job));
+                    let claim = job.claim.clone();
+                    running.spawn(process(cache.clone(), config.clone(), job), claim);
                 }
             }
             if source.is_local() && !claimed && running.is_empty() && done.is_empty() {
@@ -150,17 +152,23 @@ impl Worker {
                 () = tokio::time::sleep(idle) => {}
             }
         }
-        // Let running jobs finish; the ones that do not in time are dropped,
-        // and their claims run out and are claimed again.
+        // Let running jobs finish; the ones that do not in time are stopped
+        // and given back to the queue, to be claimed again at once.
         let finished = tokio::time::timeout(config.grace, async {
             while let Some(finished) = running.join_next().await {
                 note_finished(finished, &mut done, &mut done_since);
             }
         });
-        if finished.await.is_err() {
-            running.abort_all();
-        }
+        let late = if finished.await.is_err() {
+            running.abort_all(&mut done, &mut done_since).await
+        } else {
+            Vec::new()
+        };
         if let Some(cache) = source.get() {
+            for claim in &late {
+                // A claim that cannot be given back runs out instead.
+                let _ = cache.inner.ports.queue.release(claim).await;
+            }
             settle_and_claim(&cache, &config, &done, 0).await;
         }
         Ok(())
@@ -237,6 +245,71 @@ async fn settle_and_claim(
 }
 
 /// Takes a finished job's claim to complete, if it is done.
+/// The jobs a worker runs, with their claims.
+#[derive(Default)]
+struct Running {
+    tasks: JoinSet<Option<Claim>>,
+    claims: HashMap<tokio::task::Id, Claim>,
+}
+
+/// A job's end, as [`JoinSet`] reports it.
+type Finished = Result<Option<Claim>, tokio::task::JoinError>;
+
+impl Running {
+    fn spawn(&mut self, job: impl Future<Output = Option<Claim>> + Send + 'static, claim: Claim) {
+        let id = self.tasks.spawn(job).id();
+        self.claims.insert(id, claim);
+    }
+
+    fn len(&self) -> usize {
+        self.tasks.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.tasks.is_empty()
+    }
+
+    fn ended(
+        &mut self,
+        finished: Result<(tokio::task::Id, Option<Claim>), tokio::task::JoinError>,
+    ) -> Finished {
+        let id = match &finished {
+            Ok((id, _)) => *id,
+            Err(error) => error.id(),
+        };
+        self.claims.remove(&id);
+        finished.map(|(_, claim)| claim)
+    }
+
+    fn try_join_next(&mut self) -> Option<Finished> {
+        let finished = self.tasks.try_join_next_with_id()?;
+        Some(self.ended(finished))
+    }
+
+    async fn join_next(&mut self) -> Option<Finished> {
+        let finished = self.tasks.join_next_with_id().await?;
+        Some(self.ended(finished))
+    }
+
+    /// Stops every job still running and returns their claims; the jobs
+    /// that ended meanwhile are noted as [`note_finished`] does.
+    async fn abort_all(
+        &mut self,
+        done: &mut Vec<Claim>,
+        since: &mut Option<Instant>,
+    ) -> Vec<Claim> {
+        self.tasks.abort_all();
+        let mut late = Vec::new();
+        while let Some(finished) = self.tasks.join_next_with_id().await {
+            match finished {
+                Err(error) if error.is_cancelled() => late.extend(self.claims.remove(&error.id())),
+                finished => note_finished(self.ended(finished), done, since),
+            }
+        }
+        late
+    }
+}
+
 fn note_finished(
     finished: Result<Option<Claim>, tokio::task::JoinError>,
     done: &mut Vec<Claim>,
