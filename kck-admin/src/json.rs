@@ -25,7 +25,7 @@ fn reasons(reasons: &[RefreshReason]) -> Vec<String> {
 
 /// A product as listed.
 #[derive(Debug, Serialize)]
-pub(crate) struct Product {
+pub struct Product {
     key: String,
     primer: String,
     version: i64,
@@ -83,7 +83,7 @@ impl From<&ProductSummary> for Product {
 
 /// A page of products.
 #[derive(Debug, Serialize)]
-pub(crate) struct Page {
+pub struct Page {
     products: Vec<Product>,
     /// The `after` of the next page; `null` at the end.
     next: Option<String>,
@@ -100,7 +100,7 @@ impl From<&ProductPage> for Page {
 
 /// One product with its value, neighbours and jobs.
 #[derive(Debug, Serialize)]
-pub(crate) struct Detail {
+pub struct Detail {
     #[serde(flatten)]
     product: Product,
     value: serde_json::Value,
@@ -159,8 +159,9 @@ impl From<&KeyJobs> for KeyJobsJson {
     }
 }
 
+/// A pending job.
 #[derive(Debug, Serialize)]
-pub(crate) struct Pending {
+pub struct Pending {
     id: i64,
     key: String,
     due_at: String,
@@ -186,8 +187,9 @@ impl From<&PendingJob> for Pending {
     }
 }
 
+/// A running job.
 #[derive(Debug, Serialize)]
-pub(crate) struct Running {
+pub struct Running {
     id: i64,
     key: String,
     worker: String,
@@ -215,8 +217,9 @@ impl From<&RunningJob> for Running {
     }
 }
 
+/// A job kept as failed.
 #[derive(Debug, Serialize)]
-pub(crate) struct Failed {
+pub struct Failed {
     id: i64,
     key: String,
     attempts: u32,
@@ -238,7 +241,7 @@ impl From<&FailedJob> for Failed {
 
 /// The queue's jobs.
 #[derive(Debug, Serialize)]
-pub(crate) struct JobsJson {
+pub struct JobsJson {
     pending: Vec<Pending>,
     running: Vec<Running>,
     failed: Vec<Failed>,
@@ -256,7 +259,7 @@ impl From<&Jobs> for JobsJson {
 
 /// A primer with its policy and counts.
 #[derive(Debug, Serialize)]
-pub(crate) struct Primer {
+pub struct Primer {
     name: &'static str,
     template: &'static str,
     params: &'static [&'static str],
@@ -325,7 +328,7 @@ impl From<&PrimerSummary> for Primer {
 
 /// The graph around a product.
 #[derive(Debug, Serialize)]
-pub(crate) struct GraphJson {
+pub struct GraphJson {
     nodes: Vec<Node>,
     /// `[dependent, dependency]` pairs.
     edges: Vec<[String; 2]>,
@@ -365,7 +368,7 @@ impl From<&Graph> for GraphJson {
 
 /// The primers and their declared dependencies.
 #[derive(Debug, Serialize)]
-pub(crate) struct PrimerGraphJson {
+pub struct PrimerGraphJson {
     primers: Vec<&'static str>,
     /// `[primer, dependency]` pairs.
     edges: Vec<[&'static str; 2]>,

@@ -119,7 +119,7 @@
 mod api;
 mod config;
 mod error;
-mod json;
+pub mod json;
 mod metrics;
 mod page;
 
