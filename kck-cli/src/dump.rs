@@ -549,6 +549,8 @@ pub(crate) async fn load_command(
     args: &LoadArgs,
 ) -> Result<(), CliError> {
     let started = Instant::now();
+    // Caught from now on: a signal stops the load between two entries.
+    let mut interrupt = Interrupt::new();
     let registry = cache.registry();
     let total = {
         let path = args.file.clone();
@@ -567,7 +569,6 @@ pub(crate) async fn load_command(
     if out.is_json() {
         bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
-    let mut interrupt = Interrupt::new();
     let loaded = load_checked(
         &args.file,
         registry,

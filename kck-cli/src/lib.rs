@@ -298,7 +298,7 @@ pub async fn try_execute(
 ) -> Result<(), CliError> {
     let cache = open(options, builder).await?;
     let out = Out::new(options.json);
-    match command {
+    let done = match command {
         Command::Serve(args) => process::serve(&cache, &args).await,
         Command::Worker(args) => process::worker(&cache, &args).await,
         Command::Status => inspect::status(&cache, &out).await,
@@ -316,8 +316,16 @@ pub async fn try_execute(
         Command::Warm { primer } => act::warm(&cache, &out, &primer).await,
         Command::Dump { file } => dump::dump_command(&cache, &out, &file).await,
         Command::Load(args) => dump::load_command(&cache, &out, &args).await,
-    }
+    };
+    // A computation delivers its value before it gives its lease back and
+    // tells its dependents: let that finish before the process ends, or
+    // the product looks computed by someone until the lease runs out.
+    let _ = tokio::time::timeout(SETTLE, cache.wait_idle()).await;
+    done
 }
+
+/// How long a command waits, once done, for its computations to settle.
+const SETTLE: Duration = Duration::from_secs(10);
 
 /// The cache the commands work on: the application's, on the store the
 /// options name, with no worker or scheduler of its own (`worker` runs
