@@ -16,10 +16,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use axum::extract::{Path, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
 use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 
 use crate::{Report, Sale, registers};
 
@@ -52,10 +57,10 @@ pub struct Fleet {
     day: NaiveDate,
     latency: Duration,
     down: AtomicBool,
-    state: Mutex<State>,
+    state: Mutex<Sales>,
 }
 
-struct State {
+struct Sales {
     sales: Vec<Sale>,
     random: u64,
 }
@@ -68,7 +73,7 @@ impl Fleet {
             day,
             latency,
             down: AtomicBool::new(false),
-            state: Mutex::new(State {
+            state: Mutex::new(Sales {
                 sales: Vec::new(),
                 random: 0x2545_f491_4f6c_dd1d,
             }),
@@ -79,7 +84,7 @@ impl Fleet {
         Arc::new(fleet)
     }
 
-    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+    fn state(&self) -> std::sync::MutexGuard<'_, Sales> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -164,37 +169,24 @@ impl Fleet {
         self.down.store(down, Ordering::SeqCst);
     }
 
-    /// Answers a request path: status and JSON body.
-    fn answer(&self, path: &str) -> (u16, String) {
-        if self.down.load(Ordering::SeqCst) {
-            return (503, "{\"error\":\"the fleet service is down\"}".to_owned());
-        }
-        let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
-        let json = |value: Result<String, serde_json::Error>| match value {
-            Ok(body) => (200, body),
-            Err(error) => (500, format!("{{\"error\":\"{error}\"}}")),
-        };
-        match parts.as_slice() {
-            ["sales", register, day] => match (register.parse(), day.parse()) {
-                (Ok(register), Ok(day)) => {
-                    json(serde_json::to_string(&self.sales_of(register, day)))
-                }
-                _ => (400, "{\"error\":\"bad register or day\"}".to_owned()),
-            },
-            ["since", seq] => match seq.parse() {
-                Ok(seq) => json(serde_json::to_string(&self.since(seq))),
-                Err(_) => (400, "{\"error\":\"bad sequence number\"}".to_owned()),
-            },
-            ["last"] => json(serde_json::to_string(&self.count())),
-            ["status", register] => match register.parse() {
-                Ok(register) => json(serde_json::to_string(&self.status(register))),
-                Err(_) => (400, "{\"error\":\"bad register\"}".to_owned()),
-            },
-            _ => (404, "{\"error\":\"no such resource\"}".to_owned()),
-        }
+    /// The fleet's HTTP API, as an axum router: `GET /sales/{register}/{day}`,
+    /// `/since/{seq}` (the feed of new sales), `/last` (how many so far),
+    /// `/status/{register}`. Every answer waits the fleet's latency; while
+    /// the fleet is down, every request answers 503.
+    pub fn router(self: &Arc<Self>) -> Router {
+        Router::new()
+            .route("/sales/{register}/{day}", get(sales))
+            .route("/since/{seq}", get(since))
+            .route("/last", get(last))
+            .route("/status/{register}", get(status))
+            .layer(middleware::from_fn_with_state(
+                self.clone(),
+                slow_and_fragile,
+            ))
+            .with_state(self.clone())
     }
 
-    /// Serves the fleet on a local port; returns its address.
+    /// Serves [`Fleet::router`] on a local port; returns its address.
     ///
     /// # Errors
     ///
@@ -202,36 +194,51 @@ impl Fleet {
     pub async fn serve(self: &Arc<Self>) -> std::io::Result<SocketAddr> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let address = listener.local_addr()?;
-        let fleet = self.clone();
-        tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                tokio::spawn(fleet.clone().handle(stream));
-            }
-        });
+        let app = self.router();
+        tokio::spawn(async move { axum::serve(listener, app).await });
         Ok(address)
     }
+}
 
-    async fn handle(self: Arc<Self>, mut stream: TcpStream) {
-        let mut request = Vec::new();
-        let mut buffer = [0u8; 1024];
-        while !request.windows(4).any(|w| w == b"\r\n\r\n") && request.len() < 8192 {
-            match stream.read(&mut buffer).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => request.extend_from_slice(&buffer[..n]),
-            }
-        }
-        let text = String::from_utf8_lossy(&request);
-        let (status, body) = match text.split_whitespace().collect::<Vec<_>>().as_slice() {
-            ["GET", path, ..] => self.answer(path),
-            _ => (405, "{\"error\":\"only GET\"}".to_owned()),
-        };
-        tokio::time::sleep(self.latency).await;
-        let response = format!(
-            "HTTP/1.1 {status} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-            if status == 200 { "OK" } else { "Error" },
-            body.len()
-        );
-        let _ = stream.write_all(response.as_bytes()).await;
-        let _ = stream.shutdown().await;
+/// An error answer: a status and `{"error": …}`.
+fn error(status: StatusCode, message: &str) -> Response {
+    (status, Json(serde_json::json!({ "error": message }))).into_response()
+}
+
+/// The fleet's latency on every answer, and its outages.
+async fn slow_and_fragile(
+    State(fleet): State<Arc<Fleet>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    tokio::time::sleep(fleet.latency).await;
+    if fleet.down.load(Ordering::SeqCst) {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "the fleet service is down");
     }
+    next.run(request).await
+}
+
+async fn sales(
+    State(fleet): State<Arc<Fleet>>,
+    Path((register, day)): Path<(u32, String)>,
+) -> Response {
+    match day.parse::<NaiveDate>() {
+        Ok(day) => Json(fleet.sales_of(register, day)).into_response(),
+        Err(_) => error(StatusCode::BAD_REQUEST, "bad day: expected YYYY-MM-DD"),
+    }
+}
+
+async fn since(State(fleet): State<Arc<Fleet>>, Path(seq): Path<u64>) -> Json<Vec<Sale>> {
+    Json(fleet.since(seq))
+}
+
+async fn last(State(fleet): State<Arc<Fleet>>) -> Json<u64> {
+    Json(fleet.count())
+}
+
+async fn status(
+    State(fleet): State<Arc<Fleet>>,
+    Path(register): Path<u32>,
+) -> Json<RegisterStatus> {
+    Json(fleet.status(register))
 }

@@ -31,9 +31,9 @@ use kck_core::augment::{Augment, AugmentFrom, Augmented};
 use kck_core::{Cache, Ctx, primer};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 pub mod fleet;
+pub mod service;
 
 pub use fleet::{Fleet, RegisterStatus};
 
@@ -131,16 +131,22 @@ impl Report {
 #[error("the register fleet: {0}")]
 pub struct FleetError(String);
 
-/// The fleet's HTTP service, as primers reach it: in the cache's state.
+/// The fleet's HTTP service, as primers reach it: in the cache's state. One
+/// [`reqwest::Client`], whose connections are kept alive and shared by
+/// every import.
 #[derive(Debug, Clone)]
 pub struct FleetApi {
-    address: SocketAddr,
+    base: String,
+    client: reqwest::Client,
 }
 
 impl FleetApi {
     /// The service at `address`.
     pub fn new(address: SocketAddr) -> Self {
-        FleetApi { address }
+        FleetApi {
+            base: format!("http://{address}"),
+            client: reqwest::Client::new(),
+        }
     }
 
     /// `GET path`, decoded from JSON.
@@ -150,30 +156,23 @@ impl FleetApi {
     /// If the service cannot be reached, answers with another status than
     /// 200, or with a body that does not decode.
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, FleetError> {
-        let address = self.address;
-        let failed = |reason: String| FleetError(format!("{address}: {reason}"));
-        let mut stream = tokio::net::TcpStream::connect(self.address)
+        let url = format!("{}{path}", self.base);
+        let failed = |reason: String| FleetError(format!("GET {url}: {reason}"));
+        let response = self
+            .client
+            .get(&url)
+            .send()
             .await
-            .map_err(|error| failed(format!("cannot connect: {error}")))?;
-        let request = format!("GET {path} HTTP/1.1\r\nhost: fleet\r\nconnection: close\r\n\r\n");
-        stream
-            .write_all(request.as_bytes())
-            .await
-            .map_err(|error| failed(format!("cannot send: {error}")))?;
-        let mut response = Vec::new();
-        stream
-            .read_to_end(&mut response)
-            .await
-            .map_err(|error| failed(format!("cannot read the answer: {error}")))?;
-        let text = String::from_utf8_lossy(&response);
-        let (head, body) = text
-            .split_once("\r\n\r\n")
-            .ok_or_else(|| failed("a malformed answer".to_owned()))?;
-        let status = head.split_whitespace().nth(1).unwrap_or("?");
-        if status != "200" {
-            return Err(failed(format!("{path} answered {status}: {body}")));
+            .map_err(|error| failed(error.to_string()))?;
+        let status = response.status();
+        if !status.is_success() {
+            let body = response.text().await.unwrap_or_default();
+            return Err(failed(format!("{status}: {body}")));
         }
-        serde_json::from_str(body).map_err(|error| failed(format!("{path}: {error}")))
+        response
+            .json()
+            .await
+            .map_err(|error| failed(format!("cannot decode the answer: {error}")))
     }
 }
 

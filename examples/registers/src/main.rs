@@ -1,29 +1,33 @@
-//! The cash-register pipeline: `cargo run -p registers`.
+//! The cash-register pipeline as the service our users write:
+//! `cargo run -p registers`.
 //!
-//! Starts a simulated fleet of cash registers behind a local HTTP service,
-//! warms the chain's daily reports up through kck, then follows the new
-//! sales for a while, augmenting the reports in place, and prints a live
-//! summary. At the end, it checks the chain's report against a full recount
-//! of the fleet's sales.
+//! Starts a simulated fleet of cash registers behind its HTTP API, serves
+//! the chain's reports through kck over HTTP (`/chain/report`,
+//! `/stores/{store}/report`, `/top`) with kck's admin page at `/kck`,
+//! warms the reports up, then follows new sales for a while, augmenting the
+//! reports in place, and prints a live summary. At the end, it checks the
+//! chain's report against a full recount of the fleet's sales.
 //!
-//! Options: `--seconds N` (how long to follow new sales; default 15),
-//! `--rate N` (new sales per second; default 40), `--admin ADDR` (serve
-//! kck's admin page and API on `ADDR`, for example `127.0.0.1:8080`, and
-//! keep serving after the run until Ctrl-C; with the tokens of
-//! `KCK_ADMIN_TOKENS`, or without auth on a loopback address). With
-//! `KCK_DATABASE_URL` set, the cache lives in PostgreSQL and two worker
-//! processes (this program, run as `registers worker`) do the refreshing.
+//! `--seconds N` (how long to follow new sales; default 15), `--rate N`
+//! (new sales per second; default 40), `--addr ADDR` (where to serve;
+//! default a free port on 127.0.0.1), `--serve` (keep serving after the
+//! run, until Ctrl-C). With `KCK_DATABASE_URL` set, the cache lives in
+//! PostgreSQL and two worker processes (this program, as
+//! `registers worker`) do the refreshing. kck's commands are this
+//! program's too: `registers status`, `registers explain chain_report/2026-11-26`,
+//! `registers --help`.
 
 use std::io::Write as _;
 use std::net::SocketAddr;
+use std::process::ExitCode;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::NaiveDate;
+use clap::Parser;
 use kck_core::event::{Event, EventKind};
-use kck_core::refresh::{Scheduler, Worker};
 use kck_core::{Cache, CacheBuilder};
 use registers::{
     Fleet, FleetApi, Followed, REGISTERS_PER_STORE, STORES, chain_report, dollars, follow_sales,
@@ -58,59 +62,66 @@ impl Stats {
     }
 }
 
-struct Options {
+/// The pipeline's options, kck's options, and kck's commands.
+#[derive(Parser)]
+#[command(
+    name = "registers",
+    about = "The cash-register pipeline, served over HTTP by kck; with a command, kck's command line on its primers."
+)]
+struct Args {
+    #[command(flatten)]
+    kck: kck_cli::Options,
+    #[command(flatten)]
+    run: RunArgs,
+    /// Without a command: run the pipeline
+    #[command(subcommand)]
+    command: Option<kck_cli::Command>,
+}
+
+/// The pipeline's options.
+#[derive(clap::Args)]
+struct RunArgs {
+    /// How long to follow new sales, in seconds
+    #[arg(long, default_value_t = 15, value_name = "N")]
     seconds: u64,
+    /// New sales a second
+    #[arg(long, default_value_t = 40, value_parser = clap::value_parser!(u64).range(1..), value_name = "N")]
     rate: u64,
-    admin: Option<SocketAddr>,
+    /// Where to serve the reports and kck's admin page (without tokens in
+    /// KCK_ADMIN_TOKENS, a loopback address only)
+    #[arg(long, default_value = "127.0.0.1:0", value_name = "ADDR")]
+    addr: SocketAddr,
+    /// Keep serving after the run, until Ctrl-C
+    #[arg(long)]
+    serve: bool,
 }
 
-fn options() -> Result<Options, BoxError> {
-    let mut options = Options {
-        seconds: 15,
-        rate: 40,
-        admin: None,
-    };
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        let mut value = |name: &str| -> Result<u64, BoxError> {
-            let text = args.next().ok_or(format!("{name} needs a number"))?;
-            Ok(text
-                .parse()
-                .map_err(|_| format!("{name}: not a number: {text}"))?)
-        };
-        match arg.as_str() {
-            "--seconds" => options.seconds = value("--seconds")?,
-            "--rate" => options.rate = value("--rate")?.max(1),
-            "--admin" => {
-                let text = args.next().ok_or("--admin needs an address")?;
-                options.admin = Some(
-                    text.parse()
-                        .map_err(|_| format!("--admin: not an address: {text}"))?,
-                );
-            }
-            other => {
-                return Err(format!(
-                    "unknown argument `{other}` (try --seconds N, --rate N, --admin ADDR)"
-                )
-                .into());
-            }
-        }
-    }
-    Ok(options)
-}
-
-fn database_url() -> Option<String> {
-    std::env::var("KCK_DATABASE_URL")
-        .ok()
-        .filter(|url| !url.is_empty())
-}
+/// The environment variable that tells `registers worker` where the fleet is.
+const FLEET_ENV: &str = "REGISTERS_FLEET";
 
 #[tokio::main]
-async fn main() -> Result<(), BoxError> {
-    if std::env::args().nth(1).as_deref() == Some("worker") {
-        return worker().await;
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    if let Some(command) = args.command {
+        // kck's commands, on this program's primers; the fleet, for those
+        // that compute, from REGISTERS_FLEET (set for the worker processes
+        // the pipeline starts).
+        let mut builder = Cache::builder();
+        if let Some(address) = std::env::var(FLEET_ENV).ok().and_then(|a| a.parse().ok()) {
+            builder = builder.state(FleetApi::new(address));
+        }
+        return kck_cli::execute(&args.kck, command, builder).await;
     }
-    let options = options()?;
+    match pipeline(&args.kck, &args.run).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn pipeline(kck: &kck_cli::Options, options: &RunArgs) -> Result<(), BoxError> {
     let day = NaiveDate::from_ymd_opt(2026, 11, 26).ok_or("invalid date")?;
     let fleet = Fleet::new(day, 2_000, Duration::from_millis(40));
     let address = fleet.serve().await?;
@@ -120,7 +131,7 @@ async fn main() -> Result<(), BoxError> {
     let registers_count = registers().count();
     let mut builder = stats.listen(Cache::builder().state(api.clone()));
     let mut workers = Vec::new();
-    match database_url() {
+    match database_url(kck)? {
         Some(url) => {
             println!(
                 "kck cash-register pipeline: {STORES} stores x {REGISTERS_PER_STORE} registers, on PostgreSQL, with 2 worker processes"
@@ -130,10 +141,12 @@ async fn main() -> Result<(), BoxError> {
                 .local_worker(false);
             for _ in 0..2 {
                 workers.push(
+                    // kck's `worker` command, on this program's primers.
                     tokio::process::Command::new(std::env::current_exe()?)
-                        .arg("worker")
-                        .env("REGISTERS_FLEET", address.to_string())
-                        .stdin(Stdio::piped())
+                        .args(["worker", "--no-scheduler"])
+                        .env("KCK_DATABASE_URL", &url)
+                        .env(FLEET_ENV, address.to_string())
+                        .stdout(Stdio::null())
                         .kill_on_drop(true)
                         .spawn()?,
                 );
@@ -143,16 +156,10 @@ async fn main() -> Result<(), BoxError> {
             "kck cash-register pipeline: {STORES} stores x {REGISTERS_PER_STORE} registers, in memory (set KCK_DATABASE_URL for PostgreSQL)"
         ),
     }
-    if options.admin.is_some() {
-        // Before the cache is built: it registers its metrics then.
-        kck_admin::install_metrics()?;
-        builder = builder.metrics();
-    }
-    let cache = builder.build()?;
-    let admin = match options.admin {
-        Some(addr) => Some(serve_admin(&cache, addr).await?),
-        None => None,
-    };
+    // Before the cache is built: it registers its metrics then.
+    kck_admin::install_metrics()?;
+    let cache = builder.metrics().build()?;
+    let server = serve(&cache, &api, day, options.addr).await?;
     if !workers.is_empty() {
         // Each run simulates a new fleet: forget what an earlier run cached.
         forget(&cache, day).await?;
@@ -284,17 +291,17 @@ async fn main() -> Result<(), BoxError> {
         dollars(expected.all.cents),
         stats.drift.load(Ordering::Relaxed),
     );
-    if let Some(admin) = admin {
+    if options.serve {
         println!(
-            "\nthe admin page stays up on http://{}/ ; Ctrl-C to stop",
-            admin.addr
+            "\nstill serving on http://{}/chain/report and http://{}/kck ; Ctrl-C to stop",
+            server.addr, server.addr
         );
         tokio::select! {
-            served = admin.task => served??,
+            served = server.task => served??,
             signal = tokio::signal::ctrl_c() => signal?,
         }
     }
-    drop(workers);
+    stop_workers(workers).await;
     if consistent {
         Ok(())
     } else {
@@ -302,17 +309,28 @@ async fn main() -> Result<(), BoxError> {
     }
 }
 
-/// The admin server, running.
-struct Admin {
+/// The service, running.
+struct Server {
     addr: SocketAddr,
-    task: tokio::task::JoinHandle<Result<(), kck_admin::ServeError>>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
 }
 
-/// Serves kck's admin page and API on `addr`: with the tokens of
-/// `KCK_ADMIN_TOKENS` if any, else without auth (loopback only).
-async fn serve_admin(cache: &Cache, addr: SocketAddr) -> Result<Admin, BoxError> {
+/// Serves the reports and kck's admin page on `addr`: kck's API with the
+/// tokens of `KCK_ADMIN_TOKENS` if any, else without auth (loopback only).
+async fn serve(
+    cache: &Cache,
+    api: &FleetApi,
+    day: NaiveDate,
+    addr: SocketAddr,
+) -> Result<Server, BoxError> {
     let mut config = kck_admin::AdminConfig::from_env()?;
     if !config.has_tokens() {
+        if !addr.ip().is_loopback() {
+            return Err(format!(
+                "refusing to serve kck's admin without auth on {addr}: set KCK_ADMIN_TOKENS or serve on 127.0.0.1"
+            )
+            .into());
+        }
         config = config.insecure_no_auth();
     }
     let auth = if config.is_insecure() {
@@ -320,11 +338,51 @@ async fn serve_admin(cache: &Cache, addr: SocketAddr) -> Result<Admin, BoxError>
     } else {
         "bearer tokens of KCK_ADMIN_TOKENS"
     };
-    let bound = kck_admin::bind(cache.clone(), config, addr).await?;
-    let addr = bound.local_addr();
-    println!("admin page on http://{addr}/ ({auth})");
-    let task = tokio::spawn(bound.run());
-    Ok(Admin { addr, task })
+    let app = registers::service::router(cache.clone(), api.clone(), day, config)?;
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let addr = listener.local_addr()?;
+    println!("reports on http://{addr}/chain/report, /stores/{{1..{STORES}}}/report, /top");
+    println!("kck admin page on http://{addr}/kck ({auth})");
+    let task = tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok(Server { addr, task })
+}
+
+/// Stops the worker processes as a deploy would: SIGTERM (their running
+/// jobs finish), then waits for them.
+async fn stop_workers(workers: Vec<tokio::process::Child>) {
+    for mut worker in workers {
+        if let Some(pid) = worker.id() {
+            let _ = tokio::process::Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status()
+                .await;
+        }
+        if tokio::time::timeout(Duration::from_secs(40), worker.wait())
+            .await
+            .is_err()
+        {
+            let _ = worker.kill().await;
+        }
+    }
+}
+
+/// The PostgreSQL URL of `--database-url`, `KCK_DATABASE_URL` or
+/// `DATABASE_URL`; `None` for memory.
+fn database_url(kck: &kck_cli::Options) -> Result<Option<String>, BoxError> {
+    if kck.memory {
+        return Ok(None);
+    }
+    if let Some(url) = &kck.database_url {
+        return Ok(Some(url.clone()));
+    }
+    for var in ["KCK_DATABASE_URL", "DATABASE_URL"] {
+        if let Ok(url) = std::env::var(var)
+            && !url.is_empty()
+        {
+            return Ok(Some(url));
+        }
+    }
+    Ok(None)
 }
 
 /// Removes the pipeline's products of `day`.
@@ -341,34 +399,5 @@ async fn forget(cache: &Cache, day: NaiveDate) -> Result<(), kck_core::Error> {
     }
     cache.remove(&chain_report::key(day)).await?;
     cache.remove(&top_products::key(day)).await?;
-    Ok(())
-}
-
-/// A worker process: refreshes whatever the pipeline's cache queues, until
-/// its parent closes its standard input.
-async fn worker() -> Result<(), BoxError> {
-    let url = database_url().ok_or("a worker needs KCK_DATABASE_URL")?;
-    let address = std::env::var("REGISTERS_FLEET")?.parse()?;
-    let cache = Cache::builder()
-        .store(kck_diesel::PgStore::connect(&url).await?)
-        .state(FleetApi::new(address))
-        .local_worker(false)
-        .local_scheduler(false)
-        .build()?;
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    std::thread::spawn(move || {
-        // Returns when the parent closes the pipe, or dies.
-        let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
-        let _ = stop.send(true);
-    });
-    let signal = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
-        let _ = stopped.wait_for(|stop| *stop).await;
-    };
-    let worker = Worker::builder(&cache)
-        .concurrency(8)
-        .shutdown(signal(stopped.clone()))
-        .build();
-    let scheduler = Scheduler::builder(&cache).shutdown(signal(stopped)).build();
-    tokio::try_join!(worker.run(), scheduler.run())?;
     Ok(())
 }
