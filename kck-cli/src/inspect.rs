@@ -478,11 +478,15 @@ fn tree(
         let jobs = &detail.jobs;
         let mut listed = Vec::new();
         if let Some(job) = &jobs.pending {
-            listed.push(format!("{} pending, due {}", job.id, when(job.due_at, now)));
+            listed.push(format!(
+                "job {}: pending, due {}",
+                job.id,
+                when(job.due_at, now)
+            ));
         }
         for job in &jobs.running {
             listed.push(format!(
-                "{} running on {}, lease until {}",
+                "job {}: running on {}, lease until {}",
                 job.id,
                 job.worker,
                 when(job.lease_until, now)
@@ -490,7 +494,7 @@ fn tree(
         }
         for job in &jobs.failed {
             listed.push(format!(
-                "{} failed after {} attempts: {}",
+                "job {}: failed after {} attempts: {}",
                 job.id, job.attempts, job.error
             ));
         }
