@@ -19,7 +19,7 @@
 //! parses, every key belongs to a registered primer, the end line is there
 //! and counts the entries; a truncated or corrupt file is refused with the
 //! number of its first bad line, and nothing is written. Then it writes
-//! the entries one by one, each at a new version of the target store (so
+//! the entries, up to 16 at a time, each at a new version of the target store (so
 //! versions there stay monotonic: the dump's versions are kept in the file
 //! only, for the record). By default an entry the store already holds is
 //! kept, not replaced: a load stopped halfway (Ctrl-C, a lost connection)
@@ -31,6 +31,7 @@ use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use futures_util::StreamExt;
 use kck_core::clock::Timestamp;
 use kck_core::primer::Registry;
 use kck_core::storage::{
@@ -50,6 +51,9 @@ pub const FORMAT: u32 = 1;
 
 /// How many entries a page of [`dump`] holds.
 const PAGE: usize = 500;
+
+/// How many saves [`load`] has in flight at once.
+const IN_FLIGHT: usize = 16;
 
 #[derive(Serialize, Deserialize)]
 struct Header {
@@ -447,14 +451,23 @@ async fn load_checked(
             report.kept
         ))
     };
-    while let Some(entry) = receive.recv().await {
-        let saved = match interrupt.as_deref_mut() {
-            Some(interrupt) => match interrupt.run(store.save(entry, expect)).await {
-                Some(saved) => saved,
+    // Up to `IN_FLIGHT` saves at once: a load is round trips, and the
+    // entries of a dump are distinct keys, so their order does not matter.
+    let receiving = futures_util::stream::poll_fn(|cx| receive.poll_recv(cx));
+    let mut saves = receiving
+        .map(|entry| store.save(entry, expect))
+        .buffer_unordered(IN_FLIGHT);
+    loop {
+        let next = match interrupt.as_deref_mut() {
+            Some(interrupt) => match interrupt.run(saves.next()).await {
+                Some(next) => next,
+                // The saves in flight are dropped: each is written or not,
+                // and loading again settles it.
                 None => return Err(interrupted(&report)),
             },
-            None => store.save(entry, expect).await,
+            None => saves.next().await,
         };
+        let Some(saved) = next else { break };
         match saved.map_err(|error: StoreError| loaded_so_far(error.into(), &report))? {
             Saved::Written(_) => report.written += 1,
             Saved::Conflict { .. } => report.kept += 1,
