@@ -4,10 +4,10 @@
 //!
 //! | path | answer |
 //! |---|---|
-//! | `GET /stores/{store}/report` | a store's report of the day ([`store_report`]) |
-//! | `GET /chain/report` | the chain's report of the day ([`chain_report`]) |
-//! | `GET /top` | the chain's five best sellers ([`top_products`]) |
-//! | `GET /registers/{register}` | a register's live status ([`register_status`], on demand) |
+//! | `GET /stores/{store}/report` | a store's report of the day ([`store_report`](fn@crate::store_report)) |
+//! | `GET /chain/report` | the chain's report of the day ([`chain_report`](fn@crate::chain_report)) |
+//! | `GET /top` | the chain's five best sellers ([`top_products`](fn@crate::top_products)) |
+//! | `GET /registers/{register}` | a register's live status ([`register_status`](fn@crate::register_status), on demand) |
 //! | `GET /chain/report/direct` | the chain's report counted from the fleet on every request, without kck: the baseline the load test compares with |
 //! | `/kck/…` | kck's admin page and API ([`kck_admin::router`]) |
 
