@@ -20,6 +20,9 @@ pub(crate) async fn refresh(cache: &Cache, out: &Out, key: &str) -> Result<(), C
     let key = parse_key(cache, key)?;
     cache.refresh_key(&key).await?;
     let Some(detail) = cache.inspect().product(&key).await? else {
+        if out.is_json() {
+            return out.json(&serde_json::json!({ "key": key.as_str(), "stored": false }));
+        }
         return out.text(&format!("refreshed {key} (the primer does not store it)"));
     };
     if out.is_json() {
@@ -221,7 +224,11 @@ pub(crate) async fn warm(cache: &Cache, out: &Out, primer_name: &str) -> Result<
     let mut interrupt = Interrupt::new();
     for key in &keys {
         bar.set_message(key.to_string());
-        let fresh = cache.inspect().product(key).await?.is_some_and(|detail| {
+        let Some(detail) = interrupt.run(cache.inspect().product(key)).await else {
+            summary.interrupted = true;
+            break;
+        };
+        let fresh = detail?.is_some_and(|detail| {
             detail.summary.state == ProductState::Fresh
                 && detail.summary.meta.code_version == def.code_version
         });

@@ -22,7 +22,8 @@
 //! the entries, up to 16 at a time, each at a new version of the target store (so
 //! versions there stay monotonic: the dump's versions are kept in the file
 //! only, for the record). By default an entry the store already holds is
-//! kept, not replaced: a load stopped halfway (Ctrl-C, a lost connection)
+//! kept, not replaced (a dump holds each key once; a file made otherwise
+//! loads one of a key's lines, any one): a load stopped halfway (Ctrl-C, a lost connection)
 //! goes on where it stopped when run again. With
 //! [`LoadMode::Replace`], every entry of the dump is written.
 
@@ -441,10 +442,13 @@ async fn load_checked(
             })
         })
     };
+    let again = match mode {
+        LoadMode::Keep => "run `load` again to go on (entries already loaded are kept)",
+        LoadMode::Replace => "run `load --replace` again to replace the rest",
+    };
     let interrupted = |report: &LoadReport| {
         CliError::Interrupted(format!(
-            "interrupted: {} of {} entries loaded ({} written, {} kept); run `load` again to go \
-             on (entries already loaded are kept)",
+            "interrupted: {} of {} entries loaded ({} written, {} kept); {again}",
             report.written + report.kept,
             report.entries,
             report.written,
@@ -455,7 +459,15 @@ async fn load_checked(
     // entries of a dump are distinct keys, so their order does not matter.
     let receiving = futures_util::stream::poll_fn(|cx| receive.poll_recv(cx));
     let mut saves = receiving
-        .map(|entry| store.save(entry, expect))
+        .map(|entry| async move {
+            match store.save(entry.clone(), expect).await {
+                // Concurrent saves may deadlock in the store (each queues
+                // its dependents' jobs); the one chosen to fail is tried
+                // once more.
+                Err(_) => store.save(entry, expect).await,
+                saved => saved,
+            }
+        })
         .buffer_unordered(IN_FLIGHT);
     loop {
         let next = match interrupt.as_deref_mut() {
@@ -468,7 +480,7 @@ async fn load_checked(
             None => saves.next().await,
         };
         let Some(saved) = next else { break };
-        match saved.map_err(|error: StoreError| loaded_so_far(error.into(), &report))? {
+        match saved.map_err(|error: StoreError| loaded_so_far(error.into(), &report, again))? {
             Saved::Written(_) => report.written += 1,
             Saved::Conflict { .. } => report.kept += 1,
         }
@@ -483,9 +495,9 @@ async fn load_checked(
     }
 }
 
-fn loaded_so_far(error: CliError, report: &LoadReport) -> CliError {
+fn loaded_so_far(error: CliError, report: &LoadReport, again: &str) -> CliError {
     let so_far = format!(
-        "{error} (after {} of {} entries; run `load` again to go on)",
+        "{error} (after {} of {} entries; {again})",
         report.written + report.kept,
         report.entries
     );
@@ -529,7 +541,9 @@ pub(crate) async fn dump_command(cache: &Cache, out: &Out, file: &Path) -> Resul
             let _ = std::fs::remove_file(&partial);
         }
         let count = dumped?;
-        std::fs::rename(&partial, file)?;
+        std::fs::rename(&partial, file).map_err(|error| {
+            CliError::Failed(format!("cannot write {}: {error}", file.display()))
+        })?;
         count
     };
     let summary = format!(

@@ -11,8 +11,9 @@ use kck_diesel::ConnectError;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum CliError {
-    /// What was asked for is not there: no such product, job or primer
-    /// domain. Exit code 1.
+    /// What was asked for is not there: no such product or job, or a
+    /// product that is not stored and that its primer does not compute on
+    /// a miss. Exit code 1.
     #[error("{0}")]
     NotFound(String),
     /// The command cannot be run as given: a malformed key, an unknown
@@ -59,6 +60,7 @@ impl From<Error> for CliError {
             Error::InvalidKey(_) | Error::UnknownPrimer { .. } => {
                 CliError::BadInput(error.to_string())
             }
+            Error::NotPrimed { .. } => CliError::NotFound(error.to_string()),
             Error::Store(store) => CliError::from_store(store, &error),
             _ => CliError::Failed(error.to_string()),
         }

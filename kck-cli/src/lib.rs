@@ -320,7 +320,11 @@ pub async fn try_execute(
     // A computation delivers its value before it gives its lease back and
     // tells its dependents: let that finish before the process ends, or
     // the product looks computed by someone until the lease runs out.
-    let _ = tokio::time::timeout(SETTLE, cache.wait_idle()).await;
+    let mut signals = process::Signals::new();
+    tokio::select! {
+        _ = tokio::time::timeout(SETTLE, cache.wait_idle()) => {}
+        () = signals.recv() => return Err(CliError::Interrupted("interrupted while settling".into())),
+    }
     done
 }
 

@@ -2,6 +2,7 @@
 //! stop them and the others.
 
 use std::future::Future;
+use std::io::Write as _;
 use std::time::Duration;
 
 use kck_admin::AdminConfig;
@@ -79,6 +80,12 @@ impl Interrupt {
     }
 }
 
+/// A line on standard output for whoever watches; a closed pipe is not
+/// the process's failure (Rust ignores SIGPIPE: `println!` would panic).
+fn say(line: &str) {
+    let _ = writeln!(std::io::stdout(), "{line}");
+}
+
 pub(crate) async fn serve(cache: &Cache, args: &ServeArgs) -> Result<(), CliError> {
     let bad = |error: &dyn std::fmt::Display| CliError::BadInput(error.to_string());
     let mut config = AdminConfig::from_env().map_err(|e| bad(&e))?;
@@ -94,11 +101,11 @@ pub(crate) async fn serve(cache: &Cache, args: &ServeArgs) -> Result<(), CliErro
         .await
         .map_err(|e| bad(&e))?;
     let mut signals = Signals::new();
-    println!("kck admin page: http://{}/", bound.local_addr());
+    say(&format!("kck admin page: http://{}/", bound.local_addr()));
     tokio::select! {
         served = bound.run() => served.map_err(|e| CliError::Failed(e.to_string())),
         () = signals.recv() => {
-            println!("stopped");
+            say("stopped");
             Ok(())
         }
     }
@@ -134,17 +141,21 @@ pub(crate) async fn worker(cache: &Cache, args: &WorkerArgs) -> Result<(), CliEr
     let mut signals = Signals::new();
     let listener = tokio::spawn(async move {
         signals.recv().await;
-        println!(
+        // Stop first: saying so may fail (a closed pipe), stopping must not.
+        let _ = stop.send(true);
+        say(&format!(
             "stopping: running jobs have {} to finish, then go back to the queue \
              (a second signal stops at once)",
             crate::out::span(grace)
-        );
-        let _ = stop.send(true);
+        ));
         signals.recv().await;
-        eprintln!("stopped at once: running jobs go back to the queue when their claims run out");
+        let _ = writeln!(
+            std::io::stderr(),
+            "stopped at once: running jobs go back to the queue when their claims run out"
+        );
         std::process::exit(130);
     });
-    println!(
+    say(&format!(
         "worker {}: {} jobs at once, job time-out {}, {} attempts{}",
         std::process::id(),
         args.concurrency,
@@ -155,13 +166,15 @@ pub(crate) async fn worker(cache: &Cache, args: &WorkerArgs) -> Result<(), CliEr
         } else {
             ""
         }
-    );
+    ));
     let ran = match scheduler {
         Some(scheduler) => tokio::try_join!(worker.run(), scheduler.run()).map(drop),
         None => worker.run().await,
     };
-    listener.abort();
+    // The listener stays: a second signal during the settling that
+    // follows still stops at once.
+    drop(listener);
     ran?;
-    println!("stopped");
+    say("stopped");
     Ok(())
 }

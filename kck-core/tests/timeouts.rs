@@ -187,4 +187,6 @@ async fn a_job_still_running_after_the_grace_period_is_given_back() {
     let pending = jobs.pending.expect("the job is pending again");
     assert_eq!(pending.attempts, 0, "the stopped attempt does not count");
     assert!(pending.due_at <= test.now(), "and it is due");
+    // Its computation was stopped with it: nothing of it runs on.
+    test.cache().wait_idle().await;
 }

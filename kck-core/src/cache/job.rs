@@ -27,6 +27,21 @@ pub(crate) enum JobOutcome {
 }
 
 impl Inner {
+    /// Stops the computation a job of this process started for `key`, if it
+    /// still runs: a worker that gives the job back must not leave it
+    /// running beside the next worker's. Its waiters get
+    /// [`Error::Aborted`]; the store's lease goes back as its task drops.
+    pub(crate) fn abandon_job(&self, key: &Key) {
+        let flight = self
+            .local
+            .memo
+            .read(key.as_str(), |slot| slot.flight.clone())
+            .flatten();
+        if let Some(flight) = flight {
+            self.stop_flight(key, &flight, Error::Aborted { key: key.clone() });
+        }
+    }
+
     /// Does what `job` asks: marks the product stale, augments it from the
     /// deltas of its dependencies, or recomputes it (its computation given
     /// `timeout` at most), and tells its dependents of a change. The queue

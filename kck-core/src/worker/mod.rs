@@ -23,6 +23,7 @@ pub use self::builder::WorkerBuilder;
 use crate::cache::{Cache, CacheRef, JobOutcome};
 use crate::error::{Error, panic_message};
 use crate::event::EventKind;
+use crate::key::Key;
 use crate::storage::{Claim, Job, JobWatcher, RefreshReason, Turnover};
 
 /// Claims refresh jobs from the cache's queue and runs them.
@@ -244,7 +245,6 @@ async fn settle_and_claim(
     }
 }
 
-/// Takes a finished job's claim to complete, if it is done.
 /// The jobs a worker runs, with their claims.
 #[derive(Default)]
 struct Running {
@@ -310,6 +310,7 @@ impl Running {
     }
 }
 
+/// Takes a finished job's claim to complete, if it is done.
 fn note_finished(
     finished: Result<Option<Claim>, tokio::task::JoinError>,
     done: &mut Vec<Claim>,
@@ -343,9 +344,35 @@ async fn idle_time(cache: &Cache, config: &Config) -> Duration {
 /// panic in the job counts as a failed attempt.
 async fn process(cache: Cache, config: Arc<Config>, job: Job) -> Option<Claim> {
     cache.inner.local.flights.begin();
+    let key = job.key.clone();
+    let mut running = JobInFlight {
+        cache: &cache,
+        key: &key,
+        ended: false,
+    };
     let done = settle(&cache, &config, job).await;
-    cache.inner.local.flights.end();
+    running.ended = true;
     done
+}
+
+/// A job this process runs. Dropped before it ended (a worker shutting
+/// down past its grace period gives the job back), it stops the job's
+/// computation too: it must not run on beside the next worker's, nor keep
+/// [`Cache::wait_idle`] waiting.
+struct JobInFlight<'a> {
+    cache: &'a Cache,
+    key: &'a Key,
+    ended: bool,
+}
+
+impl Drop for JobInFlight<'_> {
+    fn drop(&mut self) {
+        let inner = &self.cache.inner;
+        if !self.ended {
+            inner.abandon_job(self.key);
+        }
+        inner.local.flights.end();
+    }
 }
 
 async fn settle(cache: &Cache, config: &Config, job: Job) -> Option<Claim> {
