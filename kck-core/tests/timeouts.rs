@@ -17,6 +17,13 @@ async fn stuck(ctx: &kck_core::Ctx, name: String) -> Result<i64, SourceDown> {
     source(ctx).read(&name).await
 }
 
+/// Reads its source, then never ends.
+#[primer(key = "endless/{name}")]
+async fn endless(ctx: &kck_core::Ctx, name: String) -> Result<i64, SourceDown> {
+    source(ctx).read(&name).await?;
+    std::future::pending().await
+}
+
 /// Starts a worker with a job time-out of `timeout` (retries an hour apart)
 /// and a grace period of `grace` on shutdown, and a job of `key`, whose source
 /// hangs; returns once the computation started, with the worker's stop
@@ -188,5 +195,72 @@ async fn a_job_still_running_after_the_grace_period_is_given_back() {
     assert_eq!(pending.attempts, 0, "the stopped attempt does not count");
     assert!(pending.due_at <= test.now(), "and it is due");
     // Its computation was stopped with it: nothing of it runs on.
+    test.cache().wait_idle().await;
+}
+
+/// A job that finishes during the grace period is completed then, not at
+/// its end: its claim is no longer renewed, and would otherwise run out
+/// (the lease is shorter than the grace period) and the job run twice.
+#[tokio::test(start_paused = true)]
+async fn a_job_that_finishes_during_the_grace_period_is_completed_at_once() {
+    let source = Source::new();
+    let test = common::on_memory(&source);
+    let done = stuck::key("done".into()).key().clone();
+    let hung = endless::key("hung".into()).key().clone();
+    source.hold();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let worker = Worker::builder(test.cache())
+        .concurrency(2)
+        .lease(Duration::from_secs(30))
+        .job_timeout(Duration::from_secs(7200))
+        .grace_period(Duration::from_secs(3600))
+        .shutdown(async move {
+            let _ = stopped.await;
+        })
+        .build();
+    let running = tokio::spawn(worker.run());
+    let jobs = [&done, &hung]
+        .map(|key| JobRequest::new(key.clone(), test.now(), RefreshReason::Requested));
+    test.queue()
+        .enqueue(&jobs)
+        .await
+        .expect("the queue takes the jobs");
+    until(|| source.reads("done") == 1 && source.reads("hung") == 1).await;
+    stop.send(()).expect("the worker listens");
+    source.open();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let settled = test
+        .queue()
+        .jobs_of(&done)
+        .await
+        .expect("the queue answers");
+    assert!(
+        settled.running.is_empty() && settled.pending.is_none(),
+        "the finished job is completed within the grace period: {settled:?}"
+    );
+    let still = test
+        .queue()
+        .jobs_of(&hung)
+        .await
+        .expect("the queue answers");
+    assert_eq!(
+        still.running.len(),
+        1,
+        "the other one still runs: {still:?}"
+    );
+    running
+        .await
+        .expect("the worker does not panic")
+        .expect("the worker stops cleanly");
+    let given_back = test
+        .queue()
+        .jobs_of(&hung)
+        .await
+        .expect("the queue answers");
+    assert!(given_back.running.is_empty(), "{given_back:?}");
+    assert!(
+        given_back.pending.is_some(),
+        "the hung job is pending again"
+    );
     test.cache().wait_idle().await;
 }

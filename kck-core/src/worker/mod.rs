@@ -153,18 +153,30 @@ impl Worker {
                 () = tokio::time::sleep(idle) => {}
             }
         }
-        // Let running jobs finish; the ones that do not in time are stopped
-        // and given back to the queue, to be claimed again at once.
-        let finished = tokio::time::timeout(config.grace, async {
-            while let Some(finished) = running.join_next().await {
-                note_finished(finished, &mut done, &mut done_since);
+        // Let running jobs finish, settling them as they do (their claims
+        // are no longer renewed); the ones still running at the end of the
+        // grace period are stopped and given back to the queue, to be
+        // claimed again at once.
+        let give_up_at = Instant::now() + config.grace;
+        let mut late = Vec::new();
+        while !running.is_empty() {
+            let settle_by = done_since.map(|since| since + BATCH_WAIT);
+            tokio::select! {
+                Some(finished) = running.join_next() => {
+                    note_finished(finished, &mut done, &mut done_since);
+                }
+                () = sleep_until_some(settle_by) => {
+                    let Some(cache) = source.get() else { break };
+                    if settle_and_claim(&cache, &config, &done, 0).await.0 {
+                        done.clear();
+                        done_since = None;
+                    }
+                }
+                () = tokio::time::sleep_until(give_up_at) => {
+                    late = running.abort_all(&mut done, &mut done_since).await;
+                }
             }
-        });
-        let late = if finished.await.is_err() {
-            running.abort_all(&mut done, &mut done_since).await
-        } else {
-            Vec::new()
-        };
+        }
         if let Some(cache) = source.get() {
             for claim in &late {
                 // A claim that cannot be given back runs out instead.
