@@ -11,9 +11,10 @@ use kck_diesel::ConnectError;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum CliError {
-    /// What was asked for is not there: no such product or job, or a
-    /// product that is not stored and that its primer does not compute on
-    /// a miss. Exit code 1.
+    /// What was asked for is not there: no such product or job, a product
+    /// that is not stored and that its primer does not compute on a miss,
+    /// or no kck tables at all in the database a command that only looks
+    /// was given. Exit code 1.
     #[error("{0}")]
     NotFound(String),
     /// The command cannot be run as given: a malformed key, an unknown
@@ -93,6 +94,8 @@ impl From<ConnectError> for CliError {
             | ConnectError::NoRootCertificates { .. }
             | ConnectError::MissingUrl
             | ConnectError::InvalidSchema { .. } => CliError::BadInput(error.to_string()),
+            ConnectError::NoSchema { .. } => CliError::NotFound(error.to_string()),
+            ConnectError::SchemaOutdated { .. } => CliError::Failed(error.to_string()),
             _ => CliError::Unreachable(error.to_string()),
         }
     }

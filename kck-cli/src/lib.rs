@@ -70,7 +70,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use kck_core::{Cache, CacheBuilder};
-use kck_diesel::{PgStore, PgStoreBuilder};
+use kck_diesel::{Migrations, PgStore, PgStoreBuilder};
 
 pub use crate::error::CliError;
 use crate::out::Out;
@@ -296,7 +296,7 @@ pub async fn try_execute(
     command: Command,
     builder: CacheBuilder,
 ) -> Result<(), CliError> {
-    let cache = open(options, builder).await?;
+    let cache = open(options, builder, migrations_for(&command)).await?;
     let out = Out::new(options.json);
     let done = match command {
         Command::Serve(args) => process::serve(&cache, &args).await,
@@ -328,13 +328,39 @@ pub async fn try_execute(
     done
 }
 
+/// Whether `command` may create or upgrade kck's tables. The ones that only
+/// look, or act on what is stored, change no schema: pointed at the wrong
+/// database, they say it has no kck tables instead of creating them there.
+fn migrations_for(command: &Command) -> Migrations {
+    match command {
+        Command::Status
+        | Command::Explain { .. }
+        | Command::Jobs(_)
+        | Command::Dump { .. }
+        | Command::Invalidate { .. }
+        | Command::Remove { .. }
+        | Command::Retry { .. }
+        | Command::Get { cached: true, .. } => Migrations::Require,
+        Command::Serve(_)
+        | Command::Worker(_)
+        | Command::Get { cached: false, .. }
+        | Command::Refresh { .. }
+        | Command::Warm { .. }
+        | Command::Load(_) => Migrations::Apply,
+    }
+}
+
 /// How long a command waits, once done, for its computations to settle.
 const SETTLE: Duration = Duration::from_secs(10);
 
 /// The cache the commands work on: the application's, on the store the
 /// options name, with no worker or scheduler of its own (`worker` runs
 /// them itself).
-async fn open(options: &Options, builder: CacheBuilder) -> Result<Cache, CliError> {
+async fn open(
+    options: &Options,
+    builder: CacheBuilder,
+    migrations: Migrations,
+) -> Result<Cache, CliError> {
     let builder = builder.local_worker(false).local_scheduler(false);
     let builder = if options.memory {
         builder
@@ -349,7 +375,7 @@ async fn open(options: &Options, builder: CacheBuilder) -> Result<Cache, CliErro
                 )
             })?,
         };
-        builder.store(store.connect().await?)
+        builder.store(store.migrations(migrations).connect().await?)
     };
     builder
         .build()

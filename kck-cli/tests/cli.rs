@@ -145,6 +145,20 @@ async fn an_operators_session_on_postgres() {
     };
     let db = || on(&database);
 
+    // A command that only looks creates no kck tables where there are none:
+    // pointed at the wrong database, it says so.
+    for args in [
+        &["status"][..],
+        &["get", "--cached", "square/2"],
+        &["dump", "-"],
+    ] {
+        let (stdout, stderr) = run(db(), args, 1);
+        assert!(stdout.is_empty(), "{args:?}: {stdout}");
+        assert!(stderr.contains("has no kck tables"), "{args:?}: {stderr}");
+    }
+    // The application creates them when it starts.
+    database.connect().await;
+
     // Nothing stored yet: explain says what a read would do.
     let (stdout, _) = run(db(), &["explain", "sum_of_squares/3"], 0);
     assert!(stdout.contains("state: nothing is stored"), "{stdout}");

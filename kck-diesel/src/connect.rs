@@ -184,6 +184,30 @@ pub enum ConnectError {
         /// Why it is refused.
         reason: String,
     },
+    /// The database has no kck tables, and the store was asked not to
+    /// create them ([`Migrations::Require`](crate::Migrations::Require)):
+    /// likely the wrong database.
+    #[error(
+        "PostgreSQL at {server} has no kck tables: is it the right database? \
+         (the application creates them when it starts)"
+    )]
+    NoSchema {
+        /// `host:port/database`.
+        server: String,
+    },
+    /// kck's tables lack migrations of this version of kck, and the store
+    /// was asked not to apply them
+    /// ([`Migrations::Require`](crate::Migrations::Require)).
+    #[error(
+        "kck's tables at {server} are older than this program ({pending} migrations to apply): \
+         start the application of this version once, it upgrades them"
+    )]
+    SchemaOutdated {
+        /// `host:port/database`.
+        server: String,
+        /// How many migrations are not applied.
+        pending: usize,
+    },
     /// A replica URL names a server that is not a hot standby (it is not
     /// in recovery): a primary, which kck would read stale data from.
     #[error("the replica at {server} is not a hot standby (it is not in recovery)")]

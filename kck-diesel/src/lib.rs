@@ -17,7 +17,9 @@
 //! ## Schema
 //!
 //! [`PgStore::connect`] creates or upgrades kck's tables with embedded diesel
-//! migrations ([`MIGRATIONS`]), one process at a time:
+//! migrations ([`MIGRATIONS`]), one process at a time (or, given
+//! [`Migrations::Require`], only checks that they are there and up to
+//! date, as a tool that only looks should):
 //!
 //! - `kck_entries`: one row per product: `key` (primary key), `primer`,
 //!   `value` (`jsonb`, so products can be inspected in SQL), `version`
@@ -123,4 +125,4 @@ mod timetable;
 
 pub use connect::{ConnectError, SslMode, TlsFailure};
 pub use replica::ReplicaStats;
-pub use store::{MIGRATIONS, PgStore, PgStoreBuilder};
+pub use store::{MIGRATIONS, Migrations, PgStore, PgStoreBuilder};

@@ -92,6 +92,7 @@ impl PgStore {
             pool_size: 10,
             connect_timeout: Duration::from_secs(5),
             heartbeat: Duration::from_secs(5),
+            migrations: Migrations::Apply,
         }
     }
 
@@ -205,6 +206,7 @@ pub struct PgStoreBuilder {
     pool_size: u32,
     connect_timeout: Duration,
     heartbeat: Duration,
+    migrations: Migrations,
 }
 
 impl std::fmt::Debug for PgStoreBuilder {
@@ -227,6 +229,7 @@ impl std::fmt::Debug for PgStoreBuilder {
             .field("pool_size", &self.pool_size)
             .field("connect_timeout", &self.connect_timeout)
             .field("heartbeat", &self.heartbeat)
+            .field("migrations", &self.migrations)
             .finish()
     }
 }
@@ -343,6 +346,16 @@ impl PgStoreBuilder {
         self
     }
 
+    /// Whether [`connect`](Self::connect) creates and upgrades kck's tables
+    /// ([`Migrations::Apply`], the default) or only checks that they are
+    /// there and up to date ([`Migrations::Require`]), as a tool that only
+    /// looks should: pointed at the wrong database, it then says so instead
+    /// of creating kck's tables there.
+    pub fn migrations(mut self, migrations: Migrations) -> Self {
+        self.migrations = migrations;
+        self
+    }
+
     /// Creates or upgrades kck's tables, opens the pool, and starts
     /// listening for the writes of other processes. Every connection (the
     /// pool's, the listener's, the migrations') uses the same TLS.
@@ -368,7 +381,7 @@ impl PgStoreBuilder {
             server: target.server().to_owned(),
             source,
         };
-        migrate(&target, self.connect_timeout).await?;
+        migrate(&target, self.connect_timeout, self.migrations).await?;
         let pool = self.pool(&target).await.map_err(setup)?;
         let mut replicas = Vec::with_capacity(replica_targets.len());
         let primary = if replica_targets.is_empty() {
@@ -481,14 +494,32 @@ fn manager(target: &Target, timeout: Duration) -> AsyncDieselConnectionManager<A
 
 /// Runs the embedded migrations, on a blocking thread (diesel's harness is
 /// synchronous), one process at a time.
-async fn migrate(target: &Target, timeout: Duration) -> Result<(), ConnectError> {
+/// What [`PgStoreBuilder::connect`] does with kck's tables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Migrations {
+    /// Creates kck's tables, or upgrades them with the [`MIGRATIONS`] this
+    /// version of kck has and the database lacks, one process at a time.
+    #[default]
+    Apply,
+    /// Changes nothing: fails with [`ConnectError::NoSchema`] if the
+    /// database has no kck tables, and with
+    /// [`ConnectError::SchemaOutdated`] if they lack migrations of this
+    /// version of kck.
+    Require,
+}
+
+async fn migrate(target: &Target, timeout: Duration, mode: Migrations) -> Result<(), ConnectError> {
     let conn = target.without_statement_timeout().connect(timeout).await?;
     let create_schema = target
         .schema()
         .map(|schema| format!("CREATE SCHEMA IF NOT EXISTS {}", schema.as_str()));
     // Made here, in the runtime, so that it blocks on this runtime's handle.
     let mut conn = AsyncConnectionWrapper::<AsyncPgConnection>::from(conn);
-    let migration = tokio::task::spawn_blocking(move || -> Result<(), StoreError> {
+    let migration = tokio::task::spawn_blocking(move || -> Result<Checked, StoreError> {
+        if mode == Migrations::Require {
+            return check_schema(&mut conn);
+        }
         conn.batch_execute(&format!("SELECT pg_advisory_lock({MIGRATION_LOCK})"))
             .map_err(query_error)?;
         let created = match &create_schema {
@@ -503,19 +534,68 @@ async fn migrate(target: &Target, timeout: Duration) -> Result<(), ConnectError>
         let unlocked = conn
             .batch_execute(&format!("SELECT pg_advisory_unlock({MIGRATION_LOCK})"))
             .map_err(query_error);
-        migrated.and(unlocked)
+        migrated.and(unlocked).map(|()| Checked::UpToDate)
     });
+    let server = || target.server().to_owned();
     let setup = |source: StoreError| ConnectError::Setup {
-        server: target.server().to_owned(),
+        server: server(),
         source,
     };
-    match tokio::time::timeout(timeout, migration).await {
-        Ok(Ok(result)) => result.map_err(setup),
-        Ok(Err(join)) => Err(setup(StoreError::backend(join))),
-        Err(_) => Err(setup(StoreError::unavailable(
-            "timed out migrating kck's tables",
-        ))),
+    let checked = match tokio::time::timeout(timeout, migration).await {
+        Ok(Ok(result)) => result.map_err(setup)?,
+        Ok(Err(join)) => return Err(setup(StoreError::backend(join))),
+        Err(_) => {
+            return Err(setup(StoreError::unavailable(
+                "timed out migrating kck's tables",
+            )));
+        }
+    };
+    match checked {
+        Checked::UpToDate => Ok(()),
+        Checked::Missing => Err(ConnectError::NoSchema { server: server() }),
+        Checked::Pending(pending) => Err(ConnectError::SchemaOutdated {
+            server: server(),
+            pending,
+        }),
     }
+}
+
+/// What [`Migrations::Require`] found.
+enum Checked {
+    UpToDate,
+    Missing,
+    /// This many migrations of this version of kck are not applied.
+    Pending(usize),
+}
+
+/// Looks at kck's tables without changing anything. diesel's migration
+/// table is looked up first: diesel creates it when asked what is applied.
+fn check_schema(
+    conn: &mut AsyncConnectionWrapper<AsyncPgConnection>,
+) -> Result<Checked, StoreError> {
+    #[derive(diesel::QueryableByName)]
+    struct Present {
+        #[diesel(sql_type = diesel::sql_types::Bool)]
+        present: bool,
+    }
+    let query = diesel::sql_query(
+        "SELECT to_regclass('__diesel_schema_migrations') IS NOT NULL \
+         AND to_regclass('kck_entries') IS NOT NULL AS present",
+    );
+    // The blocking connection: diesel's own query methods, not diesel-async's.
+    let found: Present = diesel::RunQueryDsl::get_result(query, conn).map_err(query_error)?;
+    if !found.present {
+        return Ok(Checked::Missing);
+    }
+    let pending = conn
+        .pending_migrations(MIGRATIONS)
+        .map_err(StoreError::backend)?
+        .len();
+    Ok(if pending == 0 {
+        Checked::UpToDate
+    } else {
+        Checked::Pending(pending)
+    })
 }
 
 /// Every port is the one `PgStore`; its saves queue their dependents'

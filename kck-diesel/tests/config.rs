@@ -10,7 +10,7 @@ use diesel::sql_types::{Bool, Text};
 use diesel_async::RunQueryDsl as _;
 use kck_core::event::Event;
 use kck_core::{Cache, Ctx, primer};
-use kck_diesel::{ConnectError, PgStore};
+use kck_diesel::{ConnectError, Migrations, PgStore};
 use kck_testing::postgres::TestDatabase;
 
 #[primer(key = "label/{n}")]
@@ -172,5 +172,50 @@ async fn an_invalid_schema_is_refused_before_connecting() {
     assert!(
         matches!(&error, ConnectError::InvalidSchema { name, .. } if name == "Reports; DROP"),
         "{error}"
+    );
+}
+
+/// A store that may not change the schema (as a tool that only looks)
+/// creates nothing, and says what is missing: no kck tables at all (the
+/// wrong database, likely), or migrations of this version not applied.
+#[tokio::test]
+async fn a_store_that_may_not_migrate_creates_nothing_and_says_what_is_missing() {
+    let Some(db) = TestDatabase::create().await else {
+        return;
+    };
+    let require = || {
+        PgStore::builder(db.url())
+            .migrations(Migrations::Require)
+            .connect()
+    };
+    // A store of another schema, to look at the default one with.
+    let looker = PgStore::builder(db.url())
+        .schema("looker")
+        .connect()
+        .await
+        .expect("connects");
+    let missing = require().await.expect_err("no kck tables yet");
+    assert!(
+        matches!(missing, ConnectError::NoSchema { .. }),
+        "{missing}"
+    );
+    assert!(missing.to_string().contains("no kck tables"), "{missing}");
+    for table in ["public.kck_entries", "public.__diesel_schema_migrations"] {
+        assert!(!table_exists(&looker, table).await, "{table} was created");
+    }
+    db.connect().await;
+    require().await.expect("kck's tables are up to date");
+    let mut conn = looker.pool().get().await.expect("a connection");
+    diesel::sql_query(
+        "DELETE FROM public.__diesel_schema_migrations \
+         WHERE version = (SELECT max(version) FROM public.__diesel_schema_migrations)",
+    )
+    .execute(&mut conn)
+    .await
+    .expect("one migration forgotten");
+    let outdated = require().await.expect_err("a migration is missing");
+    assert!(
+        matches!(outdated, ConnectError::SchemaOutdated { pending: 1, .. }),
+        "{outdated}"
     );
 }
