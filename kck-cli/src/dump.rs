@@ -517,14 +517,19 @@ pub(crate) async fn dump_command(cache: &Cache, out: &Out, file: &Path) -> Resul
     let mut interrupt = Interrupt::new();
     let to_stdout = file.as_os_str() == "-";
     let count = if to_stdout {
-        let stdout = std::io::stdout();
-        dump_with(
+        let mut stdout = Piped::new(std::io::stdout());
+        let dumped = dump_with(
             &**catalog,
             cache.now(),
-            BufWriter::new(stdout),
+            BufWriter::new(&mut stdout),
             Some(&mut interrupt),
         )
-        .await?
+        .await;
+        if stdout.closed {
+            // The reader has all it wanted (`dump - | head`).
+            return Ok(());
+        }
+        dumped?
     } else {
         let partial = partial_path(file);
         let writer = File::create(&partial).map_err(|error| {
@@ -558,6 +563,41 @@ pub(crate) async fn dump_command(cache: &Cache, out: &Out, file: &Path) -> Resul
         out.json(&serde_json::json!({ "entries": count, "file": file }))
     } else {
         out.text(&summary)
+    }
+}
+
+/// A pipe that notes when its reader went away: then the dump stops
+/// quietly, as a reader such as `head` asks, instead of failing.
+struct Piped<W> {
+    inner: W,
+    closed: bool,
+}
+
+impl<W> Piped<W> {
+    fn new(inner: W) -> Self {
+        Piped {
+            inner,
+            closed: false,
+        }
+    }
+
+    fn note<T>(&mut self, result: std::io::Result<T>) -> std::io::Result<T> {
+        if let Err(error) = &result {
+            self.closed |= error.kind() == std::io::ErrorKind::BrokenPipe;
+        }
+        result
+    }
+}
+
+impl<W: Write> Write for Piped<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let written = self.inner.write(buf);
+        self.note(written)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        let flushed = self.inner.flush();
+        self.note(flushed)
     }
 }
 

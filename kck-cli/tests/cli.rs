@@ -438,3 +438,21 @@ async fn a_load_interrupted_by_ctrl_c_goes_on_when_run_again() {
     assert_eq!(square["total"], ENTRIES, "{status}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `dump -` into a pipe whose reader went away (as `| head` does) stops
+/// quietly: the reader has what it wanted.
+#[test]
+fn a_dump_into_a_closed_pipe_stops_quietly() {
+    let mut dump = std::process::Command::new(DEMO)
+        .args(["--memory", "dump", "-"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the demo starts");
+    // Closed before the process is far enough along to write.
+    drop(dump.stdout.take());
+    let output = dump.wait_with_output().expect("the demo ends");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains("error"), "{stderr}");
+}
