@@ -48,14 +48,12 @@ fn day() -> NaiveDate {
 
 /// Serves the registers service on a free loopback port.
 async fn serve(cache: Cache, api: FleetApi) -> SocketAddr {
-    let app = registers::service::router(cache, api, day(), AdminConfig::new().insecure_no_auth())
-        .expect("a router");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+    let admin = AdminConfig::new().insecure_no_auth();
+    let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+    registers::service::spawn(cache, api, day(), admin, loopback)
         .await
-        .expect("a port");
-    let addr = listener.local_addr().expect("an address");
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    addr
+        .expect("the service serves")
+        .addr
 }
 
 /// A measurement: requests a second, p50, p99.

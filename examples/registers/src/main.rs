@@ -309,12 +309,6 @@ async fn pipeline(kck: &kck_cli::Options, options: &RunArgs) -> Result<(), BoxEr
     }
 }
 
-/// The service, running.
-struct Server {
-    addr: SocketAddr,
-    task: tokio::task::JoinHandle<std::io::Result<()>>,
-}
-
 /// Serves the reports and kck's admin page on `addr`: kck's API with the
 /// tokens of `KCK_ADMIN_TOKENS` if any, else without auth (loopback only).
 async fn serve(
@@ -322,7 +316,7 @@ async fn serve(
     api: &FleetApi,
     day: NaiveDate,
     addr: SocketAddr,
-) -> Result<Server, BoxError> {
+) -> Result<registers::service::Serving, BoxError> {
     let mut config = kck_admin::AdminConfig::from_env()?;
     if !config.has_tokens() {
         if !addr.ip().is_loopback() {
@@ -338,13 +332,11 @@ async fn serve(
     } else {
         "bearer tokens of KCK_ADMIN_TOKENS"
     };
-    let app = registers::service::router(cache.clone(), api.clone(), day, config)?;
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    let addr = listener.local_addr()?;
+    let serving = registers::service::spawn(cache.clone(), api.clone(), day, config, addr).await?;
+    let addr = serving.addr;
     println!("reports on http://{addr}/chain/report, /stores/{{1..{STORES}}}/report, /top");
     println!("kck admin page on http://{addr}/kck ({auth})");
-    let task = tokio::spawn(async move { axum::serve(listener, app).await });
-    Ok(Server { addr, task })
+    Ok(serving)
 }
 
 /// Stops the worker processes as a deploy would: SIGTERM (their running

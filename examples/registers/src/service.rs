@@ -11,6 +11,7 @@
 //! | `GET /chain/report/direct` | the chain's report counted from the fleet on every request, without kck: the baseline the load test compares with |
 //! | `/kck/…` | kck's admin page and API ([`kck_admin::router`]) |
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
@@ -26,6 +27,34 @@ use crate::{
     FleetApi, Report, STORES, Sale, chain_report, register_status, registers, store_report,
     top_products,
 };
+
+/// The service, serving on `addr` (port 0: a free one) in a task of its
+/// own.
+pub struct Serving {
+    /// The address it serves on.
+    pub addr: SocketAddr,
+    /// The task; it ends only if serving fails.
+    pub task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+/// Binds `addr` and serves [`router`] there, in a task of its own.
+///
+/// # Errors
+///
+/// If `admin` cannot serve, or `addr` cannot be bound.
+pub async fn spawn(
+    cache: Cache,
+    fleet: FleetApi,
+    day: NaiveDate,
+    admin: AdminConfig,
+    addr: SocketAddr,
+) -> Result<Serving, Box<dyn std::error::Error + Send + Sync>> {
+    let app = router(cache, fleet, day, admin)?;
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let addr = listener.local_addr()?;
+    let task = tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok(Serving { addr, task })
+}
 
 /// What the handlers share.
 #[derive(Clone)]

@@ -24,14 +24,12 @@ async fn service(fleet: &std::sync::Arc<Fleet>) -> SocketAddr {
         .state(api.clone())
         .build()
         .expect("valid primers");
-    let app = registers::service::router(cache, api, day(), AdminConfig::new().insecure_no_auth())
-        .expect("a router");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+    let admin = AdminConfig::new().insecure_no_auth();
+    let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+    registers::service::spawn(cache, api, day(), admin, loopback)
         .await
-        .expect("a port");
-    let addr = listener.local_addr().expect("an address");
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    addr
+        .expect("the service serves")
+        .addr
 }
 
 async fn get(addr: SocketAddr, path: &str) -> (u16, Value) {
